@@ -1,0 +1,104 @@
+"""Video and audio ViT encoders with segment tokens and hierarchical taps (spec §2–§4)."""
+
+from __future__ import annotations
+
+from typing import Optional
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from havic_jax.models import layers
+from havic_jax.models.config import ModelConfig
+from havic_jax.models.patches import audio_token_order, patchify_audio, patchify_video
+
+Array = jax.Array
+
+
+def transformer_block_cls(cfg: ModelConfig):
+  """The block class, rematerialised when ``cfg.remat`` (``deterministic`` is static)."""
+  if cfg.remat:
+    return nn.remat(layers.TransformerBlock, static_argnums=(2,))
+  return layers.TransformerBlock
+
+
+def run_trunk(module: nn.Module, x: Array, cfg: ModelConfig, drop_path_rate: float,
+              deterministic: bool) -> tuple[Array, ...]:
+  """Runs ``cfg.depth`` pre-norm blocks (created as children ``block_i`` of ``module``) and
+  returns ``norm(x)`` after each tap layer, all through one shared final LayerNorm."""
+  block_cls = transformer_block_cls(cfg)
+  norm = layers.layer_norm("norm", dtype=cfg.compute_dtype)
+  taps = []
+  for i in range(cfg.depth):
+    x = block_cls(cfg.num_heads, cfg.mlp_ratio, drop_path_rate, qv_bias=True,
+                  dtype=cfg.compute_dtype, attention_impl=cfg.attention_impl,
+                  name=f"block_{i}")(x, deterministic)
+    if i + 1 in cfg.tap_layers:
+      taps.append(norm(x))
+  return tuple(taps)
+
+
+def add_segment_tokens(module: nn.Module, patches: Array, cfg: ModelConfig,
+                       position: Optional[np.ndarray]) -> Array:
+  """Prepends one learnable segment token (plus ``position`` [T, D] if given) to each of the
+  ``cfg.num_segments`` segments of ``patches`` [B, T·P, D] -> [B, T·(1+P), D]."""
+  width = patches.shape[-1]
+  tokens = layers.vector_param(module, "segment_tokens", (cfg.num_segments, width),
+                               nn.initializers.normal(layers.SEGMENT_TOKEN_INIT_STD),
+                               (None, layers.EMBED))
+  if position is not None:
+    tokens = tokens + jnp.asarray(position)
+  tokens = jnp.broadcast_to(tokens, (patches.shape[0],) + tokens.shape)
+  return layers.insert_segment_tokens(tokens, patches, cfg.num_segments)
+
+
+class VideoEncoder(nn.Module):
+  """Tubelet ViT. video [B, F, H, W, 3] in [0, 1] (no normalisation) and optional kept token
+  indices [B, K] (grouped by segment) -> taps, each [B, T·(1+K/T), D]."""
+
+  cfg: ModelConfig
+
+  @nn.compact
+  def __call__(self, video: Array, ids_keep: Optional[Array] = None,
+               deterministic: bool = True) -> tuple[Array, ...]:
+    cfg = self.cfg
+    x = layers.dense(cfg.width, ("patch", layers.EMBED), dtype=cfg.compute_dtype,
+                     name="patch_embed")(patchify_video(video, cfg))
+    x = x + jnp.asarray(layers.sincos_1d(np.arange(cfg.video_tokens), cfg.width), x.dtype)
+    if ids_keep is not None:
+      x = layers.gather_tokens(x, ids_keep)
+    segment_position = layers.sincos_1d(np.arange(cfg.num_segments), cfg.width)
+    x = add_segment_tokens(self, x, cfg, segment_position)
+    return run_trunk(self, x, cfg, cfg.video_drop_path, deterministic)
+
+
+def audio_position_table(cfg: ModelConfig, width: int) -> np.ndarray:
+  """2-D sin-cos table of the audio grid in the configured token order. [N_a, width]."""
+  table = layers.sincos_2d(cfg.audio_mel_tokens, cfg.audio_time_tokens, width)
+  return table[audio_token_order(cfg)]
+
+
+class AudioEncoder(nn.Module):
+  """Spectrogram ViT. audio [B, time, mel] (normalised fbank) and optional kept indices
+  [B, K] -> taps, each [B, T·(1+K/T), D]. Segment tokens carry no position (reference)."""
+
+  cfg: ModelConfig
+
+  @nn.compact
+  def __call__(self, audio: Array, ids_keep: Optional[Array] = None,
+               deterministic: bool = True) -> tuple[Array, ...]:
+    cfg = self.cfg
+    x = layers.dense(cfg.width, ("patch", layers.EMBED), dtype=cfg.compute_dtype,
+                     name="patch_embed")(patchify_audio(audio, cfg))
+    table = audio_position_table(cfg, cfg.width)
+    pos = layers.vector_param(self, "pos_embed", table.shape,
+                              lambda *_: jnp.asarray(table), (None, layers.EMBED))
+    modality = layers.vector_param(self, "modality", (cfg.width,),
+                                   nn.initializers.normal(layers.MODALITY_INIT_STD),
+                                   (layers.EMBED,))
+    x = x + (pos + modality).astype(x.dtype)
+    if ids_keep is not None:
+      x = layers.gather_tokens(x, ids_keep)
+    x = add_segment_tokens(self, x, cfg, None)
+    return run_trunk(self, x, cfg, cfg.audio_drop_path, deterministic)

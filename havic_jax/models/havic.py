@@ -1,0 +1,122 @@
+"""The two HAVIC assemblies: the pretraining model and the fine-tuning classifier."""
+
+from __future__ import annotations
+
+from typing import Any, Dict
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from havic_jax.models import layers
+from havic_jax.models.classifier import ClassifierMLP, LayerPool, TokenReducer
+from havic_jax.models.config import ModelConfig
+from havic_jax.models.decoders import CrossModalDecoder, ReconstructionDecoder
+from havic_jax.models.encoders import AudioEncoder, VideoEncoder
+from havic_jax.models.interaction import InteractionModule
+
+Array = jax.Array
+
+
+class HAVICPretrain(nn.Module):
+  """Masked encoders, interaction, reconstruction and cross-modal decoders (spec §2–§7).
+
+  Inputs: video [B, F, H, W, 3] in [0, 1]; audio [B, time, mel] normalised fbank; kept token
+  indices ids_keep_video [B, K_v] and ids_keep_audio [B, K_a], grouped by segment.
+  Returns a dict of every stage (shapes with T segments, D encoder width):
+    video_taps / audio_taps: masked encoder taps, each [B, T·(1+K/T), D];
+    video_full_taps / audio_full_taps: unmasked encoder taps (target pass), [B, T·(1+P), D];
+    interaction: (video, audio) interaction outputs with segment tokens;
+    a2v [B, N_v, D], v2a [B, N_a, D]: cross-modal predictions;
+    video_target [B, N_v, D], audio_target [B, N_a, D]: stop-gradient final-layer targets;
+    video_recon / audio_recon: one [B, N, patch_dim] per decoder block.
+  """
+
+  cfg: ModelConfig
+
+  def setup(self):
+    cfg = self.cfg
+    self.video_encoder = VideoEncoder(cfg)
+    self.audio_encoder = AudioEncoder(cfg)
+    self.interaction = InteractionModule(cfg)
+    self.a2v = CrossModalDecoder(cfg, source="audio")
+    self.v2a = CrossModalDecoder(cfg, source="video")
+    self.video_decoder = ReconstructionDecoder(cfg, modality="video")
+    self.audio_decoder = ReconstructionDecoder(cfg, modality="audio")
+
+  def __call__(self, video: Array, audio: Array, ids_keep_video: Array, ids_keep_audio: Array,
+               deterministic: bool = True) -> Dict[str, Any]:
+    t = self.cfg.num_segments
+    patches = lambda x: layers.split_segment_tokens(x, t)[1]
+    video_taps = self.video_encoder(video, ids_keep_video, deterministic)
+    audio_taps = self.audio_encoder(audio, ids_keep_audio, deterministic)
+    video_inter, audio_inter = self.interaction(video_taps[-1], audio_taps[-1])
+
+    a2v = self.a2v(patches(audio_inter), ids_keep_audio, deterministic)
+    v2a = self.v2a(patches(video_inter), ids_keep_video, deterministic)
+
+    video_full_taps = self.video_encoder(video, None, deterministic)
+    audio_full_taps = self.audio_encoder(audio, None, deterministic)
+
+    video_recon = self.video_decoder(patches(video_inter), [patches(x) for x in video_taps],
+                                     ids_keep_video, deterministic)
+    audio_recon = self.audio_decoder(patches(audio_inter), [patches(x) for x in audio_taps],
+                                     ids_keep_audio, deterministic)
+    return {
+        "video_taps": video_taps, "audio_taps": audio_taps,
+        "video_full_taps": video_full_taps, "audio_full_taps": audio_full_taps,
+        "interaction": (video_inter, audio_inter),
+        "a2v": a2v, "v2a": v2a,
+        "video_target": jax.lax.stop_gradient(patches(video_full_taps[-1])),
+        "audio_target": jax.lax.stop_gradient(patches(audio_full_taps[-1])),
+        "video_recon": video_recon, "audio_recon": audio_recon,
+    }
+
+
+class HAVICClassifier(nn.Module):
+  """Fine-tuning model: unmasked encoders, interaction, adaptive aggregation and three heads
+  (spec §9). video [B, F, H, W, 3], audio [B, time, mel] -> dict with ``logit``,
+  ``audio_logit``, ``video_logit`` [B] and the intermediate stages."""
+
+  cfg: ModelConfig
+
+  def setup(self):
+    cfg = self.cfg
+    self.video_encoder = VideoEncoder(cfg)
+    self.audio_encoder = AudioEncoder(cfg)
+    self.interaction = InteractionModule(cfg)
+    dtype = cfg.compute_dtype
+    reducer = lambda: TokenReducer(cfg.reducer_hidden, dtype)
+    self.video_reducers = [reducer() for _ in cfg.tap_layers]
+    self.audio_reducers = [reducer() for _ in cfg.tap_layers]
+    self.video_inter_reducer = reducer()
+    self.audio_inter_reducer = reducer()
+    self.video_pool = LayerPool()
+    self.audio_pool = LayerPool()
+    head = lambda: ClassifierMLP(cfg.classifier_hidden, cfg.classifier_dropout, dtype)
+    self.classifier = head()
+    self.audio_classifier = head()
+    self.video_classifier = head()
+
+  def __call__(self, video: Array, audio: Array, deterministic: bool = True) -> Dict[str, Any]:
+    t = self.cfg.num_segments
+    patches = lambda x: layers.split_segment_tokens(x, t)[1]
+    video_taps = self.video_encoder(video, None, deterministic)
+    audio_taps = self.audio_encoder(audio, None, deterministic)
+    video_inter, audio_inter = self.interaction(video_taps[-1], audio_taps[-1])
+
+    pool_video = self.video_pool(jnp.stack(
+        [r(patches(x)) for r, x in zip(self.video_reducers, video_taps)], axis=1))
+    pool_audio = self.audio_pool(jnp.stack(
+        [r(patches(x)) for r, x in zip(self.audio_reducers, audio_taps)], axis=1))
+    features = jnp.concatenate([pool_audio, pool_video,
+                                self.audio_inter_reducer(patches(audio_inter)),
+                                self.video_inter_reducer(patches(video_inter))], axis=-1)
+    return {
+        "video_taps": video_taps, "audio_taps": audio_taps,
+        "interaction": (video_inter, audio_inter),
+        "pool_video": pool_video, "pool_audio": pool_audio,
+        "logit": self.classifier(features, deterministic),
+        "audio_logit": self.audio_classifier(pool_audio, deterministic),
+        "video_logit": self.video_classifier(pool_video, deterministic),
+    }

@@ -1,0 +1,269 @@
+"""Building blocks shared by the HAVIC encoders and decoders.
+
+Fixed sin-cos tables (spec §3), attention units, MLP, DropPath, pre-norm ViT blocks, and the
+token bookkeeping (gather/scatter of kept tokens, segment tokens). Parameters carry logical
+axis names; the mapping of names to mesh axes lives in the config (``sharding.py``).
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable, Optional, Sequence
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+Array = jax.Array
+
+# Logical axis names used by parameters and activations (mapped to mesh axes by config rules).
+BATCH = "batch"
+EMBED = "embed"
+MLP = "mlp"
+HEADS = "heads"
+QKV = "qkv"
+ACT_HEADS = "act_heads"
+
+LAYER_NORM_EPS = 1e-5
+SEGMENT_TOKEN_INIT_STD = 0.02
+MODALITY_INIT_STD = 0.02
+
+
+# --------------------------------------------------------------------------------------------
+# Fixed sin-cos tables (NumPy, float32 arithmetic as in the released code)
+# --------------------------------------------------------------------------------------------
+def sincos_1d(positions: np.ndarray, dim: int) -> np.ndarray:
+  """Interleaved 1-D sin-cos table: angle = p / 10000^(2k/dim); dim 2k = sin, 2k+1 = cos.
+
+  Args:
+    positions: [M] positions (integers).
+    dim: even table width.
+  Returns:
+    [M, dim] float32.
+  """
+  if dim % 2:
+    raise ValueError(f"sin-cos tables need an even width, got {dim}")
+  pair = np.arange(dim) // 2
+  exponent = (2 * pair).astype(np.float32) / np.float32(dim)
+  denom = np.power(np.float32(10000.0), exponent)
+  angles = np.asarray(positions, np.float32)[:, None] / denom[None, :]
+  table = np.empty_like(angles)
+  table[:, 0::2] = np.sin(angles[:, 0::2])
+  table[:, 1::2] = np.cos(angles[:, 1::2])
+  return table
+
+
+def sincos_2d(mel_tokens: int, time_tokens: int, dim: int) -> np.ndarray:
+  """2-D audio table on the (mel, time) grid, flattened mel-major (index = f·time_tokens + t).
+
+  The first dim/2 columns encode the time index, the last dim/2 the mel index.
+  Returns: [mel_tokens·time_tokens, dim] float32.
+  """
+  mel, time = np.meshgrid(np.arange(mel_tokens), np.arange(time_tokens), indexing="ij")
+  return np.concatenate([sincos_1d(time.reshape(-1), dim // 2),
+                         sincos_1d(mel.reshape(-1), dim // 2)], axis=1)
+
+
+# --------------------------------------------------------------------------------------------
+# Parameter helpers
+# --------------------------------------------------------------------------------------------
+def dense(features: int, axes: tuple, *, use_bias: bool = True, dtype: Any = jnp.float32,
+          kernel_init: Callable = nn.initializers.xavier_uniform(), name: Optional[str] = None
+          ) -> nn.Dense:
+  """A Dense layer whose kernel/bias carry logical axis names ``axes`` = (in, out)."""
+  return nn.Dense(features, use_bias=use_bias, dtype=dtype, name=name,
+                  kernel_init=nn.with_logical_partitioning(kernel_init, axes),
+                  bias_init=nn.with_logical_partitioning(nn.initializers.zeros, axes[1:]))
+
+
+def layer_norm(name: Optional[str] = None, eps: float = LAYER_NORM_EPS, dtype: Any = jnp.float32
+               ) -> nn.LayerNorm:
+  return nn.LayerNorm(epsilon=eps, dtype=dtype, name=name,
+                      scale_init=nn.with_logical_partitioning(nn.initializers.ones, (EMBED,)),
+                      bias_init=nn.with_logical_partitioning(nn.initializers.zeros, (EMBED,)))
+
+
+def vector_param(module: nn.Module, name: str, shape: Sequence[int], init: Callable,
+                 axes: tuple) -> Array:
+  """A free parameter tensor (tokens, modality vectors) with logical axis names."""
+  return module.param(name, nn.with_logical_partitioning(init, axes), tuple(shape))
+
+
+# --------------------------------------------------------------------------------------------
+# Token bookkeeping
+# --------------------------------------------------------------------------------------------
+def gather_tokens(x: Array, ids_keep: Array) -> Array:
+  """[B, N, D], [B, K] int -> [B, K, D] (kept tokens, in the order of ``ids_keep``)."""
+  return jnp.take_along_axis(x, ids_keep[..., None], axis=1)
+
+
+def scatter_tokens(visible: Array, ids_keep: Array, fill: Array, num_tokens: int) -> Array:
+  """Places visible tokens [B, K, D] at ``ids_keep`` in a length-``num_tokens`` sequence filled
+  with ``fill`` [D] (a mask token). Returns [B, num_tokens, D]."""
+  batch, _, dim = visible.shape
+  full = jnp.broadcast_to(fill.astype(visible.dtype), (batch, num_tokens, dim))
+  return jax.vmap(lambda f, i, v: f.at[i].set(v))(full, ids_keep, visible)
+
+
+def insert_segment_tokens(segment_tokens: Array, patches: Array, num_segments: int) -> Array:
+  """[B, T, D] segment tokens and [B, T·P, D] patches -> [B, T·(1+P), D] (one token in front
+  of each segment)."""
+  batch, length, dim = patches.shape
+  patches = patches.reshape(batch, num_segments, length // num_segments, dim)
+  x = jnp.concatenate([segment_tokens[:, :, None, :].astype(patches.dtype), patches], axis=2)
+  return x.reshape(batch, -1, dim)
+
+
+def split_segment_tokens(x: Array, num_segments: int) -> tuple[Array, Array]:
+  """[B, T·(1+P), D] -> (segment tokens [B, T, D], patches [B, T·P, D])."""
+  batch, length, dim = x.shape
+  x = x.reshape(batch, num_segments, length // num_segments, dim)
+  return x[:, :, 0], x[:, :, 1:].reshape(batch, -1, dim)
+
+
+# --------------------------------------------------------------------------------------------
+# Attention
+# --------------------------------------------------------------------------------------------
+def multi_head_attention(q: Array, k: Array, v: Array, num_heads: int,
+                         implementation: Optional[str] = None) -> Array:
+  """Softmax attention with scale head_dim^-0.5. q [B, Nq, C], k/v [B, Nk, C] -> [B, Nq, C]."""
+  batch, nq, channels = q.shape
+  head_dim = channels // num_heads
+  split = lambda t: nn.with_logical_constraint(
+      t.reshape(batch, t.shape[1], num_heads, head_dim), (BATCH, None, ACT_HEADS, None))
+  out = jax.nn.dot_product_attention(split(q), split(k), split(v), implementation=implementation)
+  return out.reshape(batch, nq, channels)
+
+
+class QVBiasSelfAttention(nn.Module):
+  """Self-attention with one bias-free ``qkv`` projection plus learnable ``q_bias`` and
+  ``v_bias`` (k has no bias), as in the encoders and decoders of spec §4."""
+
+  num_heads: int
+  dtype: Any = jnp.float32
+  attention_impl: Optional[str] = None
+
+  @nn.compact
+  def __call__(self, x: Array) -> Array:
+    width = x.shape[-1]
+    qkv = dense(3 * width, (EMBED, QKV), use_bias=False, dtype=self.dtype, name="qkv")(x)
+    q_bias = vector_param(self, "q_bias", (width,), nn.initializers.zeros, (HEADS,))
+    v_bias = vector_param(self, "v_bias", (width,), nn.initializers.zeros, (HEADS,))
+    q, k, v = jnp.split(qkv, 3, axis=-1)
+    out = multi_head_attention(q + q_bias.astype(q.dtype), k, v + v_bias.astype(v.dtype),
+                               self.num_heads, self.attention_impl)
+    return dense(width, (HEADS, EMBED), dtype=self.dtype, name="proj")(out)
+
+
+class BiasSelfAttention(nn.Module):
+  """Standard ViT self-attention: fused ``qkv`` projection with bias (cross-modal decoders)."""
+
+  num_heads: int
+  dtype: Any = jnp.float32
+  attention_impl: Optional[str] = None
+
+  @nn.compact
+  def __call__(self, x: Array) -> Array:
+    width = x.shape[-1]
+    q, k, v = jnp.split(dense(3 * width, (EMBED, QKV), dtype=self.dtype, name="qkv")(x), 3, -1)
+    out = multi_head_attention(q, k, v, self.num_heads, self.attention_impl)
+    return dense(width, (HEADS, EMBED), dtype=self.dtype, name="proj")(out)
+
+
+class Mlp(nn.Module):
+  """``fc2(GELU_exact(fc1(x)))`` with hidden width ``ratio``·width."""
+
+  ratio: float = 4.0
+  dtype: Any = jnp.float32
+
+  @nn.compact
+  def __call__(self, x: Array) -> Array:
+    width = x.shape[-1]
+    h = dense(int(width * self.ratio), (EMBED, MLP), dtype=self.dtype, name="fc1")(x)
+    h = nn.gelu(h, approximate=False)
+    return dense(width, (MLP, EMBED), dtype=self.dtype, name="fc2")(h)
+
+
+def drop_path(x: Array, rate: float, deterministic: bool, rng: Optional[Array]) -> Array:
+  """Stochastic depth: drops the whole residual branch per sample with probability ``rate``."""
+  if deterministic or rate == 0.0:
+    return x
+  keep = 1.0 - rate
+  mask = jax.random.bernoulli(rng, keep, (x.shape[0],) + (1,) * (x.ndim - 1))
+  return jnp.where(mask, x / keep, jnp.zeros_like(x))
+
+
+class TransformerBlock(nn.Module):
+  """Pre-norm ViT block ``x + Attn(LN(x))``, ``x + MLP(LN(x))`` with optional DropPath.
+
+  ``qv_bias`` selects the q/v-bias attention of the encoders (else a fused biased qkv).
+  """
+
+  num_heads: int
+  mlp_ratio: float = 4.0
+  drop_path_rate: float = 0.0
+  qv_bias: bool = True
+  dtype: Any = jnp.float32
+  attention_impl: Optional[str] = None
+
+  @nn.compact
+  def __call__(self, x: Array, deterministic: bool = True) -> Array:
+    attn_cls = QVBiasSelfAttention if self.qv_bias else BiasSelfAttention
+    attn = attn_cls(self.num_heads, self.dtype, self.attention_impl, name="attn")
+    rng = lambda: (None if deterministic or self.drop_path_rate == 0.0
+                   else self.make_rng("dropout"))
+    x = x + drop_path(attn(layer_norm("norm1", dtype=self.dtype)(x)), self.drop_path_rate,
+                      deterministic, rng())
+    h = Mlp(self.mlp_ratio, self.dtype, name="mlp")(layer_norm("norm2", dtype=self.dtype)(x))
+    x = x + drop_path(h, self.drop_path_rate, deterministic, rng())
+    return nn.with_logical_constraint(x, (BATCH, None, None))
+
+
+class CrossAttentionUnit(nn.Module):
+  """One direction of the audio-visual interaction module (spec §6).
+
+  ``q = Wq·LN_q(query)``, ``k = Wk·LN_k(context)``, ``v = Wv·context`` (v not normalised),
+  ``y = query + Wo·attn``, ``y = y + MLP(LN_2(y))``. Returns y [B, Nq, C].
+  """
+
+  num_heads: int
+  mlp_ratio: float = 4.0
+  dtype: Any = jnp.float32
+  attention_impl: Optional[str] = None
+
+  @nn.compact
+  def __call__(self, query: Array, context: Array) -> Array:
+    width = query.shape[-1]
+    q = dense(width, (EMBED, HEADS), dtype=self.dtype, name="q")(
+        layer_norm("norm_q", dtype=self.dtype)(query))
+    k = dense(width, (EMBED, HEADS), dtype=self.dtype, name="k")(
+        layer_norm("norm_k", dtype=self.dtype)(context))
+    v = dense(width, (EMBED, HEADS), dtype=self.dtype, name="v")(context)
+    out = multi_head_attention(q, k, v, self.num_heads, self.attention_impl)
+    y = query + dense(width, (HEADS, EMBED), dtype=self.dtype, name="out")(out)
+    return y + Mlp(self.mlp_ratio, self.dtype, name="mlp")(layer_norm("norm2", dtype=self.dtype)(y))
+
+
+class HierarchicalAttention(nn.Module):
+  """HiA unit of the reconstruction decoders (spec §7.2).
+
+  ``e = Linear(enc_width -> width)(encoder tokens)``, ``q = Wq·LN_q(x)``, ``k = Wk·LN_k(e)``,
+  ``v = Wv·LN_k(e)``; returns ``LN_out(LN_q(x) + attn)`` (no output projection).
+  x [B, N, width], encoder tokens [B, K, enc_width] -> [B, N, width].
+  """
+
+  num_heads: int
+  dtype: Any = jnp.float32
+  attention_impl: Optional[str] = None
+
+  @nn.compact
+  def __call__(self, x: Array, encoder_tokens: Array) -> Array:
+    width = x.shape[-1]
+    e = dense(width, (EMBED, HEADS), dtype=self.dtype, name="encoder_proj")(encoder_tokens)
+    xq = layer_norm("norm_q", dtype=self.dtype)(x)
+    ek = layer_norm("norm_k", dtype=self.dtype)(e)
+    q = dense(width, (EMBED, HEADS), dtype=self.dtype, name="q")(xq)
+    k = dense(width, (EMBED, HEADS), dtype=self.dtype, name="k")(ek)
+    v = dense(width, (EMBED, HEADS), dtype=self.dtype, name="v")(ek)
+    out = multi_head_attention(q, k, v, self.num_heads, self.attention_impl)
+    return layer_norm("out_norm", dtype=self.dtype)(xq + out)
