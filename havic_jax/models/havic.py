@@ -120,3 +120,34 @@ class HAVICClassifier(nn.Module):
         "audio_logit": self.audio_classifier(pool_audio, deterministic),
         "video_logit": self.video_classifier(pool_video, deterministic),
     }
+
+
+MODEL_KINDS = ("pretrain", "finetune")
+
+
+def build_model(cfg: ModelConfig, kind: str) -> nn.Module:
+  """The pretraining (``kind="pretrain"``) or fine-tuning (``"finetune"``) model."""
+  if kind == "pretrain":
+    return HAVICPretrain(cfg)
+  if kind == "finetune":
+    return HAVICClassifier(cfg)
+  raise ValueError(f"model kind must be one of {MODEL_KINDS}, got {kind!r}")
+
+
+def example_inputs(cfg: ModelConfig, kind: str, batch_size: int = 1) -> tuple[Array, ...]:
+  """Zero inputs for ``init`` (positional arguments of ``__call__``); parameter shapes do not
+  depend on how many tokens are kept, so one token per segment is kept."""
+  video = jnp.zeros((batch_size, cfg.num_frames, cfg.image_size, cfg.image_size, 3), jnp.float32)
+  audio = jnp.zeros((batch_size, cfg.audio_frames, cfg.mel_bins), jnp.float32)
+  if kind == "finetune":
+    return video, audio
+  one_per_segment = jnp.zeros((batch_size, cfg.num_segments), jnp.int32)
+  return video, audio, one_per_segment, one_per_segment
+
+
+def abstract_params(cfg: ModelConfig, kind: str) -> Any:
+  """Boxed (logically partitioned) parameter shapes, without allocating anything."""
+  model = build_model(cfg, kind)
+  variables = jax.eval_shape(
+      lambda: model.init(jax.random.key(0), *example_inputs(cfg, kind)))
+  return variables["params"]

@@ -1,0 +1,345 @@
+"""Mapping between the released PyTorch state_dicts and our parameter pytrees (spec §10).
+
+Pure NumPy: a state_dict is a ``{key: np.ndarray}`` in PyTorch layout (``Linear.weight`` is
+``(out, in)``, conv weights ``(out, in, *kernel)``). Every reference key is either *loaded*
+into a parameter, *recomputed* (a fixed sin-cos table our model rebuilds; checked equal), or
+*unused by design* (tensors the released forward pass never reads). Anything else — a missing
+key, an unexpected key, a wrong shape, a fixed table that differs — raises
+:class:`ReferenceMappingError` naming the keys.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, Callable, Dict, Iterator, List, Mapping, Tuple
+
+import flax.linen as nn
+import jax
+import numpy as np
+
+from havic_jax.models import layers
+from havic_jax.models.config import ModelConfig
+from havic_jax.models.havic import abstract_params
+from havic_jax.models.patches import audio_token_order
+
+Path = Tuple[str, ...]
+FIXED_TABLE_ATOL = 1e-5
+
+
+class ReferenceMappingError(ValueError):
+  """A reference state_dict does not match the model: names every offending key."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Rule:
+  """One parameter: our path, the reference key, and the layout conversion."""
+
+  path: Path
+  key: str
+  # (reference value, our shape) -> our value; (our value, reference shape) -> reference value.
+  to_ours: Callable[[np.ndarray, Tuple[int, ...]], np.ndarray]
+  to_reference: Callable[[np.ndarray, Tuple[int, ...]], np.ndarray]
+  # our shape -> the reference's shape
+  reference_shape: Callable[[Tuple[int, ...]], Tuple[int, ...]]
+
+
+def _reshape(x, shape):
+  return np.reshape(x, shape)
+
+
+def _linear_to_ours(w, shape):
+  return np.ascontiguousarray(np.reshape(w, (w.shape[0], -1)).T).reshape(shape)
+
+
+def _linear_to_reference(k, shape):
+  return np.ascontiguousarray(k.T).reshape(shape)
+
+
+def _permute_rows(order: np.ndarray):
+  """Conversions for a [1, N, D] table stored mel-major when our tokens use ``order``."""
+  inverse = np.argsort(order)
+  return (lambda x, shape: np.reshape(x, shape)[order],
+          lambda p, shape: p[inverse].reshape(shape))
+
+
+def _leading_ones(n: int):
+  return lambda shape: (1,) * n + tuple(shape)
+
+
+@dataclasses.dataclass
+class _Rules:
+  """Collects rules for one model; helpers mirror the reference's module layout."""
+
+  rules: List[Rule] = dataclasses.field(default_factory=list)
+  fixed: Dict[str, np.ndarray] = dataclasses.field(default_factory=dict)
+  unused: Dict[str, np.ndarray] = dataclasses.field(default_factory=dict)
+
+  def copy(self, path: Path, key: str, leading_ones: int = 0):
+    """Same values; the reference adds ``leading_ones`` unit axes ([1, 1, D] tokens...)."""
+    self.rules.append(Rule(path, key, _reshape, _reshape, _leading_ones(leading_ones)))
+
+  def rows(self, path: Path, key: str, order: np.ndarray):
+    self.rules.append(Rule(path, key, *_permute_rows(order), _leading_ones(1)))
+
+  def linear(self, path: Path, key: str, bias: bool = True, kernel: Tuple[int, ...] = ()):
+    """Linear (or conv with in-channels/kernel ``kernel``) weight (out, in...) <-> (in, out)."""
+    shape = lambda s: (s[1],) + (tuple(kernel) or (s[0],))
+    self.rules.append(Rule(path + ("kernel",), key + ".weight", _linear_to_ours,
+                           _linear_to_reference, shape))
+    if bias:
+      self.copy(path + ("bias",), key + ".bias")
+
+  def norm(self, path: Path, key: str):
+    self.copy(path + ("scale",), key + ".weight")
+    self.copy(path + ("bias",), key + ".bias")
+
+  def qv_bias_block(self, path: Path, key: str, mlp_names: Tuple[str, str]):
+    self.norm(path + ("norm1",), key + ".norm1")
+    self.linear(path + ("attn", "qkv"), key + ".attn.qkv", bias=False)
+    self.copy(path + ("attn", "q_bias"), key + ".attn.q_bias")
+    self.copy(path + ("attn", "v_bias"), key + ".attn.v_bias")
+    self.linear(path + ("attn", "proj"), key + ".attn.proj")
+    self.norm(path + ("norm2",), key + ".norm2")
+    self.linear(path + ("mlp", "fc1"), f"{key}.mlp.{mlp_names[0]}")
+    self.linear(path + ("mlp", "fc2"), f"{key}.mlp.{mlp_names[1]}")
+
+  def mlp_unit(self, path: Path, key: str):
+    self.linear(path + ("mlp", "fc1"), key + ".mlp.fc1")
+    self.linear(path + ("mlp", "fc2"), key + ".mlp.fc2")
+
+
+def _table_1d(n: int, width: int) -> np.ndarray:
+  """A fixed 1-D table as the reference stores it: [1, n, width]."""
+  return layers.sincos_1d(np.arange(n), width)[None]
+
+
+def _table_2d(cfg: ModelConfig, width: int) -> np.ndarray:
+  """A fixed 2-D audio table as the reference stores it (mel-major): [1, N_a, width]."""
+  return layers.sincos_2d(cfg.audio_mel_tokens, cfg.audio_time_tokens, width)[None]
+
+
+VIDEO_MLP = ("layers.0.linear", "layers.1.linear")
+TIMM_MLP = ("fc1", "fc2")
+
+
+def _encoders(r: _Rules, cfg: ModelConfig):
+  d = cfg.width
+  ve, ae = ("video_encoder",), ("audio_encoder",)
+  r.linear(ve + ("patch_embed",), "visual_encoder.patch_embedding.projection",
+           kernel=(3, cfg.tubelet_size, cfg.patch_size, cfg.patch_size))
+  r.copy(ve + ("segment_tokens",), "visual_encoder.cls_tokens", 1)
+  r.norm(ve + ("norm",), "visual_encoder.norm")
+  r.fixed["visual_encoder.cls_pos_embed"] = _table_1d(cfg.num_segments, d)
+  r.fixed["visual_encoder.pos_embedding.emb"] = _table_1d(cfg.video_tokens, d)
+  r.linear(ae + ("patch_embed",), "audio_encoder.patch_embed.proj",
+           kernel=(1, cfg.audio_patch_size, cfg.audio_patch_size))
+  r.rows(ae + ("pos_embed",), "audio_encoder.pos_embed", audio_token_order(cfg))
+  r.copy(ae + ("modality",), "audio_encoder.modality", 2)
+  r.copy(ae + ("segment_tokens",), "audio_encoder.cls_tokens", 1)
+  r.norm(ae + ("norm",), "audio_encoder.norm")
+  r.unused["audio_encoder.cls_pos_embed"] = _table_1d(cfg.num_segments, d)
+  for i in range(cfg.depth):
+    r.qv_bias_block(ve + (f"block_{i}",), f"visual_encoder.blocks.{i}", VIDEO_MLP)
+    r.qv_bias_block(ae + (f"block_{i}",), f"audio_encoder.blocks.{i}", TIMM_MLP)
+
+
+def _interaction(r: _Rules, cfg: ModelConfig):
+  d, p = cfg.width, ("interaction",)
+  prefix = "AudioVisualInteractionModule"
+  for ours, theirs in (("video_from_audio", "cross_attn_audio_to_video"),
+                       ("audio_from_video", "cross_attn_video_to_audio")):
+    key = f"{prefix}.blocks.0.{theirs}"
+    for norm in ("norm_q", "norm_k", "norm2"):
+      r.norm(p + (ours, norm), f"{key}.{norm}")
+    for proj, ref in (("q", "q_proj"), ("k", "k_proj"), ("v", "v_proj"), ("out", "proj")):
+      r.linear(p + (ours, proj), f"{key}.{ref}")
+    r.mlp_unit(p + (ours,), key)
+  r.norm(p + ("video_out_norm",), f"{prefix}.norm_video_out")
+  r.norm(p + ("audio_out_norm",), f"{prefix}.norm_audio_out")
+  # Held by the released module but never read by its forward pass (spec §10).
+  for stream in ("self_attn_video", "self_attn_audio"):
+    key = f"{prefix}.blocks.0.{stream}"
+    hidden = int(d * cfg.mlp_ratio)
+    for name, shape in (("norm1.weight", (d,)), ("norm1.bias", (d,)),
+                        ("attn.qkv.weight", (3 * d, d)), ("attn.qkv.bias", (3 * d,)),
+                        ("attn.proj.weight", (d, d)), ("attn.proj.bias", (d,)),
+                        ("norm2.weight", (d,)), ("norm2.bias", (d,)),
+                        ("mlp.fc1.weight", (hidden, d)), ("mlp.fc1.bias", (hidden,)),
+                        ("mlp.fc2.weight", (d, hidden)), ("mlp.fc2.bias", (d,))):
+      r.unused[f"{key}.{name}"] = np.zeros(shape, np.float32)
+  for name in ("audio_mask_token", "audio_modality", "visual_mask_token"):
+    r.unused[f"{prefix}.{name}"] = np.zeros((1, 1, d), np.float32)
+  r.unused[f"{prefix}.audio_pos_embed"] = _table_2d(cfg, d)
+  r.unused[f"{prefix}.visual_pos_embedding.emb"] = _table_1d(cfg.video_tokens, d)
+
+
+def _decoders(r: _Rules, cfg: ModelConfig):
+  dw = cfg.decoder_width
+  last = cfg.decoder_depth - 1
+  for ours, theirs in (("video_decoder", "visual_decoder"), ("audio_decoder", "audio_decoder")):
+    p, is_video = (ours,), ours == "video_decoder"
+    r.linear(p + ("embed",), f"{theirs}.enc_dec_proj" if is_video else f"{theirs}.decoder_embed",
+             bias=False)
+    r.copy(p + ("mask_token",), f"{theirs}.mask_token", 2)
+    r.norm(p + ("norm",), f"{theirs}.norm" if is_video else f"{theirs}.decoder_norm")
+    if is_video:
+      r.fixed[f"{theirs}.pos_embedding.emb"] = _table_1d(cfg.video_tokens, dw)
+    else:
+      r.copy(p + ("modality",), f"{theirs}.decoder_modality", 2)
+      r.fixed[f"{theirs}.decoder_pos_embed"] = _table_2d(cfg, dw)
+    for layer in cfg.tap_layers:
+      key = f"{theirs}.HiA_{layer}"
+      r.linear(p + (f"hia_{layer}", "encoder_proj"), f"{key}.encoder2decoder")
+      for proj, ref in (("q", "query_proj"), ("k", "key_proj"), ("v", "value_proj")):
+        r.linear(p + (f"hia_{layer}", proj), f"{key}.{ref}")
+      for norm in ("norm_q", "norm_k", "out_norm"):
+        r.norm(p + (f"hia_{layer}", norm), f"{key}.{norm}")
+    for b in range(cfg.decoder_depth):
+      r.qv_bias_block(p + (f"block_{b}",), f"{theirs}.blocks.{b}",
+                      VIDEO_MLP if is_video else TIMM_MLP)
+      suffix = "" if b == last else f"_{b + 1}"
+      r.linear(p + (f"head_{b}",), f"{theirs}.head{suffix}" if is_video
+               else f"{theirs}.decoder_pred{suffix}")
+
+
+def _cross_modal(r: _Rules, cfg: ModelConfig):
+  d = cfg.width
+  for ours, theirs, stream in (("a2v", "A2V", "audio"), ("v2a", "V2A", "visual")):
+    p = (ours,)
+    r.copy(p + ("mask_token",), f"{theirs}.{stream}_mask_token", 2)
+    if ours == "a2v":
+      r.copy(p + ("modality",), f"{theirs}.audio_modality", 2)
+      r.fixed[f"{theirs}.audio_pos_embed"] = _table_2d(cfg, d)
+    else:
+      r.fixed[f"{theirs}.visual_pos_embedding.emb"] = _table_1d(cfg.video_tokens, d)
+    r.linear(p + ("token_map",), f"{theirs}.TokenAligner.output_layer")
+    r.norm(p + ("block", "norm1"), f"{theirs}.block.norm1")
+    r.linear(p + ("block", "attn", "qkv"), f"{theirs}.block.attn.qkv")
+    r.linear(p + ("block", "attn", "proj"), f"{theirs}.block.attn.proj")
+    r.norm(p + ("block", "norm2"), f"{theirs}.block.norm2")
+    r.mlp_unit(p + ("block",), f"{theirs}.block")
+    r.norm(p + ("norm",), f"{theirs}.norm")
+
+
+def _classifier(r: _Rules, cfg: ModelConfig):
+  for i, layer in enumerate(cfg.tap_layers):
+    for ours, theirs in (("video", "Visual"), ("audio", "Audio")):
+      r.linear((f"{ours}_reducers_{i}", "hidden"), f"{theirs}TokenReducer_{layer}.mlp.0")
+      r.linear((f"{ours}_reducers_{i}", "score"), f"{theirs}TokenReducer_{layer}.mlp.2")
+  for ours, theirs in (("video", "Visual"), ("audio", "Audio")):
+    r.linear((f"{ours}_inter_reducer", "hidden"), f"{theirs}TokenReducer_AVI.mlp.0")
+    r.linear((f"{ours}_inter_reducer", "score"), f"{theirs}TokenReducer_AVI.mlp.2")
+  r.copy(("video_pool", "weights"), "pool_v.weights")
+  r.copy(("audio_pool", "weights"), "pool_a.weights")
+  for ours, theirs in (("classifier", "classifier"), ("audio_classifier", "classifier_audio"),
+                       ("video_classifier", "classifier_visual")):
+    for i in range(len(cfg.classifier_hidden)):
+      r.linear((ours, f"hidden_{i}"), f"{theirs}.layers.{i}")
+    r.linear((ours, "out"), f"{theirs}.output_layer")
+
+
+def reference_rules(cfg: ModelConfig, kind: str) -> _Rules:
+  """All rules, fixed tables and unused tensors (in the reference's shapes) of the ``kind``
+  model ("pretrain" or "finetune")."""
+  r = _Rules()
+  _encoders(r, cfg)
+  _interaction(r, cfg)
+  if kind == "pretrain":
+    _decoders(r, cfg)
+    _cross_modal(r, cfg)
+  else:
+    _classifier(r, cfg)
+  return r
+
+
+def _flat_shapes(cfg: ModelConfig, kind: str) -> Dict[Path, Tuple[int, ...]]:
+  params = nn.unbox(abstract_params(cfg, kind))
+  flat = jax.tree_util.tree_flatten_with_path(params)[0]
+  return {tuple(k.key for k in path): tuple(leaf.shape) for path, leaf in flat}
+
+
+def _unflatten(flat: Mapping[Path, np.ndarray]) -> Dict[str, Any]:
+  tree: Dict[str, Any] = {}
+  for path, value in flat.items():
+    node = tree
+    for name in path[:-1]:
+      node = node.setdefault(name, {})
+    node[path[-1]] = value
+  return tree
+
+
+def _flatten(tree: Mapping[str, Any], prefix: Path = ()) -> Iterator[Tuple[Path, Any]]:
+  for name, value in tree.items():
+    if isinstance(value, Mapping):
+      yield from _flatten(value, prefix + (name,))
+    else:
+      yield prefix + (name,), value
+
+
+def from_reference(state_dict: Mapping[str, np.ndarray], cfg: ModelConfig, kind: str
+                   ) -> Tuple[Dict[str, Any], Dict[str, List[str]]]:
+  """Converts a reference state_dict to our parameter pytree (nested dict of float32 arrays).
+
+  Returns ``(params, report)``; ``report`` lists the reference keys that were ``loaded``,
+  ``recomputed`` (fixed tables, verified equal within 1e-5) and ``unused`` (by design).
+  Raises :class:`ReferenceMappingError` naming missing, unexpected, mis-shaped or differing keys.
+  """
+  r = reference_rules(cfg, kind)
+  shapes = _flat_shapes(cfg, kind)
+  mapped = {rule.path for rule in r.rules}
+  if mapped != set(shapes):
+    raise ReferenceMappingError(  # a bug in the rules, not in the checkpoint
+        f"rules do not cover the model: unmapped {sorted(set(shapes) - mapped)}, "
+        f"unknown {sorted(mapped - set(shapes))}")
+  known = {rule.key for rule in r.rules} | set(r.fixed) | set(r.unused)
+  missing = sorted(k for k in known - set(r.unused) if k not in state_dict)
+  unexpected = sorted(set(state_dict) - known)
+  problems = []
+  if missing:
+    problems.append(f"missing keys: {missing}")
+  if unexpected:
+    problems.append(f"unexpected keys: {unexpected}")
+  params, wrong_shape = {}, []
+  for rule in r.rules:
+    if rule.key not in state_dict:
+      continue
+    value = np.asarray(state_dict[rule.key], np.float32)
+    want = rule.reference_shape(shapes[rule.path])
+    if value.shape != want:
+      wrong_shape.append(f"{rule.key}: got {tuple(value.shape)}, expected {want}")
+      continue
+    params[rule.path] = rule.to_ours(value, shapes[rule.path])
+  if wrong_shape:
+    problems.append(f"shape mismatches: {wrong_shape}")
+  differing = []
+  for key, table in r.fixed.items():
+    if key in state_dict:
+      value = np.asarray(state_dict[key], np.float32)
+      if value.shape != table.shape or not np.allclose(value, table, atol=FIXED_TABLE_ATOL,
+                                                       rtol=0):
+        differing.append(key)
+  if differing:
+    problems.append(f"fixed sin-cos tables that differ from the recomputed ones: {differing}")
+  if problems:
+    raise ReferenceMappingError(f"reference {kind} state_dict does not match the model: "
+                                + "; ".join(problems))
+  report = {"loaded": [rule.key for rule in r.rules], "recomputed": sorted(r.fixed),
+            "unused": sorted(k for k in r.unused if k in state_dict)}
+  return _unflatten(params), report
+
+
+def to_reference(params: Mapping[str, Any], cfg: ModelConfig, kind: str
+                 ) -> Dict[str, np.ndarray]:
+  """Converts our parameters back to a complete reference state_dict (PyTorch layout).
+
+  Fixed tables are filled with their sin-cos values; tensors the reference holds but never
+  reads are filled with zeros (or their sin-cos tables), so the release loads it strictly."""
+  r = reference_rules(cfg, kind)
+  flat = dict(_flatten(params))
+  out = {}
+  for rule in r.rules:
+    value = np.asarray(flat[rule.path], np.float32)
+    out[rule.key] = rule.to_reference(value, rule.reference_shape(value.shape))
+  out.update(r.fixed)
+  out.update(r.unused)
+  return out
