@@ -125,17 +125,20 @@ class ModelConfig:
     return self.audio_tokens // self.num_segments
 
 
-def model_config_from(cfg: Any) -> ModelConfig:
-  """Builds a :class:`ModelConfig` from a ConfigDict (or mapping) of the same field names.
-
-  ``compat`` (a sibling key, "reference" or "paper") chooses the default of
-  ``audio_segments`` when the config leaves it unset (None).
-  """
-  values = dict(cfg)
-  compat = values.pop("compat", "reference")
+def check_compat(compat: str) -> str:
   if compat not in COMPATS:
     raise ValueError(f"compat must be one of {COMPATS}, got {compat!r}")
-  if values.get("audio_segments") is None:
+  return compat
+
+
+def model_config_from(cfg: Any, compat: str = "reference") -> ModelConfig:
+  """Builds a :class:`ModelConfig` from a ConfigDict (or mapping) of the same field names.
+
+  ``compat`` ("reference" or "paper") chooses ``audio_segments`` when the config leaves it
+  unset (None): the released code's frequency bands, or the paper's time segments.
+  """
+  values = dict(cfg)
+  if values.get("audio_segments") is None and check_compat(compat):
     values["audio_segments"] = "frequency_bands" if compat == "reference" else "time"
   for key in ("tap_layers", "classifier_hidden", "classifier_dropout"):
     if key in values:

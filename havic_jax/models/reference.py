@@ -11,6 +11,7 @@ key, an unexpected key, a wrong shape, a fixed table that differs — raises
 from __future__ import annotations
 
 import dataclasses
+import functools
 from typing import Any, Callable, Dict, Iterator, List, Mapping, Tuple
 
 import flax.linen as nn
@@ -252,10 +253,20 @@ def reference_rules(cfg: ModelConfig, kind: str) -> _Rules:
   return r
 
 
+@functools.lru_cache(maxsize=8)
 def _flat_shapes(cfg: ModelConfig, kind: str) -> Dict[Path, Tuple[int, ...]]:
   params = nn.unbox(abstract_params(cfg, kind))
   flat = jax.tree_util.tree_flatten_with_path(params)[0]
   return {tuple(k.key for k in path): tuple(leaf.shape) for path, leaf in flat}
+
+
+def reference_shapes(cfg: ModelConfig, kind: str) -> Dict[str, Tuple[int, ...]]:
+  """The shape of every key of the release's state_dict for this config and model kind."""
+  r = reference_rules(cfg, kind)
+  shapes = _flat_shapes(cfg, kind)
+  out = {rule.key: rule.reference_shape(shapes[rule.path]) for rule in r.rules}
+  out.update({k: v.shape for k, v in {**r.fixed, **r.unused}.items()})
+  return out
 
 
 def _unflatten(flat: Mapping[Path, np.ndarray]) -> Dict[str, Any]:

@@ -1,0 +1,79 @@
+"""Shared config pieces: the spec's training constants (HAVIC.md §5, §8, §11), each once.
+
+Config files (``pretrain_base.py`` ...) assemble these with their sizes; model sizes default to
+the paper's base model (``havic_jax.models.config.ModelConfig``).
+"""
+
+import dataclasses
+
+import ml_collections
+
+from havic_jax.models.config import ModelConfig
+
+
+def model_config(**overrides) -> ml_collections.ConfigDict:
+  """The model section: base-model sizes from ``ModelConfig`` with ``overrides``.
+
+  ``audio_segments=None`` means "follow ``config.compat``"."""
+  values = dataclasses.asdict(ModelConfig())
+  values["audio_segments"] = None
+  values.update(overrides)
+  return ml_collections.ConfigDict(values)
+
+
+def mesh_and_rules(config: ml_collections.ConfigDict) -> None:
+  """Device mesh (-1 takes the remaining devices) and logical-axis -> mesh-axis rules."""
+  config.mesh = ml_collections.ConfigDict({"data": -1, "fsdp": 1, "tensor": 1})
+  config.sharding_rules = (
+      ("batch", ("data", "fsdp")),
+      ("embed", "fsdp"),
+      ("mlp", "tensor"),
+      ("heads", "tensor"),
+      ("qkv", "tensor"),
+      ("act_heads", "tensor"),
+  )
+
+
+def base_config(stage: str) -> ml_collections.ConfigDict:
+  """Everything but the sizes, for ``stage`` = "pretrain" or "finetune"."""
+  config = ml_collections.ConfigDict()
+  config.stage = stage
+  # "reference" reproduces the released code; "paper" follows the paper where they differ
+  # (time segments for audio, reconstruction loss on masked tokens only).
+  config.compat = "reference"
+  config.seed = 0
+  config.num_steps = 1000
+  config.log_every = 10
+  config.data = ml_collections.ConfigDict({"source": "synthetic", "fixed_batch": False})
+  mesh_and_rules(config)
+
+  config.optimizer = ml_collections.ConfigDict({
+      "b1": 0.95, "b2": 0.999, "weight_decay": 0.05, "grad_clip_norm": 1.0,
+  })
+  if stage == "pretrain":
+    config.optimizer.update({
+        "peak_learning_rate": 1.5e-4,
+        # "onecycle" (released code: 10 % warm-up from peak/25, cosine to peak/25e4, per
+        # step) or "warmup_cosine" (paper: linear warm-up then cosine to zero).
+        "schedule": "onecycle",
+        "warmup_fraction": 0.1,
+        "onecycle_div_factor": 25.0,
+        "onecycle_final_div_factor": 1e4,
+    })
+    config.pretrain = ml_collections.ConfigDict({
+        "video_mask_ratio": 0.9,      # tube masking (§5)
+        "audio_mask_ratio": 0.8125,   # per segment (§5)
+        "temperature": 0.07,          # contrastive τ (§8)
+        "loss_weights": {"reconstruction": 1.0, "contrastive": 0.01, "cross_modal": 1.0},
+        # None follows compat: all tokens (reference) or masked tokens only (paper).
+        "reconstruction_masked_only": None,
+    })
+  else:
+    config.optimizer.update({
+        "pretrained_learning_rate": 1e-5,  # encoders + interaction module
+        "new_learning_rate": 1e-4,         # reducers, pools, classifiers
+        "restart_every_steps": 500,        # cosine warm restarts (10 epochs in the paper)
+        "learning_rate_floor": 1e-9,
+    })
+    config.finetune = ml_collections.ConfigDict({"init_from": ""})
+  return config

@@ -1,0 +1,1 @@
+"""Dataset preparation: raw videos -> ArrayRecord shards (see the project README)."""

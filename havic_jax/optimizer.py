@@ -1,0 +1,68 @@
+"""AdamW with gradient clipping and the learning-rate schedules of spec §11."""
+
+from __future__ import annotations
+
+from typing import Any, Callable, Dict, Tuple
+
+import jax
+import jax.numpy as jnp
+import optax
+
+Schedule = Callable[[jax.Array], jax.Array]
+# Top-level parameter collections initialised from pretraining in the fine-tuning model.
+PRETRAINED_MODULES = ("video_encoder", "audio_encoder", "interaction")
+
+
+def cosine_warm_restarts(peak: float, period: int, floor: float) -> Schedule:
+  """Cosine from ``peak`` to ``floor`` over ``period`` steps, restarting every period."""
+  def schedule(step):
+    phase = jnp.mod(step, period) / period
+    return floor + 0.5 * (peak - floor) * (1.0 + jnp.cos(jnp.pi * phase))
+  return schedule
+
+
+def pretrain_schedule(opt: Any, num_steps: int) -> Schedule:
+  if opt.schedule == "onecycle":
+    return optax.cosine_onecycle_schedule(
+        transition_steps=num_steps, peak_value=opt.peak_learning_rate,
+        pct_start=opt.warmup_fraction, div_factor=opt.onecycle_div_factor,
+        final_div_factor=opt.onecycle_final_div_factor)
+  if opt.schedule == "warmup_cosine":
+    return optax.warmup_cosine_decay_schedule(
+        init_value=0.0, peak_value=opt.peak_learning_rate,
+        warmup_steps=max(1, int(opt.warmup_fraction * num_steps)), decay_steps=num_steps)
+  raise ValueError(f"optimizer.schedule must be 'onecycle' or 'warmup_cosine', "
+                   f"got {opt.schedule!r}")
+
+
+def _adamw(opt: Any, learning_rate: Schedule) -> optax.GradientTransformation:
+  return optax.adamw(learning_rate, b1=opt.b1, b2=opt.b2, weight_decay=opt.weight_decay)
+
+
+def parameter_group(params: Dict[str, Any]) -> Dict[str, Any]:
+  """Labels each top-level parameter collection "pretrained" or "new" (fine-tuning)."""
+  return {name: jax.tree.map(lambda _: "pretrained" if name in PRETRAINED_MODULES else "new",
+                             subtree)
+          for name, subtree in params.items()}
+
+
+def make_optimizer(config: Any) -> Tuple[optax.GradientTransformation, Dict[str, Schedule]]:
+  """The stage's optimizer and its named learning-rate schedules (for logging).
+
+  Pretraining: clip 1.0 -> AdamW(β 0.95/0.999, wd 0.05) with the one-cycle or warm-up+cosine
+  schedule. Fine-tuning: the same, with 1e-5 for pretrained modules and 1e-4 for new ones,
+  each on cosine warm restarts.
+  """
+  opt = config.optimizer
+  clip = optax.clip_by_global_norm(opt.grad_clip_norm)
+  if config.stage == "pretrain":
+    schedule = pretrain_schedule(opt, config.num_steps)
+    return optax.chain(clip, _adamw(opt, schedule)), {"learning_rate": schedule}
+  schedules = {
+      group: cosine_warm_restarts(peak, opt.restart_every_steps, opt.learning_rate_floor)
+      for group, peak in (("pretrained", opt.pretrained_learning_rate),
+                          ("new", opt.new_learning_rate))}
+  tx = optax.multi_transform({g: _adamw(opt, s) for g, s in schedules.items()},
+                             parameter_group)
+  return (optax.chain(clip, tx),
+          {f"learning_rate_{group}": s for group, s in schedules.items()})

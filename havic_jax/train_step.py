@@ -1,0 +1,121 @@
+"""Train state, its sharded creation, and the jitted pure train step.
+
+The state is created from ``jax.eval_shape`` of the init function, so its shardings come from
+the parameters' logical axis names and it never exists unsharded. The step is one
+``jax.jit`` with explicit in/out shardings and a donated state. Call everything inside
+``jax.set_mesh(mesh)`` and ``nn.logical_axis_rules(rules)`` (see ``train.py``).
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable, Dict, Mapping, Tuple
+
+import flax
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import optax
+from jax.sharding import Mesh
+
+from havic_jax import losses, masking, sharding
+from havic_jax.models.config import ModelConfig
+from havic_jax.models.havic import example_inputs
+from havic_jax.models.patches import patchify_audio, patchify_video
+
+Array = jax.Array
+Metrics = Dict[str, Array]
+LossFn = Callable[[Any, Mapping[str, Array], Array], Tuple[Array, Metrics]]
+
+
+@flax.struct.dataclass
+class TrainState:
+  """Everything a step reads and writes. ``rng`` is the run's base key; step ``s`` uses
+  ``fold_in(rng, s)``, so a resumed run draws the same masks and dropout."""
+
+  step: Array
+  params: Any
+  opt_state: Any
+  rng: Array
+
+
+def init_train_state(model: nn.Module, cfg: ModelConfig, kind: str,
+                     optimizer: optax.GradientTransformation, rng: Array) -> TrainState:
+  """Fresh state (parameters possibly boxed with logical axis names)."""
+  init_rng, state_rng = jax.random.split(rng)
+  params = model.init(init_rng, *example_inputs(cfg, kind))["params"]
+  return TrainState(step=jnp.zeros((), jnp.int32), params=params,
+                    opt_state=optimizer.init(params), rng=state_rng)
+
+
+def create_sharded_state(model: nn.Module, cfg: ModelConfig, kind: str,
+                         optimizer: optax.GradientTransformation, rng: Array, mesh: Mesh,
+                         rules: sharding.Rules) -> Tuple[TrainState, Any]:
+  """Creates the state directly in its shardings. Returns (state, state shardings)."""
+  init = lambda r: init_train_state(model, cfg, kind, optimizer, r)
+  abstract = jax.eval_shape(init, rng)
+  shardings = sharding.logical_shardings(abstract, mesh, rules)
+  state = jax.jit(lambda r: nn.unbox(init(r)), out_shardings=shardings)(rng)
+  return state, shardings
+
+
+def pretrain_loss_fn(model: nn.Module, cfg: ModelConfig, config: Any) -> LossFn:
+  """Pretraining objective of spec §8 with masks drawn from the step key, or taken from the
+  batch (``ids_keep_video`` / ``ids_keep_audio``) when it carries them."""
+  pcfg = config.pretrain
+  masked_only = pcfg.reconstruction_masked_only
+  if masked_only is None:
+    masked_only = config.compat == "paper"
+  weights = dict(pcfg.loss_weights)
+
+  def loss_fn(params, batch, key):
+    mask_key, dropout_key = jax.random.split(key)
+    video, audio = batch["video"], batch["audio"]
+    if "ids_keep_video" in batch:
+      ids_v, ids_a = batch["ids_keep_video"], batch["ids_keep_audio"]
+    else:
+      ids_v, ids_a = masking.pretraining_masks(mask_key, video.shape[0], cfg,
+                                               pcfg.video_mask_ratio, pcfg.audio_mask_ratio)
+    out = model.apply({"params": params}, video, audio, ids_v, ids_a, deterministic=False,
+                      rngs={"dropout": dropout_key})
+    return losses.pretraining_loss(
+        out, patchify_video(video, cfg), patchify_audio(audio, cfg), ids_v, ids_a,
+        num_segments=cfg.num_segments, weights=weights, temperature=pcfg.temperature,
+        masked_only=masked_only)
+
+  return loss_fn
+
+
+def finetune_loss_fn(model: nn.Module) -> LossFn:
+  """The three BCE losses of spec §9 (labels ``overall``, ``audio``, ``visual`` in the batch)."""
+  def loss_fn(params, batch, key):
+    out = model.apply({"params": params}, batch["video"], batch["audio"], deterministic=False,
+                      rngs={"dropout": key})
+    return losses.finetune_loss(out, batch)
+  return loss_fn
+
+
+def train_step(state: TrainState, batch: Mapping[str, Array], *, loss_fn: LossFn,
+               optimizer: optax.GradientTransformation,
+               schedules: Mapping[str, Callable[[Array], Array]]
+               ) -> Tuple[TrainState, Metrics]:
+  """One optimisation step: loss and gradients on the global batch, AdamW update."""
+  key = jax.random.fold_in(state.rng, state.step)
+  (_, metrics), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params, batch, key)
+  updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
+  params = optax.apply_updates(state.params, updates)
+  metrics = dict(metrics, grad_norm=optax.global_norm(grads),
+                 **{name: s(state.step) for name, s in schedules.items()})
+  return state.replace(step=state.step + 1, params=params, opt_state=opt_state), metrics
+
+
+def jit_train_step(loss_fn: LossFn, optimizer: optax.GradientTransformation,
+                   schedules: Mapping[str, Callable[[Array], Array]], state_shardings: Any,
+                   mesh: Mesh) -> Callable[[TrainState, Mapping[str, Array]],
+                                           Tuple[TrainState, Metrics]]:
+  """The jitted step: state in its shardings (donated), batch split over data × fsdp,
+  metrics replicated."""
+  step = lambda state, batch: train_step(state, batch, loss_fn=loss_fn, optimizer=optimizer,
+                                         schedules=schedules)
+  return jax.jit(step, in_shardings=(state_shardings, sharding.batch_sharding(mesh)),
+                 out_shardings=(state_shardings, sharding.replicated(mesh)),
+                 donate_argnums=(0,))

@@ -1,0 +1,30 @@
+"""havic_jax: HAVIC audio-visual deepfake detection in JAX/Flax."""
+
+from setuptools import find_packages, setup
+
+setup(
+    name="havic_jax",
+    version="0.1.0",
+    description="HAVIC audio-visual deepfake detector: pretraining, fine-tuning and evaluation "
+                "in JAX/Flax on device meshes",
+    long_description=open("README.md", encoding="utf-8").read(),
+    long_description_content_type="text/markdown",
+    python_requires=">=3.10",
+    packages=find_packages(include=["havic_jax", "havic_jax.*", "configs", "data_pipelines",
+                                    "data_pipelines.*"]),
+    install_requires=[
+        "jax>=0.10.2,<0.11",
+        "flax>=0.12.8,<0.13",
+        "optax>=0.2.8,<0.3",
+        "orbax-checkpoint>=0.12.8,<0.13",
+        "grain>=0.2.18,<0.3",
+        "ml-collections>=1.1.0,<1.2",
+        "clu==0.0.12",
+        "einops>=0.8",
+        "numpy>=1.26",
+        "absl-py>=2.1",
+    ],
+    extras_require={
+        "test": ["pytest>=8", "chex>=0.1.90"],
+    },
+)
