@@ -7,7 +7,7 @@ def tiny_model():
   """16 frames of 32×32 (8×4×4 video tokens), 128×64 fbank (8×16 audio tokens), width 64."""
   return common.model_config(
       image_size=32, patch_size=8, audio_frames=128, mel_bins=64, audio_patch_size=8,
-      width=64, depth=4, num_heads=4, tap_layers=(1, 2, 3, 4),
+      width=64, depth=2, num_heads=4, tap_layers=(1, 2),
       interaction_heads=4, cross_decoder_heads=4,
-      decoder_width=32, decoder_depth=4, decoder_heads=2,
+      decoder_width=32, decoder_depth=2, decoder_heads=2,
       reducer_hidden=16, classifier_hidden=(64, 32))

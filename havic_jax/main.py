@@ -8,6 +8,8 @@
 from absl import app, flags
 from ml_collections import config_flags
 
+from havic_jax import cli
+
 FLAGS = flags.FLAGS
 config_flags.DEFINE_config_file(
     "config", None, "Config file (configs/*.py); override fields with --config.x=y.",
@@ -29,4 +31,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-  app.run(main)
+  cli.run(main)

@@ -1,5 +1,6 @@
 """The sharded train step: mesh independence, one compile, and learning on a fixed batch."""
 
+import json
 import flax.linen as nn
 import jax
 import numpy as np
@@ -8,7 +9,8 @@ import pytest
 from configs import finetune_tiny, pretrain_tiny
 from havic_jax import sharding, train
 from havic_jax.models.config import model_config_from
-from havic_jax.models.havic import build_model
+from havic_jax.masking import pretraining_masks
+from havic_jax.models.havic import build_model, example_inputs
 from havic_jax.optimizer import make_optimizer
 from havic_jax.synthetic_batches import synthetic_batches
 from havic_jax.train_step import create_sharded_state, jit_train_step, pretrain_loss_fn
@@ -41,21 +43,35 @@ def run_steps(config, mesh_axes, devices, num_steps=2, counter=None):
   return jax.device_get(state.params), jax.device_get(metrics), state, shardings
 
 
+# Parameters whose gradient is zero in exact arithmetic: key biases, and the interaction
+# module's key-norm bias (softmax is invariant to a per-query constant; the interaction's values
+# skip that norm), and the token-map bias (a per-token constant over channels, removed by
+# LayerNorm). Their float32 gradients are rounding noise that Adam scales up to ~lr per step,
+# differently on each mesh: after the two steps (lr 4e-5 then 5.2e-4) they may differ by up to
+# 2·(4e-5 + 5.2e-4) = 1.12e-3.
+ZERO_GRADIENT = ("['k']['bias']", "['token_map']['bias']", "['attn']['qkv']['bias']",
+                 "_from_video']['norm_k']['bias']", "_from_audio']['norm_k']['bias']")
+
+
 @pytest.fixture(scope="module")
 def single_device_run():
   return run_steps(pretrain_tiny.get_config(), {"data": 1}, jax.devices()[:1])
 
 
-@pytest.mark.parametrize("mesh_axes", [{"data": 2, "fsdp": 4}, {"data": 2, "tensor": 4},
-                                       {"data": 8}])
+@pytest.mark.parametrize("mesh_axes", [{"data": 2, "fsdp": 4}, {"data": 2, "tensor": 4}])
 def test_same_step_on_one_and_eight_devices(single_device_run, mesh_axes):
   params_1, metrics_1, _, _ = single_device_run
+  traces = []
   params_8, metrics_8, state, shardings = run_steps(pretrain_tiny.get_config(), mesh_axes,
-                                                    jax.devices())
+                                                    jax.devices(), counter=traces)
+  assert len(traces) == 1  # two steps, one trace: the step compiles once
   for key in ("total", "rec_loss_video", "nce_loss", "cross_loss_audio", "grad_norm"):
     np.testing.assert_allclose(metrics_8[key], metrics_1[key], **MESH_TOLERANCE, err_msg=key)
-  jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, **MESH_TOLERANCE),
-               params_8, params_1)
+  for (path, a), b in zip(jax.tree_util.tree_flatten_with_path(params_8)[0],
+                          jax.tree.leaves(params_1)):
+    name = jax.tree_util.keystr(path)
+    tolerance = dict(atol=1.12e-3) if name.endswith(ZERO_GRADIENT) else MESH_TOLERANCE
+    np.testing.assert_allclose(a, b, **tolerance, err_msg=name)
   # The state really is sharded as the rules say (not silently replicated).
   kernel = state.params["video_encoder"]["block_0"]["mlp"]["fc1"]["kernel"]
   spec = shardings.params["video_encoder"]["block_0"]["mlp"]["fc1"]["kernel"].spec
@@ -63,37 +79,62 @@ def test_same_step_on_one_and_eight_devices(single_device_run, mesh_axes):
     assert spec == jax.sharding.PartitionSpec("fsdp", None)
     assert kernel.addressable_shards[0].data.shape == (16, 256)
   if "tensor" in mesh_axes:
-    assert spec == jax.sharding.PartitionSpec(None, "tensor")
+    assert spec[1] == "tensor"  # spec[0] names the size-1 fsdp axis
     assert kernel.addressable_shards[0].data.shape == (64, 64)
-
-
-def test_step_compiles_once():
-  traces = []
-  run_steps(pretrain_tiny.get_config(), {"data": 8}, jax.devices(), num_steps=3,
-            counter=traces)
-  assert len(traces) == 1
 
 
 def fixed_batch_config(module, num_steps):
   config = module.get_config()
   config.unlock()
   config.num_steps = num_steps
-  config.log_every = num_steps
+  config.log_every = 1
   config.data.fixed_batch = True
   return config
 
 
+def logged(workdir):
+  return [json.loads(line) for line in (workdir / "metrics.jsonl").read_text().splitlines()]
+
+
 def test_tiny_pretraining_overfits_a_fixed_batch(tmp_path):
-  config = fixed_batch_config(pretrain_tiny, 200)
-  first = fixed_batch_config(pretrain_tiny, 1)
-  _, start = train.run(first, str(tmp_path / "first"))
-  _, end = train.run(config, str(tmp_path / "run"))
-  assert end["total"] <= 0.5 * start["total"], (start["total"], end["total"])
+  train.run(fixed_batch_config(pretrain_tiny, 200), str(tmp_path))
+  records = logged(tmp_path)
+  assert records[-1]["total"] <= 0.5 * records[0]["total"], (records[0], records[-1])
 
 
 def test_tiny_finetuning_learns_fixed_labels(tmp_path):
-  config = fixed_batch_config(finetune_tiny, 60)
-  first = fixed_batch_config(finetune_tiny, 1)
-  _, start = train.run(first, str(tmp_path / "first"))
-  _, end = train.run(config, str(tmp_path / "run"))
-  assert end["total"] < 0.5 * start["total"], (start["total"], end["total"])
+  train.run(fixed_batch_config(finetune_tiny, 60), str(tmp_path))
+  first, last = logged(tmp_path)[0], logged(tmp_path)[-1]
+  assert last["bce_overall"] < 0.5 * first["bce_overall"], (first, last)
+  assert last["total"] < first["total"]
+  assert last["accuracy"] == 1.0
+
+
+def tiny_loss_fn(**model_overrides):
+  config = pretrain_tiny.get_config()
+  config.unlock()
+  config.model.update(model_overrides)
+  cfg = model_config_from(config.model, config.compat)
+  model = build_model(cfg, "pretrain")
+  params = model.init(jax.random.PRNGKey(0), *example_inputs(cfg, "pretrain"))["params"]
+  batch = next(synthetic_batches(cfg, "pretrain", 4, seed=1))
+  return pretrain_loss_fn(model, cfg, config), nn.unbox(params), batch, cfg
+
+
+def test_supplied_kept_indices_and_bfloat16_compute():
+  loss_32, params, batch, cfg = tiny_loss_fn(video_drop_path=0.0, video_decoder_drop_path=0.0)
+  loss_16, _, _, _ = tiny_loss_fn(video_drop_path=0.0, video_decoder_drop_path=0.0,
+                                  dtype="bfloat16")
+  ids_v, ids_a = pretraining_masks(jax.random.PRNGKey(5), 4, cfg, 0.9, 0.8125)
+  batch = dict(batch, ids_keep_video=ids_v, ids_keep_audio=ids_a)
+  loss_32 = jax.jit(loss_32)
+  a, _ = loss_32(params, batch, jax.random.PRNGKey(1))
+  b, _ = loss_32(params, batch, jax.random.PRNGKey(2))
+  np.testing.assert_array_equal(a, b)  # the masks come from the batch, not from the key
+  # bfloat16 activations and matmuls; float32 parameters, gradients and loss.
+  total_16, _ = jax.jit(loss_16)(params, batch, jax.random.PRNGKey(1))
+  assert total_16.dtype == np.float32
+  np.testing.assert_allclose(total_16, a, rtol=0.05)
+  grads = jax.eval_shape(jax.grad(lambda p: loss_16(p, batch, jax.random.PRNGKey(1))[0]),
+                         params)
+  assert all(g.dtype == np.float32 for g in jax.tree.leaves(grads))

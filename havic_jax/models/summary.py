@@ -17,6 +17,7 @@ import numpy as np
 from absl import app, flags
 from ml_collections import config_flags
 
+from havic_jax import cli
 from havic_jax.models.config import ModelConfig, model_config_from
 from havic_jax.models.havic import abstract_params
 from havic_jax.models.reference import reference_rules
@@ -75,4 +76,4 @@ if __name__ == "__main__":
   FLAGS = flags.FLAGS
   config_flags.DEFINE_config_file("config", None, "Config file (configs/*.py).")
   flags.mark_flags_as_required(["config"])
-  app.run(main)
+  cli.run(main)
