@@ -109,7 +109,7 @@ def train_step(state: TrainState, batch: Mapping[str, Array], *, loss_fn: LossFn
   (_, metrics), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params, batch, key)
   updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
   params = optax.apply_updates(state.params, updates)
-  metrics = dict(metrics, grad_norm=optax.global_norm(grads),
+  metrics = dict(metrics, grad_norm=optax.tree.norm(grads),
                  **{name: s(state.step) for name, s in schedules.items()})
   return state.replace(step=state.step + 1, params=params, opt_state=opt_state), metrics
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any, Dict
+from typing import Any, Dict, Optional, Tuple
 
 import flax.linen as nn
 import jax
@@ -18,7 +18,26 @@ from havic_jax.models.interaction import InteractionModule
 Array = jax.Array
 
 
-class HAVICPretrain(nn.Module):
+class AudioVisualBackbone(nn.Module):
+  """Shared trunk of both assemblies: the two encoders and the interaction module."""
+
+  cfg: ModelConfig
+
+  def setup_backbone(self):
+    self.video_encoder = VideoEncoder(self.cfg)
+    self.audio_encoder = AudioEncoder(self.cfg)
+    self.interaction = InteractionModule(self.cfg)
+
+  def encode(self, video: Array, audio: Array, ids_keep_video: Optional[Array],
+             ids_keep_audio: Optional[Array], deterministic: bool) -> Tuple[Any, ...]:
+    """-> (video taps, audio taps, video interaction output, audio interaction output)."""
+    video_taps = self.video_encoder(video, ids_keep_video, deterministic)
+    audio_taps = self.audio_encoder(audio, ids_keep_audio, deterministic)
+    video_inter, audio_inter = self.interaction(video_taps[-1], audio_taps[-1])
+    return video_taps, audio_taps, video_inter, audio_inter
+
+
+class HAVICPretrain(AudioVisualBackbone):
   """Masked encoders, interaction, reconstruction and cross-modal decoders (spec §2–§7).
 
   Inputs: video [B, F, H, W, 3] in [0, 1]; audio [B, time, mel] normalised fbank; kept token
@@ -32,13 +51,9 @@ class HAVICPretrain(nn.Module):
     video_recon / audio_recon: one [B, N, patch_dim] per decoder block.
   """
 
-  cfg: ModelConfig
-
   def setup(self):
     cfg = self.cfg
-    self.video_encoder = VideoEncoder(cfg)
-    self.audio_encoder = AudioEncoder(cfg)
-    self.interaction = InteractionModule(cfg)
+    self.setup_backbone()
     self.a2v = CrossModalDecoder(cfg, source="audio")
     self.v2a = CrossModalDecoder(cfg, source="video")
     self.video_decoder = ReconstructionDecoder(cfg, modality="video")
@@ -48,10 +63,8 @@ class HAVICPretrain(nn.Module):
                deterministic: bool = True) -> Dict[str, Any]:
     t = self.cfg.num_segments
     patches = lambda x: layers.split_segment_tokens(x, t)[1]
-    video_taps = self.video_encoder(video, ids_keep_video, deterministic)
-    audio_taps = self.audio_encoder(audio, ids_keep_audio, deterministic)
-    video_inter, audio_inter = self.interaction(video_taps[-1], audio_taps[-1])
-
+    video_taps, audio_taps, video_inter, audio_inter = self.encode(
+        video, audio, ids_keep_video, ids_keep_audio, deterministic)
     a2v = self.a2v(patches(audio_inter), ids_keep_audio, deterministic)
     v2a = self.v2a(patches(video_inter), ids_keep_video, deterministic)
 
@@ -73,18 +86,14 @@ class HAVICPretrain(nn.Module):
     }
 
 
-class HAVICClassifier(nn.Module):
+class HAVICClassifier(AudioVisualBackbone):
   """Fine-tuning model: unmasked encoders, interaction, adaptive aggregation and three heads
   (spec §9). video [B, F, H, W, 3], audio [B, time, mel] -> dict with ``logit``,
   ``audio_logit``, ``video_logit`` [B] and the intermediate stages."""
 
-  cfg: ModelConfig
-
   def setup(self):
     cfg = self.cfg
-    self.video_encoder = VideoEncoder(cfg)
-    self.audio_encoder = AudioEncoder(cfg)
-    self.interaction = InteractionModule(cfg)
+    self.setup_backbone()
     dtype = cfg.compute_dtype
     reducer = lambda: TokenReducer(cfg.reducer_hidden, dtype)
     self.video_reducers = [reducer() for _ in cfg.tap_layers]
@@ -101,10 +110,8 @@ class HAVICClassifier(nn.Module):
   def __call__(self, video: Array, audio: Array, deterministic: bool = True) -> Dict[str, Any]:
     t = self.cfg.num_segments
     patches = lambda x: layers.split_segment_tokens(x, t)[1]
-    video_taps = self.video_encoder(video, None, deterministic)
-    audio_taps = self.audio_encoder(audio, None, deterministic)
-    video_inter, audio_inter = self.interaction(video_taps[-1], audio_taps[-1])
-
+    video_taps, audio_taps, video_inter, audio_inter = self.encode(video, audio, None, None,
+                                                                   deterministic)
     pool_video = self.video_pool(jnp.stack(
         [r(patches(x)) for r, x in zip(self.video_reducers, video_taps)], axis=1))
     pool_audio = self.audio_pool(jnp.stack(

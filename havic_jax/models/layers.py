@@ -135,37 +135,30 @@ def multi_head_attention(q: Array, k: Array, v: Array, num_heads: int,
   return out.reshape(batch, nq, channels)
 
 
-class QVBiasSelfAttention(nn.Module):
-  """Self-attention with one bias-free ``qkv`` projection plus learnable ``q_bias`` and
-  ``v_bias`` (k has no bias), as in the encoders and decoders of spec §4."""
+class SelfAttention(nn.Module):
+  """Multi-head self-attention with one fused ``qkv`` projection and an output ``proj``.
+
+  ``qv_bias=True`` (encoders and reconstruction decoders, spec §4): ``qkv`` has no bias and
+  learnable ``q_bias`` / ``v_bias`` are added (k gets none). ``qv_bias=False`` (cross-modal
+  decoders): a standard biased ``qkv``. x [B, N, C] -> [B, N, C].
+  """
 
   num_heads: int
+  qv_bias: bool = True
   dtype: Any = jnp.float32
   attention_impl: Optional[str] = None
 
   @nn.compact
   def __call__(self, x: Array) -> Array:
     width = x.shape[-1]
-    qkv = dense(3 * width, (EMBED, QKV), use_bias=False, dtype=self.dtype, name="qkv")(x)
-    q_bias = vector_param(self, "q_bias", (width,), nn.initializers.zeros, (HEADS,))
-    v_bias = vector_param(self, "v_bias", (width,), nn.initializers.zeros, (HEADS,))
+    qkv = dense(3 * width, (EMBED, QKV), use_bias=not self.qv_bias, dtype=self.dtype,
+                name="qkv")(x)
     q, k, v = jnp.split(qkv, 3, axis=-1)
-    out = multi_head_attention(q + q_bias.astype(q.dtype), k, v + v_bias.astype(v.dtype),
-                               self.num_heads, self.attention_impl)
-    return dense(width, (HEADS, EMBED), dtype=self.dtype, name="proj")(out)
-
-
-class BiasSelfAttention(nn.Module):
-  """Standard ViT self-attention: fused ``qkv`` projection with bias (cross-modal decoders)."""
-
-  num_heads: int
-  dtype: Any = jnp.float32
-  attention_impl: Optional[str] = None
-
-  @nn.compact
-  def __call__(self, x: Array) -> Array:
-    width = x.shape[-1]
-    q, k, v = jnp.split(dense(3 * width, (EMBED, QKV), dtype=self.dtype, name="qkv")(x), 3, -1)
+    if self.qv_bias:
+      q = q + vector_param(self, "q_bias", (width,), nn.initializers.zeros, (HEADS,)
+                           ).astype(q.dtype)
+      v = v + vector_param(self, "v_bias", (width,), nn.initializers.zeros, (HEADS,)
+                           ).astype(v.dtype)
     out = multi_head_attention(q, k, v, self.num_heads, self.attention_impl)
     return dense(width, (HEADS, EMBED), dtype=self.dtype, name="proj")(out)
 
@@ -196,7 +189,7 @@ def drop_path(x: Array, rate: float, deterministic: bool, rng: Optional[Array]) 
 class TransformerBlock(nn.Module):
   """Pre-norm ViT block ``x + Attn(LN(x))``, ``x + MLP(LN(x))`` with optional DropPath.
 
-  ``qv_bias`` selects the q/v-bias attention of the encoders (else a fused biased qkv).
+  ``qv_bias`` selects the attention's bias layout (see :class:`SelfAttention`).
   """
 
   num_heads: int
@@ -208,8 +201,8 @@ class TransformerBlock(nn.Module):
 
   @nn.compact
   def __call__(self, x: Array, deterministic: bool = True) -> Array:
-    attn_cls = QVBiasSelfAttention if self.qv_bias else BiasSelfAttention
-    attn = attn_cls(self.num_heads, self.dtype, self.attention_impl, name="attn")
+    attn = SelfAttention(self.num_heads, self.qv_bias, self.dtype, self.attention_impl,
+                         name="attn")
     rng = lambda: (None if deterministic or self.drop_path_rate == 0.0
                    else self.make_rng("dropout"))
     x = x + drop_path(attn(layer_norm("norm1", dtype=self.dtype)(x)), self.drop_path_rate,

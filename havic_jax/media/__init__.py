@@ -1,0 +1,1 @@
+"""Media operations shared by dataset preparation and evaluation."""
