@@ -4,7 +4,8 @@ from configs import common
 
 
 def tiny_model():
-  """16 frames of 32×32 (8×4×4 video tokens), 128×64 fbank (8×16 audio tokens), width 64."""
+  """16 frames of 32×32 (8×4×4 video tokens), 128×64 fbank (8×16 audio tokens), width 64,
+  two encoder layers tapped after layers 1 and 2, two decoder blocks."""
   return common.model_config(
       image_size=32, patch_size=8, audio_frames=128, mel_bins=64, audio_patch_size=8,
       width=64, depth=2, num_heads=4, tap_layers=(1, 2),
