@@ -23,6 +23,8 @@ setup(
         "einops>=0.8",
         "numpy>=1.26",
         "absl-py>=2.1",
+        "av>=14",      # PyAV: decoding and writing video/audio (FFmpeg wheels, no apt)
+        "soxr>=0.5",   # high-quality resampling to 16 kHz (librosa's resampler)
     ],
     extras_require={
         "test": ["pytest>=8", "chex>=0.1.90"],
