@@ -1,14 +1,9 @@
 """Tiny HAVIC pretraining: the same code path as the base model, seconds on a CPU."""
 
-from configs import common
-from configs.tiny import tiny_model
+from configs.tiny import tiny_config
 
 
 def get_config():
-  config = common.base_config("pretrain")
-  config.model = tiny_model()
-  config.batch_size = 8
-  config.num_steps = 20
-  config.log_every = 1
+  config = tiny_config("pretrain")
   config.optimizer.peak_learning_rate = 1e-3
   return config

@@ -1,4 +1,4 @@
-"""Sizes of the tiny HAVIC model that trains in seconds on a CPU (tests, demo)."""
+"""The tiny HAVIC model and run length, shared by the tiny configs (tests, demo)."""
 
 from configs import common
 
@@ -12,3 +12,13 @@ def tiny_model():
       interaction_heads=4, cross_decoder_heads=4,
       decoder_width=32, decoder_depth=2, decoder_heads=2,
       reducer_hidden=16, classifier_hidden=(64, 32))
+
+
+def tiny_config(stage: str):
+  """``common.base_config(stage)`` with the tiny model, batch 8, 20 steps, logging every step."""
+  config = common.base_config(stage)
+  config.model = tiny_model()
+  config.batch_size = 8
+  config.num_steps = 20
+  config.log_every = 1
+  return config

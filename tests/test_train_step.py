@@ -1,6 +1,7 @@
 """The sharded train step: mesh independence, one compile, and learning on a fixed batch."""
 
 import json
+
 import flax.linen as nn
 import jax
 import numpy as np
@@ -104,7 +105,8 @@ def test_tiny_pretraining_overfits_a_fixed_batch(tmp_path):
 
 def test_tiny_finetuning_learns_fixed_labels(tmp_path):
   train.run(fixed_batch_config(finetune_tiny, 60), str(tmp_path))
-  first, last = logged(tmp_path)[0], logged(tmp_path)[-1]
+  records = logged(tmp_path)
+  first, last = records[0], records[-1]
   assert last["bce_overall"] < 0.5 * first["bce_overall"], (first, last)
   assert last["total"] < first["total"]
   assert last["accuracy"] == 1.0
