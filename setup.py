@@ -30,6 +30,9 @@ setup(
         "scikit-image>=0.22",  # sample face photo for the synthetic corpus
         "matplotlib>=3.8",     # second sample face photo (and, later, report plots)
         "tqdm>=4.66",          # progress bars on long jobs
+        "tensorflow-datasets>=4.9.9",  # TFDS builders (data_pipelines/tfds_builders.py), no TF
+        "importlib_resources>=6",  # imported by tensorflow-datasets 4.9.x but not declared
+        "array-record>=0.8",   # ArrayRecord shards (Grain's reader)
     ],
     extras_require={
         "test": ["pytest>=8", "chex>=0.1.90"],

@@ -34,6 +34,26 @@ def mesh_and_rules(config: ml_collections.ConfigDict) -> None:
   )
 
 
+def data_config(stage: str) -> ml_collections.ConfigDict:
+  """Where batches come from (``havic_jax.train.training_batches``).
+
+  source: "prepared" (shards of ``data_pipelines.prepare`` in ``path``), "synthetic_corpus"
+  (generate the synthetic FakeAVCeleb-like corpus and prepare it under ``path``, default
+  WORKDIR/synthetic_data, unless already there) or "random" (random arrays; ``fixed_batch``
+  repeats one batch). split: the manifest split to train on ("" = every clip).
+  """
+  return ml_collections.ConfigDict({
+      "source": "prepared",
+      "path": "",
+      "split": "" if stage == "pretrain" else "train",
+      "eval_split": "test",
+      "workers": 0,               # Grain worker processes (0: decode in the training process)
+      "balanced": stage == "finetune",  # class-balanced weighted sampling (spec §11)
+      "synthetic_videos": 16,
+      "fixed_batch": False,
+  })
+
+
 def base_config(stage: str) -> ml_collections.ConfigDict:
   """Everything but the sizes, for ``stage`` = "pretrain" or "finetune"."""
   config = ml_collections.ConfigDict()
@@ -44,7 +64,7 @@ def base_config(stage: str) -> ml_collections.ConfigDict:
   config.seed = 0
   config.num_steps = 1000
   config.log_every = 10
-  config.data = ml_collections.ConfigDict({"source": "synthetic", "fixed_batch": False})
+  config.data = data_config(stage)
   mesh_and_rules(config)
 
   config.optimizer = ml_collections.ConfigDict({

@@ -15,10 +15,12 @@ def tiny_model():
 
 
 def tiny_config(stage: str):
-  """``common.base_config(stage)`` with the tiny model, batch 8, 20 steps, logging every step."""
+  """``common.base_config(stage)`` with the tiny model, batch 8, 20 steps, logging every step,
+  on the synthetic corpus the project generates itself."""
   config = common.base_config(stage)
   config.model = tiny_model()
   config.batch_size = 8
   config.num_steps = 20
   config.log_every = 1
+  config.data.source = "synthetic_corpus"
   return config

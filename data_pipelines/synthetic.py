@@ -16,7 +16,7 @@ import dataclasses
 import os
 import pathlib
 import time
-from typing import Dict, List, Sequence, Tuple
+from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 import tqdm
@@ -214,13 +214,14 @@ def render_frames(face: np.ndarray, opening: np.ndarray, motion: np.ndarray,
   return frames
 
 
-def write_mp4(path: os.PathLike, frames: np.ndarray, fps: int, audio: np.ndarray,
+def write_mp4(path: os.PathLike, frames: np.ndarray, fps: int, audio: Optional[np.ndarray],
               sample_rate: int) -> None:
   """Writes H.264 (yuv420p) + mono AAC to `path`, via a temporary name and an atomic rename.
 
   Args:
     frames: uint8 [F, H, W, 3] RGB frames (H, W even).
-    audio: float32 [S] mono waveform in [-1, 1] at `sample_rate` Hz.
+    audio: float32 [S] mono waveform in [-1, 1] at `sample_rate` Hz, or None for a file
+      without an audio stream.
   """
   import av
   path = pathlib.Path(path)
@@ -230,15 +231,17 @@ def write_mp4(path: os.PathLike, frames: np.ndarray, fps: int, audio: np.ndarray
       video = container.add_stream("h264", rate=fps)
       video.width, video.height, video.pix_fmt = frames.shape[2], frames.shape[1], "yuv420p"
       video.options = {"preset": "veryfast", "crf": "18"}
-      sound = container.add_stream("aac", rate=sample_rate, layout="mono")
+      sound = None if audio is None else container.add_stream("aac", rate=sample_rate,
+                                                              layout="mono")
       for image in frames:
         container.mux(video.encode(av.VideoFrame.from_ndarray(image, format="rgb24")))
       container.mux(video.encode())
-      samples = av.AudioFrame.from_ndarray(np.asarray(audio, np.float32)[None], format="flt",
-                                           layout="mono")
-      samples.sample_rate, samples.pts = sample_rate, 0
-      container.mux(sound.encode(samples))
-      container.mux(sound.encode())
+      if sound is not None:
+        samples = av.AudioFrame.from_ndarray(np.asarray(audio, np.float32)[None], format="flt",
+                                             layout="mono")
+        samples.sample_rate, samples.pts = sample_rate, 0
+        container.mux(sound.encode(samples))
+        container.mux(sound.encode())
     os.replace(partial, path)
   finally:
     partial.unlink(missing_ok=True)

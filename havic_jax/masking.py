@@ -10,6 +10,7 @@ from typing import Tuple
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from havic_jax.models.config import ModelConfig
 
@@ -62,3 +63,18 @@ def pretraining_masks(key: jax.Array, batch_size: int, cfg: ModelConfig,
   ids_audio = segment_mask(audio_key, batch_size, cfg.num_segments, cfg.audio_segment_tokens,
                            audio_mask_ratio)
   return ids_video, ids_audio
+
+
+def host_pretraining_masks(rng: np.random.Generator, cfg: ModelConfig, video_mask_ratio: float,
+                           audio_mask_ratio: float) -> Tuple[np.ndarray, np.ndarray]:
+  """One sample's masks drawn on the host (input pipeline), same layout as
+  :func:`pretraining_masks`: (ids_keep_video [K_v], ids_keep_audio [K_a]) int32."""
+  slice_tokens = cfg.video_grid ** 2
+  keep_v = kept_per_group(slice_tokens, video_mask_ratio)
+  spatial = rng.permutation(slice_tokens)[:keep_v]
+  ids_video = spatial[None] + slice_tokens * np.arange(cfg.video_time_tokens)[:, None]
+  segment_tokens = cfg.audio_segment_tokens
+  keep_a = kept_per_group(segment_tokens, audio_mask_ratio)
+  local = np.argsort(rng.random((cfg.num_segments, segment_tokens)), axis=1)[:, :keep_a]
+  ids_audio = local + segment_tokens * np.arange(cfg.num_segments)[:, None]
+  return ids_video.reshape(-1).astype(np.int32), ids_audio.reshape(-1).astype(np.int32)

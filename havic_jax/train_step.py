@@ -27,6 +27,14 @@ Metrics = Dict[str, Array]
 LossFn = Callable[[Any, Mapping[str, Array], Array], Tuple[Array, Metrics]]
 
 
+def unit_video(video: Array) -> Array:
+  """Video batch in the model's float range [0, 1]: uint8 pixels (as the input pipeline
+  sends them, 4× less to transfer) are divided by 255; float input passes unchanged."""
+  if video.dtype == jnp.uint8:
+    return video.astype(jnp.float32) / 255.0
+  return video
+
+
 @flax.struct.dataclass
 class TrainState:
   """Everything a step reads and writes. ``rng`` is the run's base key; step ``s`` uses
@@ -75,7 +83,7 @@ def pretrain_loss_fn(model: nn.Module, cfg: ModelConfig, config: Any) -> LossFn:
 
   def loss_fn(params, batch, key):
     mask_key, dropout_key = jax.random.split(key)
-    video, audio = batch["video"], batch["audio"]
+    video, audio = unit_video(batch["video"]), batch["audio"]
     if "ids_keep_video" in batch:
       ids_v, ids_a = batch["ids_keep_video"], batch["ids_keep_audio"]
     else:
@@ -94,8 +102,8 @@ def pretrain_loss_fn(model: nn.Module, cfg: ModelConfig, config: Any) -> LossFn:
 def finetune_loss_fn(model: nn.Module) -> LossFn:
   """The three BCE losses of spec §9 (labels ``overall``, ``audio``, ``visual`` in the batch)."""
   def loss_fn(params, batch, key):
-    out = model.apply({"params": params}, batch["video"], batch["audio"], deterministic=False,
-                      rngs={"dropout": key})
+    out = model.apply({"params": params}, unit_video(batch["video"]), batch["audio"],
+                      deterministic=False, rngs={"dropout": key})
     return losses.finetune_loss(out, batch)
   return loss_fn
 

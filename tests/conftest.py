@@ -1,4 +1,5 @@
-"""Test set-up: 8 simulated CPU devices, set before JAX touches a device."""
+"""Test set-up: 8 simulated CPU devices (set before JAX touches a device), absl flags at their
+defaults, and the prepared synthetic corpus shared by the data tests."""
 
 import os
 
@@ -6,3 +7,31 @@ os.environ.setdefault("JAX_PLATFORMS", "cpu")
 import jax  # noqa: E402
 
 jax.config.update("jax_num_cpu_devices", 8)
+
+from absl import flags  # noqa: E402
+
+flags.FLAGS.mark_as_parsed()  # library code (Grain's workers) reads absl flags' defaults
+
+import pytest  # noqa: E402
+
+SYNTHETIC_VIDEOS = 8
+SYNTHETIC_SECONDS = 3.5  # one 3.2 s clip per video
+
+
+@pytest.fixture(scope="session")
+def synthetic_corpus(tmp_path_factory):
+  """Directory holding a synthetic FakeAVCeleb/ tree of 8 videos (two of each type)."""
+  from data_pipelines import synthetic
+  root = tmp_path_factory.mktemp("synthetic_corpus")
+  synthetic.generate_corpus(root, SYNTHETIC_VIDEOS, seed=3, duration=SYNTHETIC_SECONDS)
+  return root
+
+
+@pytest.fixture(scope="session")
+def prepared_corpus(synthetic_corpus, tmp_path_factory):
+  """The synthetic corpus prepared into ArrayRecord shards (3 shards, 2 worker processes)."""
+  from data_pipelines import prepare
+  output = tmp_path_factory.mktemp("prepared")
+  prepare.prepare("fakeavceleb", str(synthetic_corpus), str(output), workers=2,
+                  videos_per_shard=3)
+  return output

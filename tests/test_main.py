@@ -23,10 +23,13 @@ def test_help(module):
   assert "--config" in result.stdout
 
 
-def test_main_pretrains_the_tiny_model(tmp_path):
+def test_main_pretrains_the_tiny_model_on_the_synthetic_corpus(tmp_path):
   result = run("-m", "havic_jax.main", "--config=configs/pretrain_tiny.py",
-               f"--workdir={tmp_path}", "--config.num_steps=4", "--config.log_every=2")
+               f"--workdir={tmp_path}", "--config.num_steps=4", "--config.log_every=2",
+               "--config.data.synthetic_videos=4")
   assert result.returncode == 0, result.stderr[-3000:]
+  manifest = json.loads((tmp_path / "synthetic_data/prepared/manifest.json").read_text())
+  assert manifest["counts"]["clips"] == 4  # generated, prepared, then read by the pipeline
   records = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
   assert [r["step"] for r in records] == [2, 4]
   for r in records:
@@ -37,7 +40,7 @@ def test_main_pretrains_the_tiny_model(tmp_path):
 
 def test_main_rejects_a_mesh_that_does_not_fit(tmp_path):
   result = run("-m", "havic_jax.main", "--config=configs/pretrain_tiny.py",
-               f"--workdir={tmp_path}", "--config.mesh.data=3")
+               f"--workdir={tmp_path}", "--config.mesh.data=3", "--config.data.source=random")
   assert result.returncode != 0
   assert "set config.mesh to match" in result.stderr
 

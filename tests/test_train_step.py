@@ -89,7 +89,7 @@ def fixed_batch_config(module, num_steps):
   config.unlock()
   config.num_steps = num_steps
   config.log_every = 1
-  config.data.fixed_batch = True
+  config.data.source, config.data.fixed_batch = "random", True
   return config
 
 

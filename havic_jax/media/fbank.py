@@ -116,11 +116,17 @@ def normalise(fbank: np.ndarray) -> np.ndarray:
   return (fbank - FBANK_MEAN) / FBANK_STD
 
 
-def audio_features(wave: np.ndarray) -> np.ndarray:
-  """The model's audio input from a 16 kHz mono waveform [N]: [1024, 128] float32.
-
-  Subtracts the waveform mean, then ``kaldi_fbank``, ``interpolate_frames``, ``normalise``.
-  """
+def log_mel(wave: np.ndarray, num_frames: int = TARGET_FRAMES,
+            num_mel_bins: int = NUM_MEL_BINS) -> np.ndarray:
+  """16 kHz mono waveform [N] -> un-normalised log-mel [num_frames, num_mel_bins] float32:
+  subtracts the waveform mean, then ``kaldi_fbank`` and ``interpolate_frames``."""
   wave = np.asarray(wave, np.float32)
-  features = interpolate_frames(kaldi_fbank(wave - wave.mean()))
-  return normalise(features).astype(np.float32)
+  return interpolate_frames(kaldi_fbank(wave - wave.mean(), num_mel_bins=num_mel_bins),
+                            num_frames)
+
+
+def audio_features(wave: np.ndarray, num_frames: int = TARGET_FRAMES,
+                   num_mel_bins: int = NUM_MEL_BINS) -> np.ndarray:
+  """The model's audio input from a 16 kHz mono waveform [N]: ``normalise(log_mel(wave))``,
+  [1024, 128] float32 by default."""
+  return normalise(log_mel(wave, num_frames, num_mel_bins)).astype(np.float32)

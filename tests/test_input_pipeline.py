@@ -1,0 +1,151 @@
+"""Grain pipelines over prepared shards: shapes, determinism, resume, process sharding, eval
+padding and class balance."""
+
+import itertools
+
+import numpy as np
+import pytest
+
+from configs.tiny import tiny_model
+from havic_jax import input_pipeline as ip
+from havic_jax import records
+from havic_jax.media import fbank
+from havic_jax.media.clips import INT16_SCALE
+from havic_jax.models.config import ModelConfig, model_config_from
+
+BASE = ModelConfig()
+TINY = model_config_from(tiny_model())
+RATIOS = dict(video_mask_ratio=0.9, audio_mask_ratio=0.8125)
+
+
+@pytest.fixture(scope="module")
+def data(prepared_corpus):
+  return ip.open_prepared(str(prepared_corpus))
+
+
+def take(dataset, n):
+  return list(itertools.islice(iter(dataset), n))
+
+
+def assert_batches_equal(a, b):
+  assert len(a) == len(b)
+  for x, y in zip(a, b):
+    assert x.keys() == y.keys()
+    for key in x:
+      np.testing.assert_array_equal(x[key], y[key], err_msg=key)
+
+
+def test_pretraining_batches_have_the_spec_shapes(data):
+  batch = take(ip.training_dataset(data, "train", BASE, "pretrain", 2, seed=0, **RATIOS), 1)[0]
+  spec = ip.example_spec(BASE, "pretrain", **RATIOS)
+  assert set(batch) == set(spec)
+  for key, (shape, dtype) in spec.items():
+    assert batch[key].shape == (2,) + shape and batch[key].dtype == dtype, key
+  assert batch["video"].shape == (2, 16, 224, 224, 3) and batch["audio"].shape == (2, 1024, 128)
+  assert batch["ids_keep_video"].shape == (2, 8 * 19) and batch["ids_keep_audio"].shape == (2, 96)
+  # The audio is the normalised fbank of one of the records' waveforms (no augmentation).
+  source = data.source()
+  waves = [records.decode(source[i]).audio for i in range(len(source))]
+  references = [fbank.audio_features(w.astype(np.float32) / INT16_SCALE) for w in waves]
+  for audio in batch["audio"]:
+    assert min(np.abs(audio - r).max() for r in references) < 1e-5
+  for ids in batch["ids_keep_video"]:  # tube masks: one spatial subset in all 8 time slices
+    slices = ids.reshape(8, 19)
+    np.testing.assert_array_equal(slices - 196 * np.arange(8)[:, None], slices[:1].repeat(8, 0))
+    assert len(set(slices[0])) == 19 and slices[0].max() < 196
+  for ids in batch["ids_keep_audio"]:  # 12 distinct tokens inside each 64-token segment
+    segments = ids.reshape(8, 12) - 64 * np.arange(8)[:, None]
+    assert segments.min() >= 0 and segments.max() < 64
+    assert all(len(set(s)) == 12 for s in segments)
+
+
+def test_same_seed_same_batches_and_exact_resume(data):
+  make = lambda seed: ip.training_dataset(data, None, TINY, "pretrain", 2, seed=seed, **RATIOS)
+  first = take(make(0), 6)
+  assert_batches_equal(first, take(make(0), 6))
+  assert not np.array_equal(first[0]["audio"], take(make(1), 1)[0]["audio"])
+  iterator = iter(make(0))
+  for _ in range(2):
+    next(iterator)
+  state = iterator.get_state()
+  resumed = iter(make(0))
+  resumed.set_state(state)
+  assert_batches_equal([next(resumed) for _ in range(4)], first[2:])
+
+
+def test_worker_processes_give_the_same_batches_and_resume(data):
+  make = lambda workers: ip.training_dataset(data, None, TINY, "finetune", 2, seed=4,
+                                             balanced=True, workers=workers)
+  expected = take(make(0), 5)
+  iterator = iter(make(1))  # one worker process: the 2-core test machine stays responsive
+  got = [next(iterator) for _ in range(2)]
+  state = iterator.get_state()
+  resumed = iter(make(1))
+  resumed.set_state(state)
+  got += [next(resumed) for _ in range(3)]
+  assert_batches_equal(got, expected)
+
+
+def _record_of(audio, references):
+  return int(np.argmin([np.abs(audio - r).max() for r in references]))
+
+
+def test_process_shards_are_disjoint_and_cover_each_epoch(data):
+  source = data.source()
+  references = [ip.audio_features(records.decode(source[i]).audio, TINY)
+                for i in range(len(source))]
+  seen = []
+  for process in range(2):
+    batches = take(ip.training_dataset(data, None, TINY, "pretrain", 2, seed=9, shard_index=process,
+                                       shard_count=2, **RATIOS), 2)  # 4 of the 8 records
+    seen.append([_record_of(a, references) for b in batches for a in b["audio"]])
+  assert set(seen[0]).isdisjoint(seen[1])
+  assert sorted(seen[0] + seen[1]) == list(range(8))
+
+
+def test_eval_is_padded_ordered_and_complete(data):
+  per_process = []
+  for process in range(2):
+    batches = take(ip.eval_dataset(data, None, TINY, 3, shard_index=process, shard_count=2), 99)
+    assert len(batches) == 2  # 8 records -> padded to 12 = 2 global batches of 2 × 3
+    per_process.append(batches)
+  valid = [(i, v) for bs in per_process for b in bs
+           for i, v in zip(b["record_index"], b["valid"])]
+  assert sorted(int(i) for i, v in valid if v) == list(range(8))
+  assert sum(v == 0 for _, v in valid) == 4
+  batch = per_process[0][0]
+  clip = records.decode(data.source()[int(batch["record_index"][0])])
+  assert batch["overall_label"][0] == clip.overall_label
+  np.testing.assert_array_equal(batch["video"][0], ip.video_input(clip.frames, TINY))
+
+
+def test_balanced_sampling_draws_both_classes_equally(data):
+  labels = data.record_labels()[data.split_indices("train")]
+  assert labels.mean() > 0.6  # the split itself is mostly fake
+  batches = take(ip.training_dataset(data, "train", TINY, "finetune", 8, seed=1, balanced=True),
+                 25)
+  drawn = np.concatenate([b["overall_label"] for b in batches])
+  assert abs(drawn.mean() - 0.5) < 0.1  # 200 draws: standard error 0.035
+  probabilities = ip.balanced_weights(np.array([0, 1, 1, 1]))
+  np.testing.assert_allclose(probabilities, [0.5, 1 / 6, 1 / 6, 1 / 6])
+
+
+def test_finetune_augmentation_changes_inputs_but_not_labels(data):
+  batch = take(ip.training_dataset(data, "train", TINY, "finetune", 4, seed=2), 1)[0]
+  assert set(batch) == set(ip.example_spec(TINY, "finetune"))
+  assert batch["video"].dtype == np.uint8 and batch["audio"].dtype == np.float32
+  plain = take(ip.eval_dataset(data, "train", TINY, 6), 1)[0]
+  # No augmented clip equals any plain one, but every label set is one of the split's.
+  for video in batch["video"]:
+    assert all(not np.array_equal(video, p) for p in plain["video"])
+  combos = {tuple(p[k] for k in ip.LABEL_KEYS) for p in
+            [dict(zip(plain, v)) for v in zip(*plain.values())]}
+  for row in zip(*(batch[k] for k in ip.LABEL_KEYS)):
+    assert tuple(row) in combos
+
+
+def test_missing_manifest_and_unknown_split_are_explained(tmp_path, data):
+  with pytest.raises(ip.DataError, match="data_pipelines.prepare"):
+    ip.open_prepared(str(tmp_path))
+  with pytest.raises(ip.DataError, match="no split 'nope'"):
+    data.split_indices("nope")

@@ -1,0 +1,208 @@
+"""Preparation: dataset readers, splits, clip records, shards, resume and bad inputs."""
+
+import csv
+import dataclasses
+import json
+import pathlib
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from data_pipelines import prepare, synthetic
+from havic_jax import datasets, records
+from havic_jax.input_pipeline import open_prepared
+from havic_jax.media.faces import BOX_SCALE, CROP_SIZE, mtcnn_detector
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+
+
+def test_record_round_trip():
+  rng = np.random.default_rng(0)
+  frames = rng.integers(0, 256, (16, 24, 32, 3), dtype=np.uint8)
+  audio = rng.integers(-32768, 32767, 51200, dtype=np.int16)
+  record = records.ClipRecord(frames, audio, 1, 0, 1, "RVFA", "id01", "a/b.mp4", 3.2)
+  raw = records.decode(records.encode(record, "raw"))
+  np.testing.assert_array_equal(raw.frames, frames)
+  np.testing.assert_array_equal(raw.audio, audio)
+  assert raw.metadata() == record.metadata()
+  smooth = np.broadcast_to(np.linspace(0, 255, 32, dtype=np.uint8)[None, None, :, None],
+                           frames.shape).copy()
+  jpeg = records.decode(records.encode(dataclasses.replace(record, frames=smooth), "jpeg"))
+  assert np.abs(jpeg.frames.astype(int) - smooth).max() <= 8  # lossy, quality 95
+  with pytest.raises(records.RecordError, match="magic"):
+    records.decode(b"XXXX" + b"\0" * 8)
+
+
+def test_fakeavceleb_categories():
+  category = datasets.fakeavceleb_category
+  assert category("RealVideo-RealAudio", "real") == "real"
+  assert category("RealVideo-FakeAudio", "rtvc") == "RVFA"
+  assert category("FakeVideo-RealAudio", "wav2lip") == "FVRA-WL"
+  assert category("FakeVideo-RealAudio", "faceswap") == "FVRA-FS"
+  assert category("FakeVideo-FakeAudio", "faceswap-wav2lip") == "FVFA-FS"
+  assert category("FakeVideo-FakeAudio", "fsgan-wav2lip") == "FVFA-GAN"
+  assert category("FakeVideo-FakeAudio", "wav2lip") == "FVFA-WL"
+  with pytest.raises(datasets.DatasetError):
+    category("RealVideo-Fake", "real")
+
+
+def _entries(n):
+  kinds = ["real", "RVFA", "FVRA-WL", "FVFA-FS", "FVFA-GAN", "FVFA-WL", "FVRA-FS"]
+  return [datasets.VideoEntry(f"/v{i}.mp4", f"v{i:03d}", 0, 0, int(i % 7 > 0), kinds[i % 7],
+                              f"id{i % 23}") for i in range(n)]
+
+
+@pytest.mark.parametrize("by", ["video", "identity"])
+def test_fakeavceleb_splits(by):
+  entries = datasets.fakeavceleb_splits(_entries(700), seed=5, by=by)
+  train = {e.video_id for e in entries if "train" in e.splits}
+  test = {e.video_id for e in entries if "test" in e.splits}
+  assert train.isdisjoint(test) and len(train | test) == 700
+  if by == "video":
+    assert len(train) == 490
+  else:
+    train_ids = {e.identity for e in entries if "train" in e.splits}
+    assert train_ids.isdisjoint({e.identity for e in entries if "test" in e.splits})
+    assert len(train_ids) == 16  # round(0.7 · 23)
+  again = datasets.fakeavceleb_splits(_entries(700), seed=5, by=by)
+  assert [e.splits for e in again] == [e.splits for e in entries]  # seeded
+  other = datasets.fakeavceleb_splits(_entries(700), seed=6, by=by)
+  assert [e.splits for e in other] != [e.splits for e in entries]
+  for category in datasets.LEAVE_ONE_OUT_CATEGORIES:
+    loo_train = [e for e in entries if f"loo-{category}-train" in e.splits]
+    loo_test = [e for e in entries if f"loo-{category}-test" in e.splits]
+    assert all(e.category != category and e.video_id in train for e in loo_train)
+    assert {e.video_id for e in loo_test if e.category == category} == {
+        e.video_id for e in entries if e.category == category}  # every video of the category
+    assert all(e.category in (category, "real") for e in loo_test)
+    assert all(e.video_id in test for e in loo_test if e.category == "real")
+
+
+def test_lrs2_and_voxceleb2_layouts(tmp_path):
+  lrs2 = tmp_path / "lrs2"
+  for rel in ("main/100/00001.mp4", "main/100/00002.mp4", "main/200/00001.mp4",
+              "pretrain/300/00001.mp4"):
+    (lrs2 / rel).parent.mkdir(parents=True, exist_ok=True)
+    (lrs2 / rel).write_bytes(b"")
+  (lrs2 / "train.txt").write_text("100/00001\n100/00002\n")
+  (lrs2 / "test.txt").write_text("200/00001 NF\n")
+  entries = {e.video_id: e for e in datasets.read_lrs2(str(lrs2))}
+  assert entries["main/100/00002.mp4"].splits == ("train",)
+  assert entries["main/200/00001.mp4"].splits == ("test",)
+  assert entries["pretrain/300/00001.mp4"].splits == ("pretrain",)
+  assert all(e.overall_label == 0 for e in entries.values())
+  vox = tmp_path / "vox"
+  for rel in ("dev/mp4/id00012/abc/00001.mp4", "dev/mp4/id00012/def/00002.mp4",
+              "test/mp4/id00099/xyz/00001.mp4"):
+    (vox / rel).parent.mkdir(parents=True, exist_ok=True)
+    (vox / rel).write_bytes(b"")
+  entries = datasets.read_voxceleb2(str(vox))
+  assert [(e.identity, e.splits) for e in entries] == [
+      ("id00012", ("dev",)), ("id00012", ("dev",)), ("id00099", ("test",))]
+  with pytest.raises(datasets.DatasetError, match="no videos"):
+    datasets.read_voxceleb2(str(lrs2))
+
+
+def test_prepared_corpus_manifest_and_records(prepared_corpus, synthetic_corpus):
+  manifest = json.loads((prepared_corpus / "manifest.json").read_text())
+  assert manifest["format_version"] == records.FORMAT_VERSION
+  assert manifest["counts"]["videos"] == manifest["counts"]["videos_prepared"] == 8
+  assert manifest["counts"]["clips"] == 8 and len(manifest["shards"]) == 3
+  assert not manifest["rejected"]
+  assert sorted(len(manifest["splits"][s]) for s in ("train", "test")) == [2, 6]
+  meta = {row[8]: row for row in csv.reader(
+      (synthetic_corpus / "FakeAVCeleb" / "meta_data.csv").read_text().splitlines()[1:])}
+  data = open_prepared(str(prepared_corpus))
+  source = data.source()
+  assert len(source) == 8
+  for video in manifest["videos"]:
+    clip = records.decode(source[video["first_record"]])
+    assert clip.video_id == video["video_id"] and clip.clip_start == 0.0
+    assert clip.frames.shape == (16, CROP_SIZE, CROP_SIZE, 3) and clip.audio.shape == (51200,)
+    row = meta[pathlib.PurePosixPath(clip.video_id).name]
+    labels = synthetic.labels_from_type(row[5])
+    assert (clip.visual_label, clip.audio_label, clip.overall_label) == (
+        labels["video_fake"], labels["audio_fake"], labels["fake"])
+    assert clip.identity == row[0]
+
+
+def _iou(a, b):
+  x0, y0 = max(a[0], b[0]), max(a[1], b[1])
+  x1, y1 = min(a[2], b[2]), min(a[3], b[3])
+  inter = max(0, x1 - x0) * max(0, y1 - y0)
+  area = lambda r: (r[2] - r[0]) * (r[3] - r[1])
+  return inter / (area(a) + area(b) - inter)
+
+
+def test_face_crops_contain_the_face(prepared_corpus):
+  """A crop is the detector box ×1.3 resized to 224², so the face fills its central 1/1.3."""
+  detect = mtcnn_detector()
+  margin = CROP_SIZE * (1 - 1 / BOX_SCALE) / 2
+  expected = (margin, margin, CROP_SIZE - margin, CROP_SIZE - margin)
+  source = open_prepared(str(prepared_corpus)).source()
+  for index in (0, 4, 7):
+    frames = records.decode(source[index]).frames
+    for frame in frames[::5]:
+      box = detect(frame)
+      assert box is not None and _iou(box, expected) > 0.5, (index, box)
+
+
+def _bad_inputs(directory, corpus):
+  """A CSV of two good synthetic videos and four bad files; returns (csv path, bad names)."""
+  good = sorted((corpus / "FakeAVCeleb").rglob("*.mp4"))[:2]
+  rng = np.random.default_rng(0)
+  truncated = directory / "truncated.mp4"
+  truncated.write_bytes(good[0].read_bytes()[:4000])
+  not_video = directory / "notes.mp4"
+  not_video.write_text("this is not a video\n")
+  frames = np.full((90, 224, 224, 3), 128, np.uint8)
+  audio = (0.1 * rng.standard_normal(int(3.6 * 16000))).astype(np.float32)
+  synthetic.write_mp4(directory / "faceless.mp4", frames, 25, audio, 16000)
+  identity = synthetic.make_identities(2, seed=1)[0]
+  face_frames, _ = synthetic.synthesize_video(
+      {"source_index": 0, "voice": 0, "face": 0, "face_blend": 0.0, "audio_shift_s": 0.0,
+       "path": "silent.mp4"}, [identity], 0, 3.6)
+  synthetic.write_mp4(directory / "silent.mp4", face_frames, 25, None, 16000)
+  listing = directory / "videos.csv"
+  rows = [(str(p), 0) for p in good] + [(n, 1) for n in
+                                        ("truncated.mp4", "notes.mp4", "faceless.mp4",
+                                         "silent.mp4")]
+  listing.write_text("video_path,overall_label\n" + "".join(f"{p},{l}\n" for p, l in rows))
+  return listing, good
+
+
+def test_bad_inputs_are_reported_and_the_run_resumes(tmp_path, synthetic_corpus):
+  listing, good = _bad_inputs(tmp_path, synthetic_corpus)
+  output = tmp_path / "out"
+  command = [sys.executable, "-m", "data_pipelines.prepare", "--dataset=csv",
+             f"--input={listing}", f"--output={output}", "--workers=1", "--videos_per_shard=4"]
+  result = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=300)
+  assert result.returncode == 0, result.stderr[-2000:]
+  assert "4 videos rejected" in result.stdout
+  manifest = json.loads((output / "manifest.json").read_text())
+  reasons = {pathlib.Path(r["path"]).name: r["reason"] for r in manifest["rejected"]}
+  assert reasons == {"truncated.mp4": "unreadable", "notes.mp4": "unreadable",
+                     "faceless.mp4": "no_face", "silent.mp4": "no_audio"}
+  assert all(r["message"] for r in manifest["rejected"])
+  assert {v["video_id"] for v in manifest["videos"]} == {str(p) for p in good}
+  assert manifest["counts"]["clips"] == 2
+  # Re-running skips both finished shards; a shard whose description is gone is redone.
+  shards = sorted(output.glob("*.array_record"))
+  stamps = [p.stat().st_mtime_ns for p in shards]
+  prepare.prepare("csv", str(listing), str(output), workers=1, videos_per_shard=4)
+  assert [p.stat().st_mtime_ns for p in shards] == stamps
+  shards[1].with_suffix(".json").unlink()
+  again = prepare.prepare("csv", str(listing), str(output), workers=1, videos_per_shard=4)
+  assert shards[0].stat().st_mtime_ns == stamps[0]
+  assert shards[1].stat().st_mtime_ns != stamps[1]
+  assert again["videos"] == manifest["videos"] and again["rejected"] == manifest["rejected"]
+
+
+def test_prepare_help_and_bad_dataset():
+  result = subprocess.run([sys.executable, "-m", "data_pipelines.prepare", "--help"], cwd=ROOT,
+                          capture_output=True, text=True, timeout=120)
+  assert result.returncode == 0 and "--videos_per_shard" in result.stdout
+  with pytest.raises(datasets.DatasetError, match="meta_data.csv"):
+    prepare.prepare("fakeavceleb", "/nonexistent", "/tmp/unused_output")
