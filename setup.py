@@ -30,11 +30,16 @@ setup(
         "scikit-image>=0.22",  # sample face photo for the synthetic corpus
         "matplotlib>=3.8",     # second sample face photo (and, later, report plots)
         "tqdm>=4.66",          # progress bars on long jobs
+        "tensorboardX>=2.6",   # TensorBoard event files (havic_jax/metric_writer.py), no TF
+        "scikit-learn>=1.4",   # AP / AUC exactly as the eval protocol defines them
         "tensorflow-datasets>=4.9.9",  # TFDS builders (data_pipelines/tfds_builders.py), no TF
         "importlib_resources>=6",  # imported by tensorflow-datasets 4.9.x but not declared
         "array-record>=0.8",   # ArrayRecord shards (Grain's reader)
+        "safetensors>=0.4",    # exported parameters as one portable file (havic_jax/export.py)
     ],
     extras_require={
         "test": ["pytest>=8", "chex>=0.1.90"],
+        # reading PyTorch .pth checkpoints in havic_jax/convert.py (weights_only=True)
+        "torch": ["torch>=2.2"],
     },
 )

@@ -65,6 +65,18 @@ def base_config(stage: str) -> ml_collections.ConfigDict:
   config.num_steps = 1000
   config.log_every = 10
   config.data = data_config(stage)
+  # Orbax checkpoints in WORKDIR/checkpoints: an async save every `every_steps` (and at the
+  # end, and on SIGTERM); keep the last `keep` plus the best `keep_best` by `best_metric`.
+  config.checkpoint = ml_collections.ConfigDict({
+      "every_steps": 500, "keep": 2, "keep_best": 1,
+      "best_metric": "" if stage == "pretrain" else "eval/auc", "best_mode": "max",
+  })
+  # Pretraining: input / masked / reconstructed images of one sample every `image_every` steps.
+  config.image_every = 1000 if stage == "pretrain" else 0
+  # Fine-tuning: validation (ACC/AP/AUC on data.eval_split) every `eval_every` steps (0: off).
+  config.eval_every = 0 if stage == "pretrain" else 500
+  # Fine-tuning starts from a pretraining workdir or an export (python -m havic_jax.export).
+  config.init_from = ""
   mesh_and_rules(config)
 
   config.optimizer = ml_collections.ConfigDict({
@@ -95,5 +107,4 @@ def base_config(stage: str) -> ml_collections.ConfigDict:
         "restart_every_steps": 500,        # cosine warm restarts (10 epochs in the paper)
         "learning_rate_floor": 1e-9,
     })
-    config.finetune = ml_collections.ConfigDict({"init_from": ""})
   return config

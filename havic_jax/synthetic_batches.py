@@ -42,12 +42,13 @@ def make_batch(rng: np.random.Generator, cfg: ModelConfig, stage: str, batch_siz
 
 
 def synthetic_batches(cfg: ModelConfig, stage: str, global_batch_size: int, seed: int,
-                      fixed: bool = False) -> Iterator[Dict[str, np.ndarray]]:
-  """Endless host-local batches; ``fixed=True`` repeats one batch (for overfitting checks)."""
-  rng = np.random.default_rng([seed, jax.process_index()])
+                      fixed: bool = False, start_step: int = 0) -> Iterator[Dict[str, np.ndarray]]:
+  """Endless host-local batches from ``start_step`` on; batch s depends only on (seed, process,
+  s), so a resumed run continues with the same batches. ``fixed=True`` repeats batch 0 (for
+  overfitting checks)."""
   size = local_batch_size(global_batch_size)
-  batch = make_batch(rng, cfg, stage, size)
+  step = start_step
   while True:
-    yield batch
-    if not fixed:
-      batch = make_batch(rng, cfg, stage, size)
+    rng = np.random.default_rng([seed, jax.process_index(), 0 if fixed else step])
+    yield make_batch(rng, cfg, stage, size)
+    step += 1

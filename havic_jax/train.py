@@ -1,23 +1,33 @@
-"""The training loop: mesh, sharded state, jitted step, batches and logging."""
+"""The training loop: mesh, sharded state, jitted step, batches, checkpoints, evaluation and
+logging.
+
+A run in a workdir that holds checkpoints resumes from the latest one (state and input
+position), so re-running the same command after a kill continues the same run. SIGTERM
+(preemption) saves a checkpoint at the next step boundary and exits 0.
+"""
 
 from __future__ import annotations
 
 import pathlib
+import signal
 import time
-from typing import Any, Dict, Iterator, Tuple
+from typing import Any, Callable, Dict, Mapping, Optional, Tuple
 
 import flax.linen as nn
 import jax
+import numpy as np
 from absl import logging
 
-from havic_jax import input_pipeline, sharding
-from havic_jax.metric_writer import MetricWriter
+from havic_jax import checkpoints, input_pipeline, masking, sharding
+from havic_jax.metric_writer import MetricWriter, parameter_overview, train_metrics_from
 from havic_jax.models.config import ModelConfig, model_config_from
 from havic_jax.models.havic import build_model
-from havic_jax.optimizer import make_optimizer
+from havic_jax.metrics import binary_metrics
+from havic_jax.optimizer import PRETRAINED_MODULES, make_optimizer
+from havic_jax.visualize import reconstruction_images
 from havic_jax.synthetic_batches import local_batch_size, synthetic_batches
-from havic_jax.train_step import (TrainState, create_sharded_state, finetune_loss_fn,
-                                  jit_train_step, pretrain_loss_fn)
+from havic_jax.train_step import (TrainState, abstract_state, create_sharded_state,
+                                  finetune_loss_fn, jit_train_step, pretrain_loss_fn, unit_video)
 
 
 def synthetic_corpus(path: pathlib.Path, num_videos: int, seed: int) -> pathlib.Path:
@@ -35,35 +45,132 @@ def synthetic_corpus(path: pathlib.Path, num_videos: int, seed: int) -> pathlib.
   return prepared
 
 
-def training_batches(config: Any, cfg: ModelConfig, workdir: str) -> Iterator[Dict[str, Any]]:
-  """This process's batches per ``config.data`` (see ``configs/common.py:data_config``)."""
+def prepared_data_path(config: Any, workdir: str) -> pathlib.Path:
+  """The prepared directory ``config.data`` names (generating the synthetic corpus if asked)."""
   data_cfg = config.data
-  local_batch = local_batch_size(config.batch_size)
-  if data_cfg.source == "random":
-    return synthetic_batches(cfg, config.stage, config.batch_size, config.seed,
-                             fixed=data_cfg.fixed_batch)
   if data_cfg.source == "synthetic_corpus":
-    path = synthetic_corpus(pathlib.Path(data_cfg.path or pathlib.Path(workdir) / "synthetic_data"),
-                            data_cfg.synthetic_videos, config.seed)
-  elif data_cfg.source == "prepared":
+    return synthetic_corpus(
+        pathlib.Path(data_cfg.path or pathlib.Path(workdir) / "synthetic_data"),
+        data_cfg.synthetic_videos, config.seed)
+  if data_cfg.source == "prepared":
     if not data_cfg.path:
       raise ValueError("data.source='prepared' needs --config.data.path=DIR, a directory "
                        "written by `python -m data_pipelines.prepare`")
-    path = data_cfg.path
-  else:
-    raise ValueError(f"data.source must be 'prepared', 'synthetic_corpus' or 'random', got "
-                     f"{data_cfg.source!r}")
+    return pathlib.Path(data_cfg.path)
+  raise ValueError(f"data.source must be 'prepared', 'synthetic_corpus' or 'random', got "
+                   f"{data_cfg.source!r}")
+
+
+def training_iterator(config: Any, cfg: ModelConfig, workdir: str) -> Optional[Any]:
+  """This process's Grain batch iterator per ``config.data`` (checkpointable), or None for
+  ``data.source="random"``."""
+  if config.data.source == "random":
+    return None
   ratios = ({"video_mask_ratio": config.pretrain.video_mask_ratio,
              "audio_mask_ratio": config.pretrain.audio_mask_ratio}
             if config.stage == "pretrain" else {})
   dataset = input_pipeline.training_dataset(
-      input_pipeline.open_prepared(str(path)), data_cfg.split or None, cfg, config.stage,
-      local_batch, config.seed, balanced=data_cfg.balanced, workers=data_cfg.workers, **ratios)
+      input_pipeline.open_prepared(str(prepared_data_path(config, workdir))),
+      config.data.split or None, cfg, config.stage, local_batch_size(config.batch_size),
+      config.seed, balanced=config.data.balanced, workers=config.data.workers, **ratios)
   return iter(dataset)
 
 
+def load_backbone(init_from: str) -> Dict[str, Any]:
+  """The pretrained modules' parameters (NumPy) from a pretraining workdir or an export."""
+  if (pathlib.Path(init_from) / checkpoints.CHECKPOINT_DIR).is_dir():
+    _, params = checkpoints.load_params(init_from)
+  else:
+    from havic_jax.export import load_pretrained
+    _, params = load_pretrained(init_from)
+  missing = [name for name in PRETRAINED_MODULES if name not in params]
+  if missing:
+    raise ValueError(f"{init_from}: no parameters for {missing}; init_from takes a pretraining "
+                     f"workdir or an export of one")
+  return {name: params[name] for name in PRETRAINED_MODULES}
+
+
+def with_backbone(state: TrainState, shardings: Any, backbone: Mapping[str, Any]) -> TrainState:
+  """``state`` with the pretrained modules' parameters replaced (placed in their shardings);
+  shapes must match."""
+  params = dict(state.params)
+  for name, tree in backbone.items():
+    expected = jax.tree.map(lambda x: x.shape, params[name])
+    if jax.tree.map(np.shape, tree) != expected:
+      raise ValueError(f"init_from: the shapes of '{name}' differ from this config's model; "
+                       f"use the model sizes the checkpoint was trained with")
+    params[name] = jax.device_put(tree, shardings.params[name])
+  return state.replace(params=params)
+
+
+class PreemptionFlag:
+  """Set by SIGTERM (a preemption notice); the loop checkpoints and stops at the next step."""
+
+  def __init__(self):
+    self.raised = False
+    self.previous = signal.signal(signal.SIGTERM, self._handle)
+
+  def _handle(self, signum, frame):
+    logging.warning("SIGTERM: saving a checkpoint at the next step boundary, then exiting")
+    self.raised = True
+
+  def restore(self) -> None:
+    signal.signal(signal.SIGTERM, self.previous)
+
+
+def make_eval_step(model: nn.Module, param_shardings: Any, mesh: Any) -> Callable:
+  """Jitted classifier forward: (params, batch) -> (fake probability, overall label, valid),
+  each [global batch], replicated so every process sees them all."""
+  def eval_step(params, batch):
+    out = model.apply({"params": params}, unit_video(batch["video"]), batch["audio"],
+                      deterministic=True)
+    return jax.nn.sigmoid(out["logit"]), batch["overall_label"], batch["valid"]
+  replicated = sharding.replicated(mesh)
+  return jax.jit(eval_step, in_shardings=(param_shardings, sharding.batch_sharding(mesh)),
+                 out_shardings=(replicated,) * 3)
+
+
+def make_reconstruct(model: nn.Module, cfg: ModelConfig, config: Any, param_shardings: Any,
+                     mesh: Any) -> Callable[[Any, Mapping[str, Any]], Dict[str, np.ndarray]]:
+  """(params, global batch) -> reconstruction images of the batch's first sample (input /
+  masked / last decoder head's output), for the metric writer."""
+  pcfg = config.pretrain
+
+  def forward(params, batch):
+    video = unit_video(batch["video"][:1])
+    if "ids_keep_video" in batch:
+      ids_v, ids_a = batch["ids_keep_video"][:1], batch["ids_keep_audio"][:1]
+    else:
+      ids_v, ids_a = masking.pretraining_masks(jax.random.PRNGKey(0), 1, cfg,
+                                               pcfg.video_mask_ratio, pcfg.audio_mask_ratio)
+    out = model.apply({"params": params}, video, batch["audio"][:1], ids_v, ids_a,
+                      deterministic=True)
+    return (video[0], batch["audio"][0], ids_v[0], ids_a[0], out["video_recon"][-1][0],
+            out["audio_recon"][-1][0])
+
+  jitted = jax.jit(forward, in_shardings=(param_shardings, sharding.batch_sharding(mesh)),
+                   out_shardings=sharding.replicated(mesh))
+  return lambda params, batch: reconstruction_images(
+      *[np.asarray(x) for x in jax.device_get(jitted(params, batch))], cfg)
+
+
+def evaluate(eval_step: Callable, params: Any, config: Any, cfg: ModelConfig, workdir: str,
+             mesh: Any) -> Dict[str, float]:
+  """ACC / AP / AUC of the clips of ``config.data.eval_split`` (clip level)."""
+  data = input_pipeline.open_prepared(str(prepared_data_path(config, workdir)))
+  dataset = input_pipeline.eval_dataset(data, config.data.eval_split or None, cfg,
+                                        local_batch_size(config.batch_size))
+  scores, labels = [], []
+  for batch in dataset:
+    score, label, valid = jax.device_get(eval_step(params, sharding.global_batch(batch, mesh)))
+    scores.append(score[valid > 0])
+    labels.append(label[valid > 0])
+  return binary_metrics(np.concatenate(scores), np.concatenate(labels))
+
+
 def run(config: Any, workdir: str) -> Tuple[TrainState, Dict[str, float]]:
-  """Trains ``config.stage`` ("pretrain" or "finetune") for ``config.num_steps`` steps.
+  """Trains ``config.stage`` ("pretrain" or "finetune") up to ``config.num_steps`` steps,
+  resuming from ``workdir``'s latest checkpoint if there is one.
 
   Returns the final state and the last logged metrics."""
   cfg = model_config_from(config.model, config.compat)
@@ -71,28 +178,84 @@ def run(config: Any, workdir: str) -> Tuple[TrainState, Dict[str, float]]:
   optimizer, schedules = make_optimizer(config)
   loss_fn = (pretrain_loss_fn(model, cfg, config) if config.stage == "pretrain"
              else finetune_loss_fn(model))
-  batches = training_batches(config, cfg, workdir)
+  checkpoints.write_config(workdir, config)
+  data_iterator = training_iterator(config, cfg, workdir)
   mesh = sharding.make_mesh(config.mesh)
   rules = tuple(tuple(rule) for rule in config.sharding_rules)
-  with jax.set_mesh(mesh), nn.logical_axis_rules(rules):
-    state, shardings = create_sharded_state(model, cfg, config.stage, optimizer,
-                                            jax.random.PRNGKey(config.seed), mesh, rules)
-    step_fn = jit_train_step(loss_fn, optimizer, schedules, shardings, mesh)
-    writer = MetricWriter(workdir, config.num_steps, int(state.step))
-    metrics: Dict[str, float] = {}
-    window_start, data_wait = time.time(), 0.0
-    for step in range(int(state.step), config.num_steps):
-      t = time.time()
-      batch = sharding.global_batch(next(batches), mesh)
-      data_wait += time.time() - t
-      state, device_metrics = step_fn(state, batch)
-      if (step + 1) % config.log_every == 0 or step + 1 == config.num_steps:
-        metrics = {k: float(v) for k, v in jax.device_get(device_metrics).items()}
-        elapsed = time.time() - window_start
-        steps = (step + 1) % config.log_every or config.log_every
-        metrics.update(steps_per_second=steps / elapsed,
-                       samples_per_second=steps * config.batch_size / elapsed,
-                       data_wait_fraction=data_wait / elapsed)
-        writer.write(step + 1, metrics)
-        window_start, data_wait = time.time(), 0.0
+  manager = checkpoints.make_manager(workdir, config.checkpoint)
+  preemption = PreemptionFlag()
+  try:
+    with jax.set_mesh(mesh), nn.logical_axis_rules(rules):
+      rng = jax.random.PRNGKey(config.seed)
+      if manager.latest_step() is not None:
+        target, shardings = abstract_state(model, cfg, config.stage, optimizer, rng, mesh, rules)
+        state, start = checkpoints.restore(manager, target, data_iterator)
+        logging.info("resumed from %s at step %d", manager.directory, start)
+      else:
+        state, shardings = create_sharded_state(model, cfg, config.stage, optimizer, rng, mesh,
+                                                rules)
+        if config.init_from:
+          state = with_backbone(state, shardings, load_backbone(config.init_from))
+          logging.info("initialised %s from %s", ", ".join(PRETRAINED_MODULES),
+                       config.init_from)
+      start = int(state.step)
+      batches = data_iterator if data_iterator is not None else synthetic_batches(
+          cfg, config.stage, config.batch_size, config.seed, fixed=config.data.fixed_batch,
+          start_step=start)
+      step_fn = jit_train_step(loss_fn, optimizer, schedules, shardings, mesh)
+      evaluates = (config.stage == "finetune" and config.eval_every
+                   and config.data.source != "random")  # random batches have no eval split
+      eval_step = make_eval_step(model, shardings.params, mesh) if evaluates else None
+      reconstruct = (make_reconstruct(model, cfg, config, shardings.params, mesh)
+                     if config.stage == "pretrain" and config.image_every else None)
+      writer = MetricWriter(workdir, config.num_steps, start)
+      if start == 0:
+        writer.write_text("parameters", parameter_overview(state.params))
+      metrics: Dict[str, float] = {}
+      window = None  # clu averages of the steps since the last log, kept on the device
+      start_window = jax.jit(train_metrics_from)
+      accumulate = jax.jit(lambda window, scalars: window.merge(train_metrics_from(scalars)))
+      window_start, data_wait = time.time(), 0.0
+      for step in range(start, config.num_steps):
+        t = time.time()
+        batch = sharding.global_batch(next(batches), mesh)
+        data_wait += time.time() - t
+        state, device_metrics = step_fn(state, batch)
+        averaged = {k: v for k, v in device_metrics.items() if k not in schedules}
+        window = start_window(averaged) if window is None else accumulate(window, averaged)
+        done = step + 1
+        last = done == config.num_steps
+        if done % config.log_every == 0 or last:
+          metrics = {k: float(v) for k, v in jax.device_get(window.compute()).items()}
+          metrics.update({k: float(device_metrics[k]) for k in schedules})
+          window = None
+          elapsed = time.time() - window_start
+          steps = done % config.log_every or config.log_every
+          metrics.update(steps_per_second=steps / elapsed,
+                         samples_per_second=steps * config.batch_size / elapsed,
+                         data_wait_fraction=data_wait / elapsed)
+          writer.write(done, metrics)
+          window_start, data_wait = time.time(), 0.0
+        eval_metrics = None
+        if eval_step is not None and (done % config.eval_every == 0 or last):
+          scores = evaluate(eval_step, state.params, config, cfg, workdir, mesh)
+          writer.write(done, scores, prefix="eval")
+          eval_metrics = {f"eval/{k}": v for k, v in scores.items()}
+          metrics.update(eval_metrics)
+        if reconstruct is not None and done % config.image_every == 0:
+          writer.write_images(done, reconstruct(state.params, batch))
+        preempted = preemption.raised or (jax.process_count() > 1
+                                          and manager.reached_preemption(done))
+        if done % config.checkpoint.every_steps == 0 or last or preempted or eval_metrics:
+          checkpoints.save(manager, done, state, data_iterator, eval_metrics,
+                           force=last or preempted)
+        if preempted:
+          logging.warning("stopped at step %d after a preemption notice", done)
+          break
+    manager.wait_until_finished()
+  finally:
+    manager.close()
+    preemption.restore()
+    if "writer" in locals():
+      writer.close()
   return state, metrics

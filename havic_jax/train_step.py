@@ -65,11 +65,24 @@ def create_sharded_state(model: nn.Module, cfg: ModelConfig, kind: str,
                          optimizer: optax.GradientTransformation, rng: Array, mesh: Mesh,
                          rules: sharding.Rules) -> Tuple[TrainState, Any]:
   """Creates the state directly in its shardings. Returns (state, state shardings)."""
+  init, shardings = _sharded_init(model, cfg, kind, optimizer, rng, mesh, rules)
+  return init(rng), shardings
+
+
+def abstract_state(model: nn.Module, cfg: ModelConfig, kind: str,
+                   optimizer: optax.GradientTransformation, rng: Array, mesh: Mesh,
+                   rules: sharding.Rules) -> Tuple[TrainState, Any]:
+  """(state of ``jax.ShapeDtypeStruct`` leaves carrying their shardings, state shardings),
+  without computing anything: the target of a checkpoint restore on this mesh."""
+  init, shardings = _sharded_init(model, cfg, kind, optimizer, rng, mesh, rules)
+  return jax.eval_shape(init, rng), shardings
+
+
+def _sharded_init(model, cfg, kind, optimizer, rng, mesh, rules):
+  """(jitted init writing the unboxed state in its shardings, those shardings)."""
   init = lambda r: init_train_state(model, cfg, kind, optimizer, r)
-  abstract = jax.eval_shape(init, rng)
-  shardings = sharding.logical_shardings(abstract, mesh, rules)
-  state = jax.jit(lambda r: nn.unbox(init(r)), out_shardings=shardings)(rng)
-  return state, shardings
+  shardings = sharding.logical_shardings(jax.eval_shape(init, rng), mesh, rules)
+  return jax.jit(lambda r: nn.unbox(init(r)), out_shardings=shardings), shardings
 
 
 def pretrain_loss_fn(model: nn.Module, cfg: ModelConfig, config: Any) -> LossFn:

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-from typing import Any, Callable, Dict, Iterator, List, Mapping, Tuple
+from typing import Any, Callable, Dict, Iterator, List, Mapping, Optional, Tuple
 
 import flax.linen as nn
 import jax
@@ -37,9 +37,10 @@ class Rule:
 
   path: Path
   key: str
-  # (reference value, our shape) -> our value; (our value, reference shape) -> reference value.
+  # (reference value, our shape) -> our value; (our value, reference shape) -> reference value
+  # (None for import-only layouts, where several parameters come from one key).
   to_ours: Callable[[np.ndarray, Tuple[int, ...]], np.ndarray]
-  to_reference: Callable[[np.ndarray, Tuple[int, ...]], np.ndarray]
+  to_reference: Optional[Callable[[np.ndarray, Tuple[int, ...]], np.ndarray]]
   # our shape -> the reference's shape
   reference_shape: Callable[[Tuple[int, ...]], Tuple[int, ...]]
 
@@ -68,7 +69,7 @@ def _leading_ones(n: int):
 
 
 @dataclasses.dataclass
-class _Rules:
+class Rules:
   """Collects rules for one model; helpers mirror the reference's module layout."""
 
   rules: List[Rule] = dataclasses.field(default_factory=list)
@@ -123,7 +124,7 @@ VIDEO_MLP = ("layers.0.linear", "layers.1.linear")
 TIMM_MLP = ("fc1", "fc2")
 
 
-def _encoders(r: _Rules, cfg: ModelConfig):
+def _encoders(r: Rules, cfg: ModelConfig):
   d = cfg.width
   ve, ae = ("video_encoder",), ("audio_encoder",)
   r.linear(ve + ("patch_embed",), "visual_encoder.patch_embedding.projection",
@@ -144,7 +145,7 @@ def _encoders(r: _Rules, cfg: ModelConfig):
     r.qv_bias_block(ae + (f"block_{i}",), f"audio_encoder.blocks.{i}", TIMM_MLP)
 
 
-def _interaction(r: _Rules, cfg: ModelConfig):
+def _interaction(r: Rules, cfg: ModelConfig):
   d, p = cfg.width, ("interaction",)
   prefix = "AudioVisualInteractionModule"
   for ours, theirs in (("video_from_audio", "cross_attn_audio_to_video"),
@@ -174,7 +175,7 @@ def _interaction(r: _Rules, cfg: ModelConfig):
   r.unused[f"{prefix}.visual_pos_embedding.emb"] = _table_1d(cfg.video_tokens, d)
 
 
-def _decoders(r: _Rules, cfg: ModelConfig):
+def _decoders(r: Rules, cfg: ModelConfig):
   dw = cfg.decoder_width
   last = cfg.decoder_depth - 1
   for ours, theirs in (("video_decoder", "visual_decoder"), ("audio_decoder", "audio_decoder")):
@@ -203,7 +204,7 @@ def _decoders(r: _Rules, cfg: ModelConfig):
                else f"{theirs}.decoder_pred{suffix}")
 
 
-def _cross_modal(r: _Rules, cfg: ModelConfig):
+def _cross_modal(r: Rules, cfg: ModelConfig):
   d = cfg.width
   for ours, theirs, stream in (("a2v", "A2V", "audio"), ("v2a", "V2A", "visual")):
     p = (ours,)
@@ -222,7 +223,7 @@ def _cross_modal(r: _Rules, cfg: ModelConfig):
     r.norm(p + ("norm",), f"{theirs}.norm")
 
 
-def _classifier(r: _Rules, cfg: ModelConfig):
+def _classifier(r: Rules, cfg: ModelConfig):
   for i, layer in enumerate(cfg.tap_layers):
     for ours, theirs in (("video", "Visual"), ("audio", "Audio")):
       r.linear((f"{ours}_reducers_{i}", "hidden"), f"{theirs}TokenReducer_{layer}.mlp.0")
@@ -239,10 +240,10 @@ def _classifier(r: _Rules, cfg: ModelConfig):
     r.linear((ours, "out"), f"{theirs}.output_layer")
 
 
-def reference_rules(cfg: ModelConfig, kind: str) -> _Rules:
+def reference_rules(cfg: ModelConfig, kind: str) -> Rules:
   """All rules, fixed tables and unused tensors (in the reference's shapes) of the ``kind``
   model ("pretrain" or "finetune")."""
-  r = _Rules()
+  r = Rules()
   _encoders(r, cfg)
   _interaction(r, cfg)
   if kind == "pretrain":
@@ -254,19 +255,24 @@ def reference_rules(cfg: ModelConfig, kind: str) -> _Rules:
 
 
 @functools.lru_cache(maxsize=8)
-def _flat_shapes(cfg: ModelConfig, kind: str) -> Dict[Path, Tuple[int, ...]]:
+def param_shapes(cfg: ModelConfig, kind: str) -> Dict[Path, Tuple[int, ...]]:
+  """Our parameter shapes by path (tuple of names) for this config and model kind."""
   params = nn.unbox(abstract_params(cfg, kind))
   flat = jax.tree_util.tree_flatten_with_path(params)[0]
   return {tuple(k.key for k in path): tuple(leaf.shape) for path, leaf in flat}
 
 
-def reference_shapes(cfg: ModelConfig, kind: str) -> Dict[str, Tuple[int, ...]]:
-  """The shape of every key of the release's state_dict for this config and model kind."""
-  r = reference_rules(cfg, kind)
-  shapes = _flat_shapes(cfg, kind)
+def state_dict_shapes(r: Rules, shapes: Mapping[Path, Tuple[int, ...]]
+                      ) -> Dict[str, Tuple[int, ...]]:
+  """The shape of every key the rules ``r`` name, given our parameter ``shapes``."""
   out = {rule.key: rule.reference_shape(shapes[rule.path]) for rule in r.rules}
   out.update({k: v.shape for k, v in {**r.fixed, **r.unused}.items()})
   return out
+
+
+def reference_shapes(cfg: ModelConfig, kind: str) -> Dict[str, Tuple[int, ...]]:
+  """The shape of every key of the release's state_dict for this config and model kind."""
+  return state_dict_shapes(reference_rules(cfg, kind), param_shapes(cfg, kind))
 
 
 def _unflatten(flat: Mapping[Path, np.ndarray]) -> Dict[str, Any]:
@@ -287,21 +293,19 @@ def _flatten(tree: Mapping[str, Any], prefix: Path = ()) -> Iterator[Tuple[Path,
       yield prefix + (name,), value
 
 
-def from_reference(state_dict: Mapping[str, np.ndarray], cfg: ModelConfig, kind: str
-                   ) -> Tuple[Dict[str, Any], Dict[str, List[str]]]:
-  """Converts a reference state_dict to our parameter pytree (nested dict of float32 arrays).
+def apply_rules(state_dict: Mapping[str, np.ndarray], r: Rules,
+                shapes: Mapping[Path, Tuple[int, ...]], description: str
+                ) -> Tuple[Dict[str, Any], Dict[str, List[str]]]:
+  """Converts ``state_dict`` with the rules ``r`` into the parameters they name (all of our
+  model or a part of it; ``shapes`` are the model's parameter shapes by path).
 
-  Returns ``(params, report)``; ``report`` lists the reference keys that were ``loaded``,
-  ``recomputed`` (fixed tables, verified equal within 1e-5) and ``unused`` (by design).
-  Raises :class:`ReferenceMappingError` naming missing, unexpected, mis-shaped or differing keys.
+  Returns ``(params, report)`` as :func:`from_reference`. Raises
+  :class:`ReferenceMappingError`, starting with ``description``, naming missing, unexpected,
+  mis-shaped or differing keys.
   """
-  r = reference_rules(cfg, kind)
-  shapes = _flat_shapes(cfg, kind)
-  mapped = {rule.path for rule in r.rules}
-  if mapped != set(shapes):
-    raise ReferenceMappingError(  # a bug in the rules, not in the checkpoint
-        f"rules do not cover the model: unmapped {sorted(set(shapes) - mapped)}, "
-        f"unknown {sorted(mapped - set(shapes))}")
+  unknown = sorted({rule.path for rule in r.rules} - set(shapes))
+  if unknown:
+    raise ReferenceMappingError(f"rules name parameters the model lacks: {unknown}")  # a bug
   known = {rule.key for rule in r.rules} | set(r.fixed) | set(r.unused)
   missing = sorted(k for k in known - set(r.unused) if k not in state_dict)
   unexpected = sorted(set(state_dict) - known)
@@ -310,18 +314,18 @@ def from_reference(state_dict: Mapping[str, np.ndarray], cfg: ModelConfig, kind:
     problems.append(f"missing keys: {missing}")
   if unexpected:
     problems.append(f"unexpected keys: {unexpected}")
-  params, wrong_shape = {}, []
+  params, wrong_shape = {}, {}
   for rule in r.rules:
     if rule.key not in state_dict:
       continue
     value = np.asarray(state_dict[rule.key], np.float32)
     want = rule.reference_shape(shapes[rule.path])
     if value.shape != want:
-      wrong_shape.append(f"{rule.key}: got {tuple(value.shape)}, expected {want}")
+      wrong_shape[rule.key] = f"{rule.key}: got {tuple(value.shape)}, expected {want}"
       continue
     params[rule.path] = rule.to_ours(value, shapes[rule.path])
   if wrong_shape:
-    problems.append(f"shape mismatches: {wrong_shape}")
+    problems.append(f"shape mismatches: {list(wrong_shape.values())}")
   differing = []
   for key, table in r.fixed.items():
     if key in state_dict:
@@ -332,11 +336,28 @@ def from_reference(state_dict: Mapping[str, np.ndarray], cfg: ModelConfig, kind:
   if differing:
     problems.append(f"fixed sin-cos tables that differ from the recomputed ones: {differing}")
   if problems:
-    raise ReferenceMappingError(f"reference {kind} state_dict does not match the model: "
+    raise ReferenceMappingError(f"{description} does not match the model: "
                                 + "; ".join(problems))
-  report = {"loaded": [rule.key for rule in r.rules], "recomputed": sorted(r.fixed),
+  report = {"loaded": list(dict.fromkeys(rule.key for rule in r.rules)),
+            "recomputed": sorted(r.fixed),
             "unused": sorted(k for k in r.unused if k in state_dict)}
   return _unflatten(params), report
+
+
+def from_reference(state_dict: Mapping[str, np.ndarray], cfg: ModelConfig, kind: str
+                   ) -> Tuple[Dict[str, Any], Dict[str, List[str]]]:
+  """Converts a reference state_dict to our parameter pytree (nested dict of float32 arrays).
+
+  Returns ``(params, report)``; ``report`` lists the reference keys that were ``loaded``,
+  ``recomputed`` (fixed tables, verified equal within 1e-5) and ``unused`` (by design).
+  Raises :class:`ReferenceMappingError` naming missing, unexpected, mis-shaped or differing keys.
+  """
+  r = reference_rules(cfg, kind)
+  shapes = param_shapes(cfg, kind)
+  unmapped = sorted(set(shapes) - {rule.path for rule in r.rules})
+  if unmapped:
+    raise ReferenceMappingError(f"rules do not cover the model: unmapped {unmapped}")  # a bug
+  return apply_rules(state_dict, r, shapes, f"reference {kind} state_dict")
 
 
 def to_reference(params: Mapping[str, Any], cfg: ModelConfig, kind: str

@@ -1,0 +1,106 @@
+"""Orbax checkpoints of a training run: state, input-pipeline position, config.
+
+``WORKDIR/checkpoints/<step>/`` holds the ``TrainState`` (parameters, optimiser state, step,
+RNG) and, when the batches come from Grain, the data iterator's state, so a resumed run reads
+the same batches and computes the same numbers. Saves are asynchronous; the manager keeps the
+last ``checkpoint.keep`` steps plus the best ``checkpoint.keep_best`` by
+``checkpoint.best_metric``. ``WORKDIR/config.json`` records the run's config for exports.
+Restoring takes the target shardings of the current mesh, so a checkpoint written on one mesh
+loads onto another.
+"""
+
+from __future__ import annotations
+
+import json
+import pathlib
+from typing import Any, Mapping, Optional, Tuple
+
+import grain
+import jax
+import ml_collections
+import numpy as np
+import orbax.checkpoint as ocp
+from orbax.checkpoint import checkpoint_managers
+
+CHECKPOINT_DIR = "checkpoints"
+CONFIG_FILE = "config.json"
+STATE_ITEM, DATA_ITEM = "state", "data"
+
+
+def make_manager(workdir: str, checkpoint_cfg: Any) -> ocp.CheckpointManager:
+  """The run's manager: async saves; keeps the last ``keep`` and best ``keep_best`` steps.
+
+  checkpoint_cfg: ``config.checkpoint`` (``keep``, ``keep_best``, ``best_metric``,
+  ``best_mode`` "max" or "min")."""
+  policies = [checkpoint_managers.LatestN(n=checkpoint_cfg.keep)]
+  if checkpoint_cfg.keep_best and checkpoint_cfg.best_metric:
+    policies.append(checkpoint_managers.BestN(
+        get_metric_fn=lambda metrics: metrics[checkpoint_cfg.best_metric],
+        reverse=checkpoint_cfg.best_mode == "min", n=checkpoint_cfg.keep_best,
+        keep_checkpoints_without_metrics=False))
+  options = ocp.CheckpointManagerOptions(
+      preservation_policy=checkpoint_managers.AnyPreservationPolicy(policies),
+      enable_async_checkpointing=True, create=True)
+  return ocp.CheckpointManager(pathlib.Path(workdir).absolute() / CHECKPOINT_DIR,
+                               options=options)
+
+
+def save(manager: ocp.CheckpointManager, step: int, state: Any, data_iterator: Any = None,
+         metrics: Optional[Mapping[str, float]] = None, force: bool = False) -> bool:
+  """Starts an asynchronous save of ``state`` (and the Grain iterator's position)."""
+  items = {STATE_ITEM: ocp.args.StandardSave(state)}
+  if data_iterator is not None:
+    items[DATA_ITEM] = grain.checkpoint.CheckpointSave(data_iterator)
+  return manager.save(step, args=ocp.args.Composite(**items),
+                      metrics=dict(metrics) if metrics else None, force=force)
+
+
+def restore(manager: ocp.CheckpointManager, abstract_state: Any, data_iterator: Any = None,
+            step: Optional[int] = None) -> Tuple[Any, int]:
+  """(state, step) from ``step`` (default: the latest). ``abstract_state``: a pytree of
+  ``jax.ShapeDtypeStruct`` with the target shardings (the current mesh). The data iterator,
+  when given, is moved to the saved position in place."""
+  step = manager.latest_step() if step is None else step
+  items = {STATE_ITEM: ocp.args.StandardRestore(abstract_state)}
+  if data_iterator is not None:
+    items[DATA_ITEM] = grain.checkpoint.CheckpointRestore(data_iterator)
+  restored = manager.restore(step, args=ocp.args.Composite(**items))
+  return restored[STATE_ITEM], step
+
+
+def write_config(workdir: str, config: ml_collections.ConfigDict) -> None:
+  """``WORKDIR/config.json`` (process 0)."""
+  if jax.process_index() == 0:
+    path = pathlib.Path(workdir)
+    path.mkdir(parents=True, exist_ok=True)
+    (path / CONFIG_FILE).write_text(config.to_json_best_effort(indent=1))
+
+
+def read_config(workdir: str) -> ml_collections.ConfigDict:
+  path = pathlib.Path(workdir) / CONFIG_FILE
+  if not path.is_file():
+    raise FileNotFoundError(f"{path}: missing; is {workdir} a havic_jax training workdir?")
+  return ml_collections.ConfigDict(json.loads(path.read_text()))
+
+
+def load_params(workdir: str, step: Optional[int] = None
+                ) -> Tuple[ml_collections.ConfigDict, Any]:
+  """(run config, parameters as NumPy arrays) from a training workdir's checkpoint at ``step``
+  (default: the latest), on the host, whatever mesh wrote it."""
+  config = read_config(workdir)
+  directory = pathlib.Path(workdir).absolute() / CHECKPOINT_DIR
+  steps = sorted(int(p.name) for p in directory.glob("*") if p.name.isdigit()
+                 and (p / STATE_ITEM).is_dir())
+  if not steps:
+    raise FileNotFoundError(f"{directory}: no checkpoint; train with --workdir={workdir} first")
+  step = steps[-1] if step is None else step
+  if step not in steps:
+    raise FileNotFoundError(f"{directory}: no checkpoint of step {step}; there are {steps}")
+  path = directory / str(step) / STATE_ITEM
+  with ocp.PyTreeCheckpointer() as checkpointer:
+    params_meta = checkpointer.metadata(path).item_metadata.tree["params"]
+    restore_args = jax.tree.map(lambda _: ocp.RestoreArgs(restore_type=np.ndarray), params_meta)
+    restored = checkpointer.restore(path, args=ocp.args.PyTreeRestore(
+        item={"params": params_meta}, restore_args={"params": restore_args},
+        partial_restore=True))
+  return config, restored["params"]

@@ -1,0 +1,137 @@
+"""Runs that survive kills: SIGTERM and SIGKILL mid-run, resume, and the same numbers as an
+uninterrupted run; restore onto another mesh."""
+
+import json
+import pathlib
+import signal
+import subprocess
+import sys
+import time
+
+import shutil
+
+import flax.linen as nn
+import jax
+import numpy as np
+import pytest
+
+from configs import pretrain_tiny
+from havic_jax import checkpoints, sharding, train
+from havic_jax.models.config import model_config_from
+from havic_jax.models.havic import build_model
+from havic_jax.optimizer import make_optimizer
+from havic_jax.synthetic_batches import synthetic_batches
+from havic_jax.train_step import abstract_state, pretrain_loss_fn
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+STEPS = 8
+
+
+def command(workdir, prepared):
+  return [sys.executable, "-m", "havic_jax.main", "--config=configs/pretrain_tiny.py",
+          f"--workdir={workdir}", f"--config.num_steps={STEPS}", "--config.log_every=1",
+          "--config.checkpoint.every_steps=2", "--config.data.source=prepared",
+          f"--config.data.path={prepared}"]
+
+
+def logged(workdir):
+  path = pathlib.Path(workdir) / "metrics.jsonl"
+  if not path.is_file():
+    return []
+  return [json.loads(line) for line in path.read_text().splitlines() if line.endswith("}")]
+
+
+def run_until(workdir, prepared, step, sig):
+  """Starts a run, sends ``sig`` once ``step`` is logged, waits; returns the exit code."""
+  process = subprocess.Popen(command(workdir, prepared), cwd=ROOT, stdout=subprocess.DEVNULL,
+                             stderr=subprocess.PIPE, text=True)
+  deadline = time.time() + 400
+  while not any(r["step"] >= step for r in logged(workdir)):
+    assert process.poll() is None, process.stderr.read()[-3000:]
+    assert time.time() < deadline
+    time.sleep(0.2)
+  process.send_signal(sig)
+  _, stderr = process.communicate(timeout=300)
+  return process.returncode, stderr
+
+
+def losses_by_step(workdir):
+  """{step: total loss} of the last run that logged each step."""
+  return {r["step"]: r["total"] for r in logged(workdir)}
+
+
+@pytest.mark.long_run
+def test_sigterm_and_sigkill_resume_with_the_same_numbers(tmp_path, prepared_corpus):
+  reference = tmp_path / "uninterrupted"
+  result = subprocess.run(command(reference, prepared_corpus), cwd=ROOT, capture_output=True,
+                          text=True, timeout=600)
+  assert result.returncode == 0, result.stderr[-3000:]
+  expected = losses_by_step(reference)
+  assert sorted(expected) == list(range(1, STEPS + 1))
+
+  interrupted = tmp_path / "interrupted"
+  code, stderr = run_until(interrupted, prepared_corpus, 3, signal.SIGTERM)
+  assert code == 0, stderr[-3000:]  # preemption: checkpoint, then a clean exit
+  assert "SIGTERM" in stderr
+  stopped = max(r["step"] for r in logged(interrupted))
+  assert stopped < STEPS
+  with checkpoints.make_manager(str(interrupted), train_config().checkpoint) as manager:
+    assert manager.latest_step() == stopped  # saved exactly where it stopped
+  code, _ = run_until(interrupted, prepared_corpus, stopped + 2, signal.SIGKILL)
+  assert code == -signal.SIGKILL
+  result = subprocess.run(command(interrupted, prepared_corpus), cwd=ROOT, capture_output=True,
+                          text=True, timeout=600)
+  assert result.returncode == 0, result.stderr[-3000:]
+  assert "resumed from" in result.stderr
+  got = losses_by_step(interrupted)
+  assert sorted(got) == list(range(1, STEPS + 1))
+  assert got == expected  # bitwise: the same float32 losses at every step
+  _, params_a = checkpoints.load_params(str(reference))
+  _, params_b = checkpoints.load_params(str(interrupted))
+  jax.tree.map(np.testing.assert_array_equal, params_a, params_b)
+
+
+def train_config(**changes):
+  config = pretrain_tiny.get_config()
+  config.unlock()
+  config.data.source = "random"
+  config.log_every = 1
+  for key, value in changes.items():
+    node = config
+    *parents, leaf = key.split(".")
+    for parent in parents:
+      node = node[parent]
+    node[leaf] = value
+  return config
+
+
+@pytest.mark.long_run
+def test_restore_onto_another_mesh(tmp_path):
+  """Saved on 8 data-parallel devices, restored with fsdp 4 × data 2: the same state, and the
+  loss of the next step (its batch and key) equals the one the original mesh logged."""
+  workdir, continued = tmp_path / "run", tmp_path / "continued"
+  train.run(train_config(num_steps=2), str(workdir))
+  shutil.copytree(workdir, continued)
+  _, logged_metrics = train.run(train_config(num_steps=3), str(continued))  # step 3 on 8 × data
+  config = train_config(**{"num_steps": 3, "mesh.data": 2, "mesh.fsdp": 4})
+  cfg = model_config_from(config.model, config.compat)
+  model = build_model(cfg, "pretrain")
+  optimizer, _ = make_optimizer(config)
+  mesh = sharding.make_mesh(config.mesh)
+  rules = tuple(tuple(rule) for rule in config.sharding_rules)
+  with jax.set_mesh(mesh), nn.logical_axis_rules(rules):
+    target, _ = abstract_state(model, cfg, "pretrain", optimizer, jax.random.PRNGKey(0), mesh,
+                               rules)
+    with checkpoints.make_manager(str(workdir), config.checkpoint) as manager:
+      restored, step = checkpoints.restore(manager, target)
+    assert step == 2
+    kernel = restored.params["video_encoder"]["block_0"]["mlp"]["fc1"]["kernel"]
+    assert kernel.sharding.spec[0] == "fsdp" and kernel.addressable_shards[0].data.shape[0] == 16
+    _, saved = checkpoints.load_params(str(workdir))
+    jax.tree.map(np.testing.assert_array_equal, jax.device_get(restored.params), saved)
+    batch = next(synthetic_batches(cfg, "pretrain", config.batch_size, config.seed,
+                                   start_step=2))
+    loss_fn = pretrain_loss_fn(model, cfg, config)
+    key = jax.random.fold_in(restored.rng, restored.step)
+    loss, _ = jax.jit(loss_fn)(restored.params, sharding.global_batch(batch, mesh), key)
+  assert abs(float(loss) - logged_metrics["total"]) < 1e-5
