@@ -21,11 +21,11 @@ from typing import Any, Dict, List, Sequence
 
 from absl import app, flags
 
+from configs import common
 from havic_jax import cli, input_pipeline
 from havic_jax.models.config import ModelConfig
 
 FLAGS = flags.FLAGS
-MASK_RATIOS = {"video_mask_ratio": 0.9, "audio_mask_ratio": 0.8125}  # spec §5
 
 
 def time_preparation(directory: pathlib.Path, videos: int, workers: int) -> Dict[str, Any]:
@@ -45,7 +45,9 @@ def time_preparation(directory: pathlib.Path, videos: int, workers: int) -> Dict
 def time_loader(data: input_pipeline.PreparedData, stage: str, workers: int, batch_size: int,
                 batches: int) -> Dict[str, Any]:
   """samples/s of ``batches`` training batches after one warm-up batch."""
-  ratios = MASK_RATIOS if stage == "pretrain" else {}
+  pretrain = common.base_config("pretrain").pretrain
+  ratios = ({"video_mask_ratio": pretrain.video_mask_ratio,
+             "audio_mask_ratio": pretrain.audio_mask_ratio} if stage == "pretrain" else {})
   dataset = input_pipeline.training_dataset(data, None, ModelConfig(), stage, batch_size, seed=0,
                                             balanced=stage == "finetune", workers=workers,
                                             **ratios)

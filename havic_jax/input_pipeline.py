@@ -228,12 +228,12 @@ class EvalTransform:
 
   source: Any
   indices: np.ndarray
-  cfg: ModelConfig
+  transform: ClipTransform
 
   def __call__(self, position: int) -> Dict[str, np.ndarray]:
     valid = position < len(self.indices)
     record_index = int(self.indices[position if valid else 0])
-    example = ClipTransform(self.cfg, "eval")(self.source[record_index], None)
+    example = self.transform(self.source[record_index], None)
     example.update(valid=np.float32(valid), record_index=np.int32(record_index))
     return example
 
@@ -248,7 +248,7 @@ def eval_dataset(data: PreparedData, split: Optional[str], cfg: ModelConfig,
   global_batch = local_batch_size * count
   padded = -(-len(indices) // global_batch) * global_batch
   ds = grain.MapDataset.range(padded)[index::count]
-  ds = ds.map(EvalTransform(data.source(), indices, cfg))
+  ds = ds.map(EvalTransform(data.source(), indices, ClipTransform(cfg, "eval")))
   ds = ds.batch(local_batch_size).to_iter_dataset()
   if workers > 0:
     ds = ds.mp_prefetch(grain.MultiprocessingOptions(num_workers=workers))

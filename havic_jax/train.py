@@ -61,17 +61,22 @@ def prepared_data_path(config: Any, workdir: str) -> pathlib.Path:
                    f"{data_cfg.source!r}")
 
 
-def training_iterator(config: Any, cfg: ModelConfig, workdir: str) -> Optional[Any]:
-  """This process's Grain batch iterator per ``config.data`` (checkpointable), or None for
+def open_training_data(config: Any, workdir: str) -> Optional[input_pipeline.PreparedData]:
+  """The prepared data ``config.data`` names (read once per run), or None for
   ``data.source="random"``."""
   if config.data.source == "random":
     return None
+  return input_pipeline.open_prepared(str(prepared_data_path(config, workdir)))
+
+
+def training_iterator(data: input_pipeline.PreparedData, config: Any, cfg: ModelConfig
+                      ) -> Any:
+  """This process's Grain batch iterator over ``data`` per ``config.data`` (checkpointable)."""
   ratios = ({"video_mask_ratio": config.pretrain.video_mask_ratio,
              "audio_mask_ratio": config.pretrain.audio_mask_ratio}
             if config.stage == "pretrain" else {})
   dataset = input_pipeline.training_dataset(
-      input_pipeline.open_prepared(str(prepared_data_path(config, workdir))),
-      config.data.split or None, cfg, config.stage, local_batch_size(config.batch_size),
+      data, config.data.split or None, cfg, config.stage, local_batch_size(config.batch_size),
       config.seed, balanced=config.data.balanced, workers=config.data.workers, **ratios)
   return iter(dataset)
 
@@ -154,10 +159,9 @@ def make_reconstruct(model: nn.Module, cfg: ModelConfig, config: Any, param_shar
       *[np.asarray(x) for x in jax.device_get(jitted(params, batch))], cfg)
 
 
-def evaluate(eval_step: Callable, params: Any, config: Any, cfg: ModelConfig, workdir: str,
-             mesh: Any) -> Dict[str, float]:
+def evaluate(eval_step: Callable, params: Any, data: input_pipeline.PreparedData, config: Any,
+             cfg: ModelConfig, mesh: Any) -> Dict[str, float]:
   """ACC / AP / AUC of the clips of ``config.data.eval_split`` (clip level)."""
-  data = input_pipeline.open_prepared(str(prepared_data_path(config, workdir)))
   dataset = input_pipeline.eval_dataset(data, config.data.eval_split or None, cfg,
                                         local_batch_size(config.batch_size))
   scores, labels = [], []
@@ -179,11 +183,13 @@ def run(config: Any, workdir: str) -> Tuple[TrainState, Dict[str, float]]:
   loss_fn = (pretrain_loss_fn(model, cfg, config) if config.stage == "pretrain"
              else finetune_loss_fn(model))
   checkpoints.write_config(workdir, config)
-  data_iterator = training_iterator(config, cfg, workdir)
+  data = open_training_data(config, workdir)
+  data_iterator = training_iterator(data, config, cfg) if data is not None else None
   mesh = sharding.make_mesh(config.mesh)
   rules = tuple(tuple(rule) for rule in config.sharding_rules)
   manager = checkpoints.make_manager(workdir, config.checkpoint)
   preemption = PreemptionFlag()
+  writer = None
   try:
     with jax.set_mesh(mesh), nn.logical_axis_rules(rules):
       rng = jax.random.PRNGKey(config.seed)
@@ -204,7 +210,7 @@ def run(config: Any, workdir: str) -> Tuple[TrainState, Dict[str, float]]:
           start_step=start)
       step_fn = jit_train_step(loss_fn, optimizer, schedules, shardings, mesh)
       evaluates = (config.stage == "finetune" and config.eval_every
-                   and config.data.source != "random")  # random batches have no eval split
+                   and data is not None)  # random batches have no eval split
       eval_step = make_eval_step(model, shardings.params, mesh) if evaluates else None
       reconstruct = (make_reconstruct(model, cfg, config, shardings.params, mesh)
                      if config.stage == "pretrain" and config.image_every else None)
@@ -238,7 +244,7 @@ def run(config: Any, workdir: str) -> Tuple[TrainState, Dict[str, float]]:
           window_start, data_wait = time.time(), 0.0
         eval_metrics = None
         if eval_step is not None and (done % config.eval_every == 0 or last):
-          scores = evaluate(eval_step, state.params, config, cfg, workdir, mesh)
+          scores = evaluate(eval_step, state.params, data, config, cfg, mesh)
           writer.write(done, scores, prefix="eval")
           eval_metrics = {f"eval/{k}": v for k, v in scores.items()}
           metrics.update(eval_metrics)
@@ -256,6 +262,6 @@ def run(config: Any, workdir: str) -> Tuple[TrainState, Dict[str, float]]:
   finally:
     manager.close()
     preemption.restore()
-    if "writer" in locals():
+    if writer is not None:
       writer.close()
   return state, metrics
