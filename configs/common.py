@@ -8,6 +8,7 @@ import dataclasses
 
 import ml_collections
 
+from havic_jax import augment
 from havic_jax.models.config import ModelConfig
 
 
@@ -101,6 +102,12 @@ def base_config(stage: str) -> ml_collections.ConfigDict:
         "reconstruction_masked_only": None,
     })
   else:
+    # Fine-tuning augmentations (spec §11, havic_jax.augment): the video chain, the audio masks
+    # and noise, and the widest masks (mel bins, 10 ms frames) for the 128 × 1024 input.
+    config.augment = ml_collections.ConfigDict({
+        "video": True, "audio": True,
+        "freq_mask": augment.FREQ_MASK, "time_mask": augment.TIME_MASK,
+    })
     config.optimizer.update({
         "pretrained_learning_rate": 1e-5,  # encoders + interaction module
         "new_learning_rate": 1e-4,         # reducers, pools, classifiers

@@ -23,4 +23,9 @@ def tiny_config(stage: str):
   config.num_steps = 20
   config.log_every = 1
   config.data.source = "synthetic_corpus"
+  if stage == "finetune":  # the audio masks keep their share of the smaller fbank
+    full = common.model_config()
+    config.augment.freq_mask = config.augment.freq_mask * config.model.mel_bins // full.mel_bins
+    config.augment.time_mask = (config.augment.time_mask * config.model.audio_frames
+                                // full.audio_frames)
   return config

@@ -197,7 +197,7 @@ def build_manifest(dataset: str, source: str, options: PrepareOptions,
   for shard_index, shard in enumerate(shards):
     for video in shard["videos"]:
       entry = by_id[video["video_id"]]
-      videos.append({"video_id": entry.video_id, "shard": shard_index,
+      videos.append({"video_id": entry.video_id, "path": entry.path, "shard": shard_index,
                      "first_record": offset + video["first_record"], "clips": video["clips"],
                      "clips_rejected": video["clips_rejected"],
                      "audio_label": entry.audio_label, "visual_label": entry.visual_label,

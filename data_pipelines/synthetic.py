@@ -8,7 +8,12 @@ and matplotlib, recoloured, flipped and zoomed into more identities; each frame 
 mouth ellipse whose opening follows the audio's RMS at that frame. The audio is a few harmonics
 of a slowly drifting, identity-specific pitch, amplitude-modulated by syllables and pauses.
 Fakes break the pairing the way FakeAVCeleb's do: another identity's voice (or the same voice
-shifted in time) under a real face, another identity's face driven by the real voice, or both.
+shifted in time) under a real face, another identity's face swapped in, a re-synthesised mouth,
+or both. Each generator leaves the kind of trace its real counterpart does, so a detector has
+something local to find as well as the audio-visual mismatch: face swaps (`faceswap`, `fsgan`)
+paste a softer, tone-shifted, flickering inner face over the source's head, lip sync (`wav2lip`)
+repaints the mouth box at low resolution in a varying tone, and voice cloning (`rtvc`) adds
+vocoder hiss while it speaks.
 """
 
 import csv
@@ -23,8 +28,10 @@ import tqdm
 from absl import app, flags
 
 from havic_jax import cli
+from havic_jax.media.reencode import write_video
 
 MIN_DURATION_S = 3.2  # one HAVIC clip (spec §1)
+SYNTHETIC_CRF = 18  # H.264 quality of the corpus: visually lossless
 FLAGS = flags.FLAGS
 FPS = 25
 SAMPLE_RATE = 16_000
@@ -47,6 +54,23 @@ MOUTH_HALF_HEIGHT = (0.012, 0.07)  # closed, fully open; fraction of the frame s
 MOUTH_RGB = (50, 15, 20)
 HEAD_MOTION_PX = 3  # largest head displacement, pixels
 CANVAS_MARGIN_PX = HEAD_MOTION_PX + 3  # face canvas border the head motion moves into
+
+# Generator traces (fractions of the face canvas; resolution divisors; amplitudes).
+SWAP_CENTRE_XY = (0.5, 0.55)     # centre of the swapped inner-face ellipse
+SWAP_HALF_AXES = (0.28, 0.36)    # its half width and half height
+SWAP_DOWNSCALE = 2               # the swapped face is rendered at 1/2 resolution
+SWAP_TONE = 1.25                 # and 25 % brighter than the head around it
+SWAP_FLICKER = 0.2               # its brightness flickers frame to frame by U(−20 %, +20 %)
+FSGAN_SOURCE_BLEND = 0.3         # fsgan blends 30 % of the source face back in
+LIPSYNC_DOWNSCALE = 4            # wav2lip repaints the mouth box at 1/4 resolution
+LIPSYNC_TONE = (0.6, 0.9)        # and darker by a factor drawn per frame
+VOCODER_HISS = 0.05              # rtvc: noise std at full loudness, follows the track's envelope
+VOCODER_WINDOW_S = 0.02          # envelope window of the hiss, seconds
+
+# Identity variants of a photograph: mirrored or not, three zooms, then small hue shifts (turns
+# of the colour wheel; larger ones give faces the face detector no longer finds).
+VARIANT_ZOOMS = (1.0, 0.92, 1.08)
+VARIANT_HUES = (0.0, 0.04, -0.04, 0.08, -0.08)
 
 # Sample photographs: (loader name, mouth centre (x, y) in pixels, face crop side in pixels).
 _PHOTOS = (("astronaut", (222, 145), 220), ("grace_hopper", (265, 277), 300))
@@ -118,8 +142,8 @@ def make_identities(count: int, seed: int, frame_size: int = FRAME_SIZE) -> List
     name, mouth_xy, side = _PHOTOS[index % len(_PHOTOS)]
     variant = index // len(_PHOTOS)
     face = face_canvas(photos[name], mouth_xy, side, frame_size + 2 * CANVAS_MARGIN_PX,
-                       hue_shift=(0.05 * variant) % 1.0, flip=variant % 2 == 1,
-                       zoom=(1.0, 0.92, 1.08)[(variant // 2) % 3])
+                       hue_shift=VARIANT_HUES[(variant // 6) % len(VARIANT_HUES)],
+                       flip=variant % 2 == 1, zoom=VARIANT_ZOOMS[(variant // 2) % 3])
     identities.append(Identity(id=f"id{index + 1:05d}", race=RACES[rng.integers(len(RACES))],
                                gender=GENDERS[rng.integers(len(GENDERS))],
                                pitch_hz=float(rng.uniform(100.0, 220.0)), face=face))
@@ -188,13 +212,19 @@ def mouth_region(frame_size: int = FRAME_SIZE) -> Tuple[slice, slice]:
 
 
 def render_frames(face: np.ndarray, opening: np.ndarray, motion: np.ndarray,
-                  frame_size: int = FRAME_SIZE) -> np.ndarray:
+                  frame_size: int = FRAME_SIZE, swap_gains: Optional[np.ndarray] = None,
+                  swap_alpha: Optional[np.ndarray] = None,
+                  lipsync_tones: Optional[np.ndarray] = None) -> np.ndarray:
   """uint8 [F, frame_size, frame_size, 3] talking-face frames.
 
   Args:
     face: uint8 [C, C, 3] face canvas (C = frame_size + 2 * CANVAS_MARGIN_PX), mouth at MOUTH_XY.
     opening: [F] mouth opening per frame in [0, 1] (0 closed, 1 fully open).
     motion: int [F, 2] head (dx, dy) per frame in pixels, |d| <= CANVAS_MARGIN_PX.
+    swap_gains, swap_alpha: [F] brightness factor of the swapped face in each frame, and its
+      [C, C, 1] blending mask (`swapped_face`); None for an unswapped face.
+    lipsync_tones: [F] darkening of the repainted mouth box per frame (`lipsync_trace`), or
+      None when the mouth is not repainted.
   """
   canvas = face.shape[0]
   mouth_x, mouth_y = MOUTH_XY[0] * canvas, MOUTH_XY[1] * canvas
@@ -209,51 +239,84 @@ def render_frames(face: np.ndarray, opening: np.ndarray, motion: np.ndarray,
     distance = np.sqrt(((cols - mouth_x) / half_w) ** 2 + ((rows - mouth_y) / half_h) ** 2)
     alpha = np.clip((1.0 - distance) * half_h + 0.5, 0.0, 1.0)[..., None]  # ~1 px soft edge
     drawn = face * (1.0 - alpha) + colour * alpha
+    if swap_gains is not None:
+      drawn = np.clip(drawn * (1.0 + (swap_gains[index] - 1.0) * swap_alpha), 0, 255)
     top, left = CANVAS_MARGIN_PX + dy, CANVAS_MARGIN_PX + dx
     frames[index] = np.round(drawn[top:top + frame_size, left:left + frame_size])
+    if lipsync_tones is not None:
+      frames[index] = lipsync_trace(frames[index], lipsync_tones[index])
   return frames
+
+
+def _resample(image: np.ndarray, divisor: int) -> np.ndarray:
+  """float32 image shrunk by `divisor` (area) and enlarged back (linear): a low-res rendering."""
+  import cv2
+  height, width = image.shape[:2]
+  small = cv2.resize(image, (max(1, width // divisor), max(1, height // divisor)),
+                     interpolation=cv2.INTER_AREA)
+  return cv2.resize(small, (width, height), interpolation=cv2.INTER_LINEAR)
+
+
+def swapped_face(source: np.ndarray, target: np.ndarray, source_blend: float = 0.0
+                 ) -> Tuple[np.ndarray, np.ndarray]:
+  """(uint8 face canvas, float [C, C, 1] blending mask): `target`'s inner face pasted over
+  `source`'s head, as a face swap does.
+
+  Inside the SWAP ellipse (soft 2 px edge) the target face is rendered at 1/SWAP_DOWNSCALE
+  resolution and SWAP_TONE brighter, with `source_blend` of the source mixed back in (fsgan)."""
+  canvas = source.shape[0]
+  rows = (np.arange(canvas)[:, None] + 0.5) / canvas
+  cols = (np.arange(canvas)[None, :] + 0.5) / canvas
+  distance = np.sqrt(((cols - SWAP_CENTRE_XY[0]) / SWAP_HALF_AXES[0]) ** 2
+                     + ((rows - SWAP_CENTRE_XY[1]) / SWAP_HALF_AXES[1]) ** 2)
+  edge_px = 2.0
+  alpha = np.clip((1.0 - distance) * SWAP_HALF_AXES[0] * canvas / edge_px + 0.5, 0, 1)[..., None]
+  inner = (1 - source_blend) * target.astype(np.float32) + source_blend * source
+  inner = np.clip(_resample(inner, SWAP_DOWNSCALE) * SWAP_TONE, 0, 255)
+  return np.round(source * (1 - alpha) + inner * alpha).astype(np.uint8), alpha
+
+
+def lipsync_trace(frame: np.ndarray, tone: float) -> np.ndarray:
+  """uint8 frame with its `mouth_region` at 1/LIPSYNC_DOWNSCALE resolution, times `tone`."""
+  rows, cols = mouth_region(frame.shape[0])
+  out = frame.copy()
+  box = _resample(frame[rows, cols].astype(np.float32), LIPSYNC_DOWNSCALE) * tone
+  out[rows, cols] = np.round(np.clip(box, 0, 255))
+  return out
+
+
+def vocoder_trace(rng: np.random.Generator, track: np.ndarray, sample_rate: int) -> np.ndarray:
+  """float32 `track` plus white hiss of std VOCODER_HISS × its normalised RMS envelope
+  (VOCODER_WINDOW_S windows): the noise a neural vocoder leaves while the voice sounds."""
+  window = max(1, int(round(VOCODER_WINDOW_S * sample_rate)))
+  power = np.convolve(np.square(track, dtype=np.float64), np.ones(window) / window, "same")
+  envelope = np.sqrt(power) / max(np.sqrt(power.max()), 1e-12)
+  hiss = VOCODER_HISS * envelope * rng.standard_normal(track.size)
+  return np.clip(track + hiss, -1.0, 1.0).astype(np.float32)
 
 
 def write_mp4(path: os.PathLike, frames: np.ndarray, fps: int, audio: Optional[np.ndarray],
               sample_rate: int) -> None:
-  """Writes H.264 (yuv420p) + mono AAC to `path`, via a temporary name and an atomic rename.
+  """Writes H.264 (CRF SYNTHETIC_CRF, fast preset) + mono AAC to `path` atomically.
 
   Args:
     frames: uint8 [F, H, W, 3] RGB frames (H, W even).
     audio: float32 [S] mono waveform in [-1, 1] at `sample_rate` Hz, or None for a file
       without an audio stream.
   """
-  import av
-  path = pathlib.Path(path)
-  partial = path.with_name(f".{path.name}.partial")
-  try:
-    with av.open(str(partial), mode="w", format="mp4") as container:
-      video = container.add_stream("h264", rate=fps)
-      video.width, video.height, video.pix_fmt = frames.shape[2], frames.shape[1], "yuv420p"
-      video.options = {"preset": "veryfast", "crf": "18"}
-      sound = None if audio is None else container.add_stream("aac", rate=sample_rate,
-                                                              layout="mono")
-      for image in frames:
-        container.mux(video.encode(av.VideoFrame.from_ndarray(image, format="rgb24")))
-      container.mux(video.encode())
-      if sound is not None:
-        samples = av.AudioFrame.from_ndarray(np.asarray(audio, np.float32)[None], format="flt",
-                                             layout="mono")
-        samples.sample_rate, samples.pts = sample_rate, 0
-        container.mux(sound.encode(samples))
-        container.mux(sound.encode())
-    os.replace(partial, path)
-  finally:
-    partial.unlink(missing_ok=True)
+  write_video(path, frames, fps, audio, sample_rate, crf=SYNTHETIC_CRF, preset="veryfast")
 
 
 def plan_corpus(num_videos: int, identities: Sequence[Identity]) -> List[Dict]:
-  """Row dicts (META_COLUMNS plus the recipe: face/audio identities, audio shift) for a corpus.
+  """Row dicts (META_COLUMNS plus the recipe) for a corpus.
 
-  Videos are spread over TYPES as evenly as possible, RealVideo-RealAudio first.
-  Recipe keys: `face` / `face_blend` (identity indices; fsgan blends 30% of the source back in),
-  `voice` (identity index of the audio track), `audio_shift_s` (> 0: the track runs ahead of the
-  mouth by that long).
+  Videos are spread over TYPES as evenly as possible, RealVideo-RealAudio first. Within a type
+  the methods take turns: RealVideo-FakeAudio `rtvc`; FakeVideo-RealAudio `faceswap`, `wav2lip`;
+  FakeVideo-FakeAudio `faceswap-wav2lip`, `fsgan-wav2lip`, `wav2lip`. Recipe keys:
+  `source_index`, `face` (identity whose face is swapped in), `swap` ("", "faceswap" or "fsgan"),
+  `lipsync` (mouth repainted to follow the track), `voice` (identity of the track's voice),
+  `audio_shift_s` (> 0: the source's own track runs ahead of the mouth by that long) and
+  `vocoder` (the track carries vocoder hiss).
   """
   count = len(identities)
   rows = []
@@ -261,22 +324,26 @@ def plan_corpus(num_videos: int, identities: Sequence[Identity]) -> List[Dict]:
     for clip in range(num_videos // 4 + (type_index < num_videos % 4)):
       source = clip % count
       partner = (source + 1 + (clip // count) % (count - 1)) % count
-      face, voice, shift, method = source, source, 0.0, "real"
+      recipe = {"source_index": source, "face": source, "swap": "", "lipsync": False,
+                "voice": source, "audio_shift_s": 0.0, "vocoder": False}
+      method = "real"
+      fake_audio = type_name.endswith("FakeAudio")
       if type_name == "RealVideo-FakeAudio":
         method = "rtvc"
-        if clip % 2 == 0:
-          shift = 0.3 + 0.5 * ((clip * 0.37) % 1.0)
-        else:
-          voice = partner
       elif type_name == "FakeVideo-RealAudio":
-        face, method = partner, "faceswap"
+        method = ("faceswap", "wav2lip")[clip % 2]
       elif type_name == "FakeVideo-FakeAudio":
-        face, method = partner, ("faceswap-wav2lip", "fsgan-wav2lip")[clip % 2]
-        if (clip // 2) % 2 == 0:
-          shift = 0.3 + 0.5 * ((clip * 0.61) % 1.0)
+        method = ("faceswap-wav2lip", "fsgan-wav2lip", "wav2lip")[clip % 3]
+      if fake_audio:
+        recipe["vocoder"] = True
+        if (clip // (1 if type_name == "RealVideo-FakeAudio" else 3)) % 2 == 0:
+          recipe["audio_shift_s"] = round(0.3 + 0.5 * ((clip * 0.37) % 1.0), 3)
         else:
-          voice = partner
-      swapped = [identities[i].id for i in sorted({face, voice} - {source})]
+          recipe["voice"] = partner
+      if "faceswap" in method or "fsgan" in method:
+        recipe.update(face=partner, swap=method.split("-")[0])
+      recipe["lipsync"] = "wav2lip" in method
+      swapped = [identities[i].id for i in sorted({recipe["face"], recipe["voice"]} - {source})]
       person = identities[source]
       file_name = f"{len(rows):05d}.mp4" if method == "real" else (
           f"{len(rows):05d}_{'_'.join(swapped + [method])}.mp4")
@@ -285,9 +352,7 @@ def plan_corpus(num_videos: int, identities: Sequence[Identity]) -> List[Dict]:
           "method": method, "category": CATEGORIES[type_name], "type": type_name,
           "race": person.race, "gender": person.gender, "path": file_name,
           "folder": f"FakeAVCeleb/{type_name}/{person.race}/{person.gender}/{person.id}",
-          "source_index": source, "face": face,
-          "face_blend": 0.3 if method.startswith("fsgan") else 0.0,
-          "voice": voice, "audio_shift_s": round(shift, 3)})
+          **recipe})
   return rows
 
 
@@ -297,8 +362,8 @@ def synthesize_video(row: Dict, identities: Sequence[Identity], seed: int, durat
   """(uint8 [F, H, W, 3] frames, float32 [S] audio track) for one `plan_corpus` row.
 
   F = round(duration * fps), S = F * sample_rate / fps; deterministic in (seed, row["path"]).
-  The mouth follows the source's own utterance; the track is that utterance, another voice's
-  utterance, or the utterance `audio_shift_s` later.
+  The mouth follows the source's own utterance, or the track when it is lip-synced; the track is
+  that utterance, another voice's utterance, or the utterance `audio_shift_s` later.
   """
   rng = np.random.default_rng(np.random.SeedSequence([seed, 2, *row["path"].encode()]))
   num_frames = int(round(duration * fps))
@@ -312,12 +377,20 @@ def synthesize_video(row: Dict, identities: Sequence[Identity], seed: int, durat
                               identities[row["voice"]].pitch_hz)
   else:
     track = speech[shift:shift + num_samples]
-  blend = row["face_blend"]
-  face = identities[row["face"]].face.astype(np.float32)
-  face = np.round((1 - blend) * face + blend * source.face).astype(np.uint8)
-  opening = envelope_per_frame(speech[:num_samples], sample_rate, fps, num_frames)
+  face, swap = source.face, {}
+  if row["swap"]:
+    face, alpha = swapped_face(source.face, identities[row["face"]].face,
+                               FSGAN_SOURCE_BLEND if row["swap"] == "fsgan" else 0.0)
+    swap = {"swap_alpha": alpha,
+            "swap_gains": 1.0 + rng.uniform(-SWAP_FLICKER, SWAP_FLICKER, num_frames)}
+  tones = rng.uniform(*LIPSYNC_TONE, num_frames) if row["lipsync"] else None
+  driver = track if row["lipsync"] else speech[:num_samples]
+  opening = envelope_per_frame(driver, sample_rate, fps, num_frames)
   frames = render_frames(face, opening, head_motion(rng, num_frames, fps),
-                         frame_size=face.shape[0] - 2 * CANVAS_MARGIN_PX)
+                         frame_size=face.shape[0] - 2 * CANVAS_MARGIN_PX, lipsync_tones=tones,
+                         **swap)
+  if row["vocoder"]:
+    track = vocoder_trace(rng, track, sample_rate)
   return frames, track
 
 

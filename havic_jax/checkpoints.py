@@ -33,14 +33,18 @@ def make_manager(workdir: str, checkpoint_cfg: Any) -> ocp.CheckpointManager:
   checkpoint_cfg: ``config.checkpoint`` (``keep``, ``keep_best``, ``best_metric``,
   ``best_mode`` "max" or "min")."""
   policies = [checkpoint_managers.LatestN(n=checkpoint_cfg.keep)]
+  tracked = {}
   if checkpoint_cfg.keep_best and checkpoint_cfg.best_metric:
+    metric = lambda metrics: metrics[checkpoint_cfg.best_metric]
     policies.append(checkpoint_managers.BestN(
-        get_metric_fn=lambda metrics: metrics[checkpoint_cfg.best_metric],
-        reverse=checkpoint_cfg.best_mode == "min", n=checkpoint_cfg.keep_best,
-        keep_checkpoints_without_metrics=False))
+        get_metric_fn=metric, reverse=checkpoint_cfg.best_mode == "min",
+        n=checkpoint_cfg.keep_best, keep_checkpoints_without_metrics=False))
+    # Orbax writes a save's metrics only when best_fn is set (the policies above decide what
+    # is kept).
+    tracked = {"best_fn": metric, "best_mode": checkpoint_cfg.best_mode}
   options = ocp.CheckpointManagerOptions(
       preservation_policy=checkpoint_managers.AnyPreservationPolicy(policies),
-      enable_async_checkpointing=True, create=True)
+      enable_async_checkpointing=True, create=True, **tracked)
   return ocp.CheckpointManager(pathlib.Path(workdir).absolute() / CHECKPOINT_DIR,
                                options=options)
 
@@ -81,6 +85,23 @@ def read_config(workdir: str) -> ml_collections.ConfigDict:
   if not path.is_file():
     raise FileNotFoundError(f"{path}: missing; is {workdir} a havic_jax training workdir?")
   return ml_collections.ConfigDict(json.loads(path.read_text()))
+
+
+def best_step(workdir: str) -> Optional[int]:
+  """The step of the best kept checkpoint of a training workdir by its ``checkpoint.best_metric``
+  (as the run's ``checkpoint.best_mode`` ranks it), or None when the run tracked no metric or
+  none of its kept checkpoints has a finite one (callers then take the latest)."""
+  checkpoint_cfg = read_config(workdir).checkpoint
+  if not (checkpoint_cfg.keep_best and checkpoint_cfg.best_metric):
+    return None
+  with make_manager(workdir, checkpoint_cfg) as manager:
+    metrics = {step: manager.metrics(step) for step in manager.all_steps()}
+  ranked = [(values[checkpoint_cfg.best_metric], step) for step, values in metrics.items()
+            if values and np.isfinite(values.get(checkpoint_cfg.best_metric, np.nan))]
+  if not ranked:
+    return None
+  best = min if checkpoint_cfg.best_mode == "min" else max
+  return best(ranked)[1]
 
 
 def load_params(workdir: str, step: Optional[int] = None

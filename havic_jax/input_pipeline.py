@@ -102,16 +102,17 @@ def open_prepared(directory: str) -> PreparedData:
   return data
 
 
-def audio_features(wave: np.ndarray, cfg: ModelConfig, rng: Optional[np.random.Generator] = None
-                   ) -> np.ndarray:
+def audio_features(wave: np.ndarray, cfg: ModelConfig, rng: Optional[np.random.Generator] = None,
+                   options: augment.Options = augment.Options()) -> np.ndarray:
   """int16 [S] 16 kHz clip audio -> float32 [audio_frames, mel_bins] model input (spec §1).
 
-  With ``rng`` (fine-tuning), the spec §11 audio augmentation: frequency/time masks on the
-  fbank before normalisation, noise after it."""
+  With ``rng`` and ``options.audio`` (fine-tuning), the spec §11 audio augmentation:
+  frequency/time masks on the fbank before normalisation, noise after it."""
   wave = wave.astype(np.float32) / INT16_SCALE
-  if rng is None:
+  if rng is None or not options.audio:
     return audio_features_of_wave(wave, cfg.audio_frames, cfg.mel_bins)
-  fbank = augment.mask_fbank(rng, log_mel(wave, cfg.audio_frames, cfg.mel_bins))
+  fbank = augment.mask_fbank(rng, log_mel(wave, cfg.audio_frames, cfg.mel_bins),
+                             options.freq_mask, options.time_mask)
   return augment.add_noise(rng, normalise(fbank).astype(np.float32))
 
 
@@ -129,21 +130,28 @@ def video_input(frames: np.ndarray, cfg: ModelConfig) -> np.ndarray:
 @dataclasses.dataclass(frozen=True)
 class ClipTransform:
   """Record bytes -> one model example (no batch axis). ``stage``: "pretrain" adds host masks,
-  "finetune" adds labels and the spec §11 augmentations, "eval" adds labels only."""
+  "finetune" adds labels and the spec §11 augmentations (those ``augmentation`` enables), "eval"
+  adds labels only."""
 
   cfg: ModelConfig
   stage: str
   video_mask_ratio: float = 0.0
   audio_mask_ratio: float = 0.0
+  augmentation: augment.Options = augment.Options()
 
   def __call__(self, data: bytes, rng: np.random.Generator) -> Dict[str, np.ndarray]:
-    clip = records.decode(data)
+    return self.example(records.decode(data), rng)
+
+  def example(self, clip: records.ClipRecord, rng: Optional[np.random.Generator]
+              ) -> Dict[str, np.ndarray]:
+    """The example of a decoded record."""
     frames = video_input(clip.frames, self.cfg)
     augmented = self.stage == "finetune"
-    if augmented:
+    if augmented and self.augmentation.video:
       frames = augment.augment_video(rng, frames)
     example = {"video": frames,
-               "audio": audio_features(clip.audio, self.cfg, rng if augmented else None)}
+               "audio": audio_features(clip.audio, self.cfg, rng if augmented else None,
+                                       self.augmentation)}
     if self.stage == "pretrain":
       example["ids_keep_video"], example["ids_keep_audio"] = host_pretraining_masks(
           rng, self.cfg, self.video_mask_ratio, self.audio_mask_ratio)
@@ -195,13 +203,14 @@ def process_shard(shard_index: Optional[int] = None, shard_count: Optional[int] 
 def training_dataset(data: PreparedData, split: Optional[str], cfg: ModelConfig, stage: str,
                      local_batch_size: int, seed: int, *, balanced: bool = False,
                      video_mask_ratio: float = 0.0, audio_mask_ratio: float = 0.0,
-                     workers: int = 0, shard_index: Optional[int] = None,
+                     augmentation: augment.Options = augment.Options(), workers: int = 0, shard_index: Optional[int] = None,
                      shard_count: Optional[int] = None) -> grain.IterDataset:
   """Endless, seeded, per-process training batches of ``local_batch_size`` examples.
 
   The same (seed, shard) gives the same batches; shards are disjoint, and together cover each
   epoch's permutation. ``balanced`` (fine-tuning) draws records with probability ∝ 1/count of
-  their ``overall_label``, with replacement. ``workers`` > 0 decodes in that many processes.
+  their ``overall_label``, with replacement; ``augmentation`` picks its augmentations.
+  ``workers`` > 0 decodes in that many processes.
   """
   if stage not in ("pretrain", "finetune"):
     raise ValueError(f"stage must be 'pretrain' or 'finetune', got {stage!r}")
@@ -214,7 +223,7 @@ def training_dataset(data: PreparedData, split: Optional[str], cfg: ModelConfig,
     ds = grain.MapDataset.source(indices).shuffle(seed=seed).repeat(None)
   index, count = process_shard(shard_index, shard_count)
   ds = ds[index::count]
-  transform = ClipTransform(cfg, stage, video_mask_ratio, audio_mask_ratio)
+  transform = ClipTransform(cfg, stage, video_mask_ratio, audio_mask_ratio, augmentation)
   ds = ds.map(ReadRecord(data.source())).random_map(transform, seed=seed + 1)
   ds = ds.batch(local_batch_size, drop_remainder=True).to_iter_dataset()
   if workers > 0:

@@ -18,7 +18,7 @@ import jax
 import numpy as np
 from absl import logging
 
-from havic_jax import checkpoints, input_pipeline, masking, sharding
+from havic_jax import augment, checkpoints, input_pipeline, masking, sharding
 from havic_jax.metric_writer import MetricWriter, parameter_overview, train_metrics_from
 from havic_jax.models.config import ModelConfig, model_config_from
 from havic_jax.models.havic import build_model
@@ -72,12 +72,13 @@ def open_training_data(config: Any, workdir: str) -> Optional[input_pipeline.Pre
 def training_iterator(data: input_pipeline.PreparedData, config: Any, cfg: ModelConfig
                       ) -> Any:
   """This process's Grain batch iterator over ``data`` per ``config.data`` (checkpointable)."""
-  ratios = ({"video_mask_ratio": config.pretrain.video_mask_ratio,
-             "audio_mask_ratio": config.pretrain.audio_mask_ratio}
-            if config.stage == "pretrain" else {})
+  stage_options = ({"video_mask_ratio": config.pretrain.video_mask_ratio,
+                    "audio_mask_ratio": config.pretrain.audio_mask_ratio}
+                   if config.stage == "pretrain" else
+                   {"augmentation": augment.Options(**config.augment)})
   dataset = input_pipeline.training_dataset(
       data, config.data.split or None, cfg, config.stage, local_batch_size(config.batch_size),
-      config.seed, balanced=config.data.balanced, workers=config.data.workers, **ratios)
+      config.seed, balanced=config.data.balanced, workers=config.data.workers, **stage_options)
   return iter(dataset)
 
 

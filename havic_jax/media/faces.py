@@ -51,6 +51,14 @@ def scaled_box(box: Box, width: int, height: int, scale: float = BOX_SCALE
   return left, top, max(right, left + 1), max(bottom, top + 1)
 
 
+def crop_region(frame: np.ndarray, region: Tuple[int, int, int, int], size: int = CROP_SIZE
+                ) -> np.ndarray:
+  """``frame[y0:y1, x0:x1]`` of an RGB uint8 frame [H, W, 3], resized (bilinear, aspect not
+  kept) to uint8 [size, size, 3]; ``region`` is integer pixels (x0, y0, x1, y1)."""
+  x0, y0, x1, y1 = region
+  return cv2.resize(frame[y0:y1, x0:x1], (size, size), interpolation=cv2.INTER_LINEAR)
+
+
 def nearest_detected(boxes: Sequence[Optional[Box]]) -> List[Box]:
   """Fills each missing box with the box of the nearest frame that has one (earlier frame on
   ties). Needs at least one detection."""
@@ -75,8 +83,6 @@ def crop_faces(frames: np.ndarray, detect: Detector,
     raise NoFaceError(f"a face in {int(detected.sum())} of {len(frames)} frames; at least "
                       f"{min_detected_fraction:.0%} are needed")
   height, width = frames.shape[1:3]
-  crops = []
-  for frame, box in zip(frames, nearest_detected(boxes)):
-    x0, y0, x1, y1 = scaled_box(box, width, height)
-    crops.append(cv2.resize(frame[y0:y1, x0:x1], (size, size), interpolation=cv2.INTER_LINEAR))
+  crops = [crop_region(frame, scaled_box(box, width, height), size)
+           for frame, box in zip(frames, nearest_detected(boxes))]
   return np.stack(crops), detected
