@@ -45,7 +45,8 @@ class VideoEntry:
   splits: Tuple[str, ...] = ()
 
 
-def _videos_under(root: pathlib.Path) -> List[pathlib.Path]:
+def videos_under(root: pathlib.Path) -> List[pathlib.Path]:
+  """Video files (VIDEO_SUFFIXES) anywhere under ``root``, sorted."""
   return sorted(p for p in root.rglob("*") if p.suffix.lower() in VIDEO_SUFFIXES and p.is_file())
 
 
@@ -71,7 +72,7 @@ def read_lrs2(root: str) -> List[VideoEntry]:
   for folder in ("main", "pretrain"):
     if not (base / folder).is_dir():
       continue
-    for path in _videos_under(base / folder):
+    for path in videos_under(base / folder):
       video_id = path.relative_to(base).as_posix()
       splits = ("pretrain",) if folder == "pretrain" else tuple(
           membership.get(video_id.rsplit(".", 1)[0], ["unlisted"]))
@@ -91,7 +92,7 @@ def read_voxceleb2(root: str) -> List[VideoEntry]:
     folder = base / split / "mp4"
     if not folder.is_dir():
       continue
-    for path in _videos_under(folder):
+    for path in videos_under(folder):
       relative = path.relative_to(folder).parts
       entries.append(VideoEntry(str(path), path.relative_to(base).as_posix(), 0, 0, 0,
                                 identity=relative[0], splits=(split,)))

@@ -3,8 +3,8 @@
   python -m havic_jax.eval --checkpoint=PATH --data=CSV_OR_DIR --protocol=NAME --output=DIR
 
 Data (``--data``): a CSV ``video_path,overall_label[,audio_label,visual_label,category,
-generator]`` (KoDF, HiFi-AVDF, own lists), a FakeAVCeleb directory (with ``meta_data.csv``), or
-prepared shards (a ``data_pipelines.prepare`` output with ``manifest.json``; each stored 3.2 s
+generator]`` (KoDF, HiFi-AVDF, own lists), a FakeAVCeleb directory (with ``meta_data.csv``), a
+folder of unlabelled videos (scores and statuses, no metrics), or prepared shards (a ``data_pipelines.prepare`` output with ``manifest.json``; each stored 3.2 s
 clip is one window). Checkpoints: a fine-tuning or pretraining workdir, or an export (ours, or
 reference weights converted with ``python -m havic_jax.convert``).
 
@@ -147,13 +147,22 @@ def load_data(path: str, split_seed: int = datasets.FAKEAVCELEB_SPLIT_SEED,
     digest = hashlib.sha256((location / input_pipeline.MANIFEST).read_bytes()).hexdigest()
     return EvalData("prepared", str(location.absolute()), tuple(videos), digest, prepared)
   if location.is_file():
-    entries, kind = datasets.read_csv(path), "csv"
-  elif location.is_dir():
-    entries, kind = datasets.read_fakeavceleb(path, split_seed, split_by), "fakeavceleb"
+    videos, kind = tuple(_entry_video(e) for e in datasets.read_csv(path)), "csv"
+  elif (location / "meta_data.csv").is_file() or (location / "FakeAVCeleb" / "meta_data.csv"
+                                                  ).is_file():
+    videos = tuple(_entry_video(e) for e in datasets.read_fakeavceleb(path, split_seed,
+                                                                      split_by))
+    kind = "fakeavceleb"
+  elif location.is_dir():  # any folder of videos, unlabelled: scores and statuses only
+    videos = tuple(EvalVideo(p.relative_to(location).as_posix(), str(p), None, "", "", ("all",))
+                   for p in datasets.videos_under(location))
+    kind = "csv"
+    if not videos:
+      raise datasets.DatasetError(f"{path}: no videos ({', '.join(datasets.VIDEO_SUFFIXES)}), "
+                                  f"meta_data.csv or manifest.json in this directory")
   else:
     raise datasets.DatasetError(f"{path}: no such file or directory; --data takes a CSV, a "
-                                f"FakeAVCeleb directory or prepared shards")
-  videos = tuple(_entry_video(e) for e in entries)
+                                f"FakeAVCeleb directory, prepared shards or a folder of videos")
   digest = _sha256(f"{v.video_id}\t{v.label}\t{_file_size(v.path)}" for v in videos)
   return EvalData(kind, str(location.absolute()), videos, digest)
 
@@ -511,7 +520,8 @@ def define_flags() -> None:
   flags.DEFINE_string("checkpoint", None,
                       "Fine-tuning or pretraining workdir, or an export directory; for "
                       "fakeavceleb_loo also CATEGORY=PATH,... (one model per held-out category).")
-  flags.DEFINE_string("data", None, "CSV of videos, FakeAVCeleb directory, or prepared shards.")
+  flags.DEFINE_string("data", None, "CSV of videos, FakeAVCeleb directory, prepared shards, or "
+                      "a folder of (unlabelled) videos.")
   flags.DEFINE_enum("protocol", "all", PROTOCOLS, "Evaluation protocol.")
   flags.DEFINE_string("output", None, "Directory for the report files.")
   flags.DEFINE_enum("scorer", "classifier", ["classifier", "coherence"],

@@ -200,3 +200,12 @@ def test_help():
   assert result.returncode == 0
   for flag in ("--checkpoint", "--data", "--protocol", "--output", "--scorer", "no_audio"):
     assert flag in result.stdout
+
+
+def test_a_folder_of_videos_is_read_unlabelled(bad_inputs_report):
+  output, _ = bad_inputs_report
+  data = eval_binary.load_data(str(output.parent))
+  assert [v.video_id for v in data.videos] == ["corrupt.mp4", "faceless.mp4", "short.mp4",
+                                               "silent.mp4"]
+  assert all(v.label is None for v in data.videos)
+  assert eval_binary.protocol_videos("all", data, None) == {"all": list(data.videos)}
