@@ -4,9 +4,10 @@
 
 Data (``--data``): a CSV ``video_path,overall_label[,audio_label,visual_label,category,
 generator]`` (KoDF, HiFi-AVDF, own lists), a FakeAVCeleb directory (with ``meta_data.csv``), a
-folder of unlabelled videos (scores and statuses, no metrics), or prepared shards (a ``data_pipelines.prepare`` output with ``manifest.json``; each stored 3.2 s
-clip is one window). Checkpoints: a fine-tuning or pretraining workdir, or an export (ours, or
-reference weights converted with ``python -m havic_jax.convert``).
+folder of unlabelled videos (scores and statuses, no metrics), or prepared shards (a
+``data_pipelines.prepare`` output with ``manifest.json``; each stored 3.2 s clip is one window).
+Checkpoints: a fine-tuning or pretraining workdir, or an export (ours, or reference weights
+converted with ``python -m havic_jax.convert``).
 
 Raw videos are cut into 16-frame windows at 5 fps with a 0.4 s hop up to ``--max_seconds``
 (``havic_jax.media.windows``); windows of several videos are batched on the device mesh; a
@@ -318,7 +319,8 @@ def score_videos(videos: Sequence[EvalVideo], data: EvalData, scorer: WindowScor
 # ----------------------------------------------------------------------------------------------
 # Protocols
 # ----------------------------------------------------------------------------------------------
-def protocol_videos(protocol: str, data: EvalData, split: Optional[str]) -> Dict[str, List[EvalVideo]]:
+def protocol_videos(protocol: str, data: EvalData, split: Optional[str]
+                    ) -> Dict[str, List[EvalVideo]]:
   """{column: videos} a protocol scores. FakeAVCeleb data defaults to its ``test`` split
   (leave-one-out: ``loo-C-test`` per category C); ``split`` overrides; a CSV scores all."""
   in_split = lambda name: [v for v in data.videos if name in v.splits or
@@ -352,7 +354,8 @@ def _with_average(columns: Dict[str, Dict[str, float]]) -> Dict[str, Dict[str, f
   return {**columns, AVERAGE: metrics.average_metrics(columns)}
 
 
-def protocol_results(protocol: str, method: str, groups: Mapping[str, Sequence[reports.VideoResult]],
+def protocol_results(protocol: str, method: str,
+                     groups: Mapping[str, Sequence[reports.VideoResult]],
                      generators: Mapping[str, str], classifier: bool, notes: Sequence[str]
                      ) -> List[reports.ProtocolResult]:
   """The tables of one protocol from its scored columns (``protocol_videos``)."""

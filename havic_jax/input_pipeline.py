@@ -203,7 +203,8 @@ def process_shard(shard_index: Optional[int] = None, shard_count: Optional[int] 
 def training_dataset(data: PreparedData, split: Optional[str], cfg: ModelConfig, stage: str,
                      local_batch_size: int, seed: int, *, balanced: bool = False,
                      video_mask_ratio: float = 0.0, audio_mask_ratio: float = 0.0,
-                     augmentation: augment.Options = augment.Options(), workers: int = 0, shard_index: Optional[int] = None,
+                     augmentation: augment.Options = augment.Options(), workers: int = 0,
+                     shard_index: Optional[int] = None,
                      shard_count: Optional[int] = None) -> grain.IterDataset:
   """Endless, seeded, per-process training batches of ``local_batch_size`` examples.
 
