@@ -61,6 +61,7 @@ TITLES = {
 }
 AVERAGE = "AVG"
 ALL = "all"
+CLEAN = "clean"  # the robustness protocol's column of the videos as they are
 REAL = "real"
 LEAST_COHERENT = 3  # windows listed per video as the likely manipulated moments
 PREPARED_STATUS = {"unreadable": "unreadable", "error": "error"}  # other reasons: "rejected"
@@ -323,9 +324,7 @@ def protocol_videos(protocol: str, data: EvalData, split: Optional[str]
                     ) -> Dict[str, List[EvalVideo]]:
   """{column: videos} a protocol scores. FakeAVCeleb data defaults to its ``test`` split
   (leave-one-out: ``loo-C-test`` per category C); ``split`` overrides; a CSV scores all."""
-  in_split = lambda name: [v for v in data.videos if name in v.splits or
-                           (v.rejected and name == default_split)]
-  default_split = split or ("test" if data.kind != "csv" else None)
+  split = split or (None if data.kind == "csv" else "test")
   if protocol == "fakeavceleb_loo":
     if data.kind == "csv":
       raise datasets.DatasetError("fakeavceleb_loo needs FakeAVCeleb splits: give --data a "
@@ -335,11 +334,12 @@ def protocol_videos(protocol: str, data: EvalData, split: Optional[str]
   if protocol == "fakeavceleb_intra" and data.kind == "csv":
     raise datasets.DatasetError("fakeavceleb_intra needs the FakeAVCeleb 70/30 split: give "
                                 "--data a FakeAVCeleb directory or its prepared shards")
-  if default_split is None:
+  if split is None:
     return {ALL: list(data.videos)}
-  chosen = in_split(default_split)
+  # Videos rejected at preparation have no split; they are listed with every split's report.
+  chosen = [v for v in data.videos if split in v.splits or v.rejected]
   if not chosen:
-    raise datasets.DatasetError(f"{data.path}: no videos in split {default_split!r}")
+    raise datasets.DatasetError(f"{data.path}: no videos in split {split!r}")
   return {ALL: chosen}
 
 
@@ -473,18 +473,11 @@ def run(checkpoint: str, data_path: str, protocol: str, output: str, *, scorer: 
       for video, result in zip(todo, scored):
         cache[(path, video.video_id, condition)] = result
         all_results.append(result)
-      column = "clean" if protocol == "robustness" and condition is None else label
+      column = CLEAN if protocol == "robustness" and condition is None else label
       groups[column] = [cache[(path, v.video_id, condition)] for v in videos]
-  if protocol == "robustness":
-    groups = {ALL: groups["clean"], **groups}
   generators = {v.video_id: v.generator for v in data.videos}
   method = pathlib.Path(next(iter(paths.values()))).name if len(paths) == 1 else "per-category"
   tables = protocol_results(protocol, method, groups, generators, classifier, notes)
-  if protocol == "robustness":
-    tables[0] = dataclasses.replace(tables[0], columns={k: v for k, v in tables[0].columns.items()
-                                                        if k != ALL},
-                                    curves={k: v for k, v in tables[0].curves.items()
-                                            if k != ALL})
   meta = {
       "protocol": protocol, "scorer": scorer, "no_audio": no_audio, "max_seconds": max_seconds,
       "checkpoints": {str(k or "all"): loaded[p].description for k, p in paths.items()},

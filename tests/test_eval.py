@@ -209,3 +209,21 @@ def test_a_folder_of_videos_is_read_unlabelled(bad_inputs_report):
                                                "silent.mp4"]
   assert all(v.label is None for v in data.videos)
   assert eval_binary.protocol_videos("all", data, None) == {"all": list(data.videos)}
+
+
+def test_robustness_scores_each_re_encoding(synthetic_corpus, classifier_export, tmp_path):
+  corpus = pathlib.Path(synthetic_corpus) / "FakeAVCeleb"
+  real = sorted(corpus.glob("RealVideo-RealAudio/**/*.mp4"))[0]
+  fake = sorted(corpus.glob("RealVideo-FakeAudio/**/*.mp4"))[0]
+  listing = tmp_path / "videos.csv"
+  listing.write_text(f"video_path,overall_label\n{real},0\n{fake},1\n")
+  outcome = eval_binary.run(str(classifier_export), str(listing), "robustness",
+                            str(tmp_path / "report"), batch_size=8)
+  (table,) = outcome["results"]
+  assert list(table.columns) == ["clean", "crf23_44k", "crf40_16k"]
+  rows = {r["video_id"]: r for r in _read_csv(tmp_path / "report" / "per_video.csv")}
+  assert len(rows) == 6  # each video clean and under both conditions
+  for condition in ("", "@crf23_44k", "@crf40_16k"):
+    scores = [float(rows[f"{p}{condition}"]["score"]) for p in (str(real), str(fake))]
+    assert table.columns[condition.lstrip("@") or "clean"]["auc"] == float(scores[1] > scores[0])
+  assert rows[f"{fake}@crf40_16k"]["score"] != rows[str(fake)]["score"]  # it did re-encode

@@ -140,3 +140,21 @@ def test_supplied_kept_indices_and_bfloat16_compute():
   grads = jax.eval_shape(jax.grad(lambda p: loss_16(p, batch, jax.random.PRNGKey(1))[0]),
                          params)
   assert all(g.dtype == np.float32 for g in jax.tree.leaves(grads))
+
+
+@pytest.mark.long_run
+def test_bfloat16_training_tracks_float32_over_100_steps(tmp_path):
+  """The same 100 tiny pretraining steps (same batches and masks) in float32 and in bfloat16
+  activations/matmuls: the logged total losses stay within 5 % of each other."""
+  totals = {}
+  for dtype in ("float32", "bfloat16"):
+    config = pretrain_tiny.get_config()
+    config.unlock()
+    config.num_steps, config.log_every = 100, 1
+    config.data.source = "random"
+    config.model.dtype = dtype
+    train.run(config, str(tmp_path / dtype))
+    totals[dtype] = np.array([r["total"] for r in logged(tmp_path / dtype)])
+  assert len(totals["float32"]) == 100
+  assert totals["float32"][-1] < 0.8 * totals["float32"][0]  # it trains
+  np.testing.assert_allclose(totals["bfloat16"], totals["float32"], rtol=0.05)

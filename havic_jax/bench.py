@@ -1,0 +1,260 @@
+"""Step-time benchmark: compile time, step times, samples/s, FLOPs, MFU and memory.
+
+  python -m havic_jax.bench --config=configs/pretrain_base.py [--batch=B] [--steps=N]
+      [--mode=train|forward] [--data=random|pipeline] [--output=bench.json] [--config.x=y]
+
+``--mode=train`` times the jitted training step of ``config.stage`` on the config's mesh;
+``--mode=forward`` times the fine-tuning classifier's forward pass (one window per sample: the
+eval binary's unit of work). Batches are random arrays of the model's input shapes
+(``--data=random``) or come from the config's real input pipeline (``--data=pipeline``, which
+also reports the share of wall time spent waiting for data).
+
+FLOPs per sample are counted two ways: from the program (every ``dot_general`` and convolution
+of the step's jaxpr: 2 FLOPs per multiply-add, scans multiplied by their length — the model's
+matmul FLOPs, independent of the compiler) and XLA's own cost analysis of the compiled step.
+MFU = achieved model FLOP/s ÷ the device's peak dense bf16 FLOP/s (table below; unknown devices,
+CPUs included, get none). Results print as a table and are written as JSON with ``--output``.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import platform
+import time
+from typing import Any, Callable, Dict, Iterator, Optional, Sequence
+
+import flax.linen as nn
+import jax
+import numpy as np
+from absl import app, flags
+from jax.extend import core as jax_core
+from ml_collections import config_flags
+
+from havic_jax import cli, sharding, train
+from havic_jax.models.config import model_config_from
+from havic_jax.models.havic import build_model
+from havic_jax.optimizer import make_optimizer
+from havic_jax.synthetic_batches import synthetic_batches
+from havic_jax.train_step import (create_sharded_state, finetune_loss_fn, jit_train_step,
+                                  pretrain_loss_fn, unit_video)
+
+FLAGS = flags.FLAGS
+# Peak dense bf16 FLOP/s per chip (vendor figures, no sparsity), by a substring of device_kind.
+PEAK_BF16_FLOPS = {
+    "H200": 989e12,
+    "H100": 989e12,
+    "A100": 312e12,
+    "TPU v4": 275e12,
+    "TPU v5 lite": 197e12,
+    "TPU v5e": 197e12,
+    "TPU v5p": 459e12,
+    "TPU v5": 459e12,
+    "TPU v6 lite": 918e12,
+    "TPU v6e": 918e12,
+}
+
+
+def peak_flops(device_kind: str) -> Optional[float]:
+  """The peak dense bf16 FLOP/s of a chip, or None when it is not in PEAK_BF16_FLOPS."""
+  for name, peak in PEAK_BF16_FLOPS.items():
+    if name.lower() in device_kind.lower():
+      return peak
+  return None
+
+
+def _sub_jaxprs(eqn: Any) -> Iterator[tuple]:
+  """(jaxpr, multiplicity) of the sub-programs of an equation (scan bodies run ``length``
+  times; other higher-order primitives once)."""
+  times = eqn.params.get("length", 1) if eqn.primitive.name == "scan" else 1
+  for value in eqn.params.values():
+    for item in value if isinstance(value, (tuple, list)) else (value,):
+      if isinstance(item, jax_core.ClosedJaxpr):
+        yield item.jaxpr, times
+      elif isinstance(item, jax_core.Jaxpr):
+        yield item, times
+
+
+def matmul_flops(jaxpr: Any) -> float:
+  """FLOPs of every dot_general and convolution in ``jaxpr`` (and its sub-programs):
+  2 × multiply-adds. ``cond`` branches are all counted (an upper bound)."""
+  total = 0.0
+  for eqn in jaxpr.eqns:
+    name = eqn.primitive.name
+    if name == "dot_general":
+      (lhs_contract, _), _ = eqn.params["dimension_numbers"]
+      lhs = eqn.invars[0].aval.shape
+      contracted = math.prod(lhs[d] for d in lhs_contract)
+      total += 2.0 * contracted * math.prod(eqn.outvars[0].aval.shape)
+    elif name == "conv_general_dilated":
+      kernel = eqn.invars[1].aval.shape
+      out = eqn.outvars[0].aval.shape
+      spec = eqn.params["dimension_numbers"]
+      in_features = kernel[spec.rhs_spec[1]]
+      window = math.prod(kernel[d] for d in spec.rhs_spec[2:])
+      total += 2.0 * math.prod(out) * in_features * window / eqn.params["feature_group_count"]
+    for sub, times in _sub_jaxprs(eqn):
+      total += times * matmul_flops(sub)
+  return total
+
+
+def _forward_step(config: Any, mesh: Any) -> tuple:
+  """(jitted forward, params, batch iterator factory) of the fine-tuning classifier."""
+  cfg = model_config_from(config.model, config.compat)
+  model = build_model(cfg, "finetune")
+  optimizer, _ = make_optimizer(config)
+  rules = tuple(tuple(rule) for rule in config.sharding_rules)
+  with jax.set_mesh(mesh), nn.logical_axis_rules(rules):
+    state, shardings = create_sharded_state(model, cfg, "finetune", optimizer,
+                                            jax.random.PRNGKey(0), mesh, rules)
+
+  def forward(params, batch):
+    return model.apply({"params": params}, unit_video(batch["video"]), batch["audio"])["logit"]
+  jitted = jax.jit(forward, in_shardings=(shardings.params, sharding.batch_sharding(mesh)),
+                   out_shardings=sharding.replicated(mesh))
+  return jitted, state.params, cfg
+
+
+def run(config: Any, batch_size: int, steps: int, warmup: int, mode: str, data: str,
+        workdir: str = "/tmp/havic_bench") -> Dict[str, Any]:
+  """Benchmarks ``mode`` ("train" or "forward") of ``config`` at global ``batch_size``."""
+  config = config.copy_and_resolve_references()
+  config.unlock()
+  config.batch_size = batch_size
+  stage = config.stage if mode == "train" else "finetune"
+  mesh = sharding.make_mesh(config.mesh)
+  rules = tuple(tuple(rule) for rule in config.sharding_rules)
+  cfg = model_config_from(config.model, config.compat)
+  if data == "pipeline":
+    prepared = train.open_training_data(config, workdir)
+    batches = train.training_iterator(prepared, config, cfg)
+  else:
+    batches = synthetic_batches(cfg, stage, batch_size, config.seed)
+
+  if mode == "train":
+    model = build_model(cfg, stage)
+    optimizer, schedules = make_optimizer(config)
+    loss_fn = (pretrain_loss_fn(model, cfg, config) if stage == "pretrain"
+               else finetune_loss_fn(model))
+    with jax.set_mesh(mesh), nn.logical_axis_rules(rules):
+      state, shardings = create_sharded_state(model, cfg, stage, optimizer,
+                                              jax.random.PRNGKey(config.seed), mesh, rules)
+      step_fn = jit_train_step(loss_fn, optimizer, schedules, shardings, mesh)
+    call: Callable = lambda state, batch: step_fn(state, batch)
+    carry = state
+  else:
+    step_fn, carry, cfg = _forward_step(config, mesh)
+    call = lambda params, batch: (params, step_fn(params, batch))
+
+  first = sharding.global_batch(next(batches), mesh)
+  with jax.set_mesh(mesh), nn.logical_axis_rules(rules):
+    started = time.perf_counter()
+    lowered = step_fn.lower(carry, first)
+    compiled = lowered.compile()
+    compile_seconds = time.perf_counter() - started
+    model_flops = matmul_flops(jax.make_jaxpr(step_fn)(carry, first).jaxpr) / batch_size
+  cost = compiled.cost_analysis()
+  cost = cost[0] if isinstance(cost, (list, tuple)) else cost
+  xla_flops = float(cost.get("flops", float("nan"))) / batch_size if cost else float("nan")
+  memory = compiled.memory_analysis()
+
+  times, waits = [], []
+  batch = first
+  for index in range(warmup + steps):
+    started = time.perf_counter()
+    if index:
+      batch = sharding.global_batch(next(batches), mesh)
+    fetched = time.perf_counter()
+    carry, out = call(carry, batch)
+    jax.block_until_ready(out)
+    done = time.perf_counter()
+    if index >= warmup:
+      times.append(done - started)
+      waits.append(fetched - started)
+  median = float(np.median(times))
+  device = jax.devices()[0]
+  peak = peak_flops(device.device_kind)
+  achieved = model_flops * batch_size / median / jax.device_count()
+  stats = device.memory_stats() or {}
+  return {
+      "config": {"stage": stage, "mode": mode, "batch_size": batch_size,
+                 "dtype": cfg.dtype, "attention_impl": cfg.attention_impl, "remat": cfg.remat,
+                 "mesh": dict(config.mesh), "data": data},
+      "device": {"kind": device.device_kind, "platform": device.platform,
+                 "count": jax.device_count(), "host": platform.node()},
+      "compile_seconds": compile_seconds,
+      "step_seconds": {"median": median, "min": float(np.min(times)),
+                       "max": float(np.max(times)), "steps": steps},
+      "samples_per_second": batch_size / median,
+      "samples_per_second_per_chip": batch_size / median / jax.device_count(),
+      "model_tflop_per_sample": model_flops / 1e12,
+      "xla_tflop_per_sample": xla_flops / 1e12,
+      "achieved_tflops_per_chip": achieved / 1e12,
+      "peak_tflops_per_chip": None if peak is None else peak / 1e12,
+      "mfu": None if peak is None else achieved / peak,
+      "peak_memory_bytes": stats.get("peak_bytes_in_use"),
+      "compiled_memory_bytes": None if memory is None else int(
+          memory.temp_size_in_bytes + memory.argument_size_in_bytes
+          + memory.output_size_in_bytes - memory.alias_size_in_bytes),
+      "data_wait_fraction": float(np.sum(waits) / np.sum(times)),
+  }
+
+
+def table(result: Dict[str, Any]) -> str:
+  """The result as aligned "name  value" lines."""
+  step = result["step_seconds"]
+  fmt = lambda x, spec: "n/a" if x is None or (isinstance(x, float) and math.isnan(x)) else (
+      format(x, spec))
+  rows = [
+      ("device", f"{result['device']['count']} × {result['device']['kind']}"),
+      ("config", json.dumps(result["config"])),
+      ("compile", f"{result['compile_seconds']:.1f} s"),
+      ("step (median / min / max)", f"{step['median']:.3f} / {step['min']:.3f} / "
+                                    f"{step['max']:.3f} s over {step['steps']} steps"),
+      ("samples/s (per chip)", f"{result['samples_per_second']:.2f} "
+                               f"({result['samples_per_second_per_chip']:.2f})"),
+      ("model TFLOP/sample", fmt(result["model_tflop_per_sample"], ".4f")),
+      ("XLA TFLOP/sample", fmt(result["xla_tflop_per_sample"], ".4f")),
+      ("achieved TFLOP/s per chip", fmt(result["achieved_tflops_per_chip"], ".3f")),
+      ("MFU", fmt(result["mfu"], ".1%")),
+      ("peak memory", fmt(result["peak_memory_bytes"] and result["peak_memory_bytes"] / 2**30,
+                          ".2f") + " GiB"),
+      ("compiled memory", fmt(result["compiled_memory_bytes"] and
+                              result["compiled_memory_bytes"] / 2**30, ".2f") + " GiB"),
+      ("data wait", f"{result['data_wait_fraction']:.1%}"),
+  ]
+  width = max(len(name) for name, _ in rows)
+  return "\n".join(f"{name:<{width}}  {value}" for name, value in rows)
+
+
+def main(argv: Sequence[str]) -> None:
+  if len(argv) > 1:
+    raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+  config = FLAGS.config
+  result = run(config, FLAGS.batch or config.batch_size, FLAGS.steps, FLAGS.warmup, FLAGS.mode,
+               FLAGS.data)
+  print(table(result))
+  if FLAGS.output:
+    with open(FLAGS.output, "w") as file:
+      json.dump(result, file, indent=1)
+    print(f"wrote {FLAGS.output}")
+
+
+def define_flags() -> None:
+  config_flags.DEFINE_config_file("config", None, "Training config file.")
+  flags.DEFINE_integer("batch", None, "Global batch size (default: the config's).",
+                       lower_bound=1)
+  flags.DEFINE_integer("steps", 10, "Timed steps after the warm-up.", lower_bound=1)
+  flags.DEFINE_integer("warmup", 2, "Untimed steps after compilation.", lower_bound=0)
+  flags.DEFINE_enum("mode", "train", ["train", "forward"],
+                    "train: the training step of config.stage; forward: the classifier's "
+                    "forward pass (eval windows).")
+  flags.DEFINE_enum("data", "random", ["random", "pipeline"],
+                    "random arrays, or the config's input pipeline (measures data wait).")
+  flags.DEFINE_string("output", None, "Write the result as JSON here.")
+  flags.mark_flags_as_required(["config"])
+
+
+if __name__ == "__main__":
+  define_flags()
+  cli.run(main)
