@@ -97,6 +97,7 @@ def logged(workdir):
   return [json.loads(line) for line in (workdir / "metrics.jsonl").read_text().splitlines()]
 
 
+@pytest.mark.long_run  # 200 steps, ~2 min on 2 cores
 def test_tiny_pretraining_overfits_a_fixed_batch(tmp_path):
   train.run(fixed_batch_config(pretrain_tiny, 200), str(tmp_path))
   records = logged(tmp_path)
