@@ -27,6 +27,7 @@ from typing import Any, Callable, Dict, Iterator, Optional, Sequence
 import flax.linen as nn
 import jax
 import numpy as np
+import optax
 from absl import app, flags
 from jax.extend import core as jax_core
 from ml_collections import config_flags
@@ -102,10 +103,9 @@ def _forward_step(config: Any, mesh: Any) -> tuple:
   """(jitted forward, params, batch iterator factory) of the fine-tuning classifier."""
   cfg = model_config_from(config.model, config.compat)
   model = build_model(cfg, "finetune")
-  optimizer, _ = make_optimizer(config)
   rules = tuple(tuple(rule) for rule in config.sharding_rules)
-  with jax.set_mesh(mesh), nn.logical_axis_rules(rules):
-    state, shardings = create_sharded_state(model, cfg, "finetune", optimizer,
+  with jax.set_mesh(mesh), nn.logical_axis_rules(rules):  # parameters only: no optimiser state
+    state, shardings = create_sharded_state(model, cfg, "finetune", optax.set_to_zero(),
                                             jax.random.PRNGKey(0), mesh, rules)
 
   def forward(params, batch):

@@ -10,13 +10,14 @@ from __future__ import annotations
 import csv
 import dataclasses
 import pathlib
-from typing import Callable, Dict, List, Sequence, Tuple
+from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
 VIDEO_SUFFIXES = (".mp4", ".avi", ".mov", ".mkv", ".webm")
 FAKEAVCELEB_TRAIN_FRACTION = 0.7  # spec §11: 70 % train / 30 % test
 FAKEAVCELEB_SPLIT_SEED = 0
+FAKEAVCELEB_META = "meta_data.csv"
 # Leave-one-out categories (spec §14): FS = faceswap, GAN = fsgan, WL = wav2lip.
 LEAVE_ONE_OUT_CATEGORIES = ("RVFA", "FVRA-WL", "FVFA-FS", "FVFA-GAN", "FVFA-WL")
 CSV_COLUMNS = ("video_path", "overall_label", "audio_label", "visual_label", "category",
@@ -153,17 +154,25 @@ def fakeavceleb_splits(entries: Sequence[VideoEntry], seed: int = FAKEAVCELEB_SP
   return assigned
 
 
+def fakeavceleb_meta(root: str) -> Optional[pathlib.Path]:
+  """``meta_data.csv`` of the FakeAVCeleb directory ``root`` (or of ``root/FakeAVCeleb``), or
+  None when neither has one."""
+  for base in (pathlib.Path(root), pathlib.Path(root) / "FakeAVCeleb"):
+    if (base / FAKEAVCELEB_META).is_file():
+      return base / FAKEAVCELEB_META
+  return None
+
+
 def read_fakeavceleb(root: str, seed: int = FAKEAVCELEB_SPLIT_SEED, split_by: str = "video"
                      ) -> List[VideoEntry]:
   """FakeAVCeleb v1.2 from its ``meta_data.csv`` (spec §14): ten values per row, the ninth the
   file name, the tenth the folder relative to the dataset's parent. Labels come from the
   ``type`` folder name; ``root`` is the ``FakeAVCeleb`` directory (or its parent)."""
-  base = pathlib.Path(root)
-  if not (base / "meta_data.csv").is_file() and (base / "FakeAVCeleb" / "meta_data.csv").is_file():
-    base = base / "FakeAVCeleb"
-  meta = base / "meta_data.csv"
-  if not meta.is_file():
-    raise DatasetError(f"{meta}: missing; a FakeAVCeleb directory holds meta_data.csv")
+  meta = fakeavceleb_meta(root)
+  if meta is None:
+    raise DatasetError(f"{pathlib.Path(root) / FAKEAVCELEB_META}: missing; a FakeAVCeleb "
+                       f"directory holds {FAKEAVCELEB_META}")
+  base = meta.parent
   entries = []
   with open(meta, newline="") as file:
     rows = list(csv.reader(file))

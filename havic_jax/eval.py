@@ -150,8 +150,7 @@ def load_data(path: str, split_seed: int = datasets.FAKEAVCELEB_SPLIT_SEED,
     return EvalData("prepared", str(location.absolute()), tuple(videos), digest, prepared)
   if location.is_file():
     videos, kind = tuple(_entry_video(e) for e in datasets.read_csv(path)), "csv"
-  elif (location / "meta_data.csv").is_file() or (location / "FakeAVCeleb" / "meta_data.csv"
-                                                  ).is_file():
+  elif datasets.fakeavceleb_meta(path) is not None:
     videos = tuple(_entry_video(e) for e in datasets.read_fakeavceleb(path, split_seed,
                                                                       split_by))
     kind = "fakeavceleb"
@@ -194,8 +193,8 @@ def _video_inputs(task: Tuple[str, ModelConfig, float, bool, Optional[str]]) -> 
     return WindowInputs("unreadable", str(error))
   try:
     cut = windows.extract_windows(media, _WORKER["detect"], max_seconds)
-    video = np.stack([input_pipeline.video_input(cut.window_video(i), cfg)
-                      for i in range(cut.plan.num_windows)])
+    crops = input_pipeline.resize_frames(cut.crops, cfg.image_size)  # once: windows overlap
+    video = crops[cut.plan.window_frames]
     status, head = cut.status, "overall"
     if cut.audio is None or no_audio:
       audio = np.zeros((len(video), cfg.audio_frames, cfg.mel_bins), np.float32)
@@ -214,14 +213,13 @@ def _video_inputs(task: Tuple[str, ModelConfig, float, bool, Optional[str]]) -> 
                         f"{traceback.format_exc(limit=3)!r}")
 
 
-def _prepared_inputs(video: EvalVideo, data: EvalData, transform: input_pipeline.ClipTransform,
+def _prepared_inputs(video: EvalVideo, source: Any, transform: input_pipeline.ClipTransform,
                      no_audio: bool) -> WindowInputs:
   """The stored clips of a prepared video, one window each (starts from the clip records)."""
   if video.rejected:
     reason = video.rejected.split(":")[0]
     return WindowInputs(PREPARED_STATUS.get(reason, "rejected"),
                         f"rejected when prepared: {video.rejected}")
-  source = data.prepared.source()
   first, count = video.records
   clips = [records.decode(source[first + i]) for i in range(count)]
   examples = [transform.example(clip, None) for clip in clips]
@@ -243,8 +241,9 @@ def window_inputs(videos: Sequence[EvalVideo], data: EvalData, cfg: ModelConfig,
       raise ValueError("the robustness protocol re-encodes video files; give --data the raw "
                        "videos (a CSV or a FakeAVCeleb directory), not prepared shards")
     transform = input_pipeline.ClipTransform(cfg, "eval")
+    source = data.prepared.source()
     for video in videos:
-      yield _prepared_inputs(video, data, transform, no_audio)
+      yield _prepared_inputs(video, source, transform, no_audio)
     return
   tasks = [(v.path, cfg, max_seconds, no_audio, condition) for v in videos]
   if workers <= 0:

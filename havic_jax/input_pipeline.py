@@ -121,7 +121,12 @@ def video_input(frames: np.ndarray, cfg: ModelConfig) -> np.ndarray:
   area averaging when the model is smaller than the stored crops)."""
   if frames.shape[0] != cfg.num_frames:
     raise DataError(f"records hold {frames.shape[0]} frames, the model takes {cfg.num_frames}")
-  size = cfg.image_size
+  return resize_frames(frames, cfg.image_size)
+
+
+def resize_frames(frames: np.ndarray, size: int) -> np.ndarray:
+  """uint8 [F, H, W, 3] -> uint8 [F, size, size, 3], area averaging (unchanged if already that
+  size)."""
   if frames.shape[1:3] == (size, size):
     return frames
   return np.stack([cv2.resize(f, (size, size), interpolation=cv2.INTER_AREA) for f in frames])

@@ -18,8 +18,9 @@ from typing import Any, Dict, Iterable, Iterator, List, Mapping, Optional, Tuple
 import jax
 import jax.numpy as jnp
 import numpy as np
+from flax import traverse_util
 
-from havic_jax import checkpoints, sharding
+from havic_jax import checkpoints, export, sharding
 from havic_jax.losses import segment_means
 from havic_jax.models import layers
 from havic_jax.models.config import ModelConfig, model_config_from
@@ -51,16 +52,8 @@ class Checkpoint:
     """Whether every parameter of the fine-tuning classifier is present."""
     if self.stage != "finetune":
       return False
-    flat = {tuple(path) for path in _leaf_paths(self.params)}
-    return all(path in flat for path in param_shapes(self.cfg, "finetune"))
-
-
-def _leaf_paths(tree: Mapping[str, Any], prefix: Tuple[str, ...] = ()) -> Iterator[Tuple[str, ...]]:
-  for key, value in tree.items():
-    if isinstance(value, Mapping):
-      yield from _leaf_paths(value, prefix + (key,))
-    else:
-      yield prefix + (key,)
+    present = traverse_util.flatten_dict(self.params)
+    return all(path in present for path in param_shapes(self.cfg, "finetune"))
 
 
 def load_checkpoint(path: str, step: Optional[int] = None) -> Checkpoint:
@@ -75,10 +68,9 @@ def load_checkpoint(path: str, step: Optional[int] = None) -> Checkpoint:
     return Checkpoint(cfg, config.stage, params,
                       {"kind": "workdir", "path": str(directory.absolute()),
                        "step": "latest" if step is None else int(step)})
-  if (directory / "config.json").is_file() and not (directory / "checkpoints").exists():
-    from havic_jax.export import load_pretrained, read_export_config
-    description = read_export_config(path)
-    cfg, params = load_pretrained(path)
+  if (directory / export.CONFIG_FILE).is_file():
+    description = export.read_export_config(path)
+    cfg, params = export.load_pretrained(path)
     return Checkpoint(cfg, description["stage"], params,
                       {"kind": "export", "path": str(directory.absolute()),
                        "source": description.get("source", {})})
