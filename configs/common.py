@@ -8,7 +8,7 @@ import dataclasses
 
 import ml_collections
 
-from havic_jax import augment
+from havic_jax import augment, detectors, pseudo_fakes
 from havic_jax.models.config import ModelConfig
 
 
@@ -52,6 +52,10 @@ def data_config(stage: str) -> ml_collections.ConfigDict:
       "balanced": stage == "finetune",  # class-balanced weighted sampling (spec §11)
       "synthetic_videos": 16,
       "fixed_batch": False,
+      # Detectors that learn identities (see havic_jax.detectors): real clips only, batches of
+      # identities × `clips_per_identity` clips of different videos (0: plain shuffling).
+      "real_only": False,
+      "clips_per_identity": 0,
   })
 
 
@@ -65,7 +69,11 @@ def base_config(stage: str) -> ml_collections.ConfigDict:
   config.seed = 0
   config.num_steps = 1000
   config.log_every = 10
+  # Gradient accumulation: each step runs the batch as this many microbatches in sequence
+  # (activation memory of batch_size / grad_accumulation_steps samples).
+  config.grad_accumulation_steps = 1
   config.data = data_config(stage)
+  config.detector = detectors.detector_options()
   # Orbax checkpoints in WORKDIR/checkpoints: an async save every `every_steps` (and at the
   # end, and on SIGTERM); keep the last `keep` plus the best `keep_best` by `best_metric`.
   config.checkpoint = ml_collections.ConfigDict({
@@ -107,6 +115,11 @@ def base_config(stage: str) -> ml_collections.ConfigDict:
     config.augment = ml_collections.ConfigDict({
         "video": True, "audio": True,
         "freq_mask": augment.FREQ_MASK, "time_mask": augment.TIME_MASK,
+    })
+    # Temporally-local pseudo-fakes (fine-grained detector; havic_jax.pseudo_fakes).
+    config.pseudo_fakes = ml_collections.ConfigDict({
+        "enabled": False, "probability": pseudo_fakes.PROBABILITY, "r_min": pseudo_fakes.R_MIN,
+        "r_max": pseudo_fakes.R_MAX, "min_units": pseudo_fakes.MIN_UNITS,
     })
     config.optimizer.update({
         "pretrained_learning_rate": 1e-5,  # encoders + interaction module

@@ -4,6 +4,4 @@ from configs.tiny import tiny_config
 
 
 def get_config():
-  config = tiny_config("pretrain")
-  config.optimizer.peak_learning_rate = 1e-3
-  return config
+  return tiny_config("pretrain")

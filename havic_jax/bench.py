@@ -139,7 +139,8 @@ def run(config: Any, batch_size: int, steps: int, warmup: int, mode: str, data: 
     with jax.set_mesh(mesh), nn.logical_axis_rules(rules):
       state, shardings = create_sharded_state(model, cfg, stage, optimizer,
                                               jax.random.PRNGKey(config.seed), mesh, rules)
-      step_fn = jit_train_step(loss_fn, optimizer, schedules, shardings, mesh)
+      step_fn = jit_train_step(loss_fn, optimizer, schedules, shardings, mesh,
+                               config.grad_accumulation_steps)
     call: Callable = lambda state, batch: step_fn(state, batch)
     carry = state
   else:
@@ -160,7 +161,7 @@ def run(config: Any, batch_size: int, steps: int, warmup: int, mode: str, data: 
 
   times, waits = [], []
   batch = first
-  for index in range(warmup + steps):
+  for index in range(warmup + steps if steps else 0):  # steps=0: compile and memory only
     started = time.perf_counter()
     if index:
       batch = sharding.global_batch(next(batches), mesh)
@@ -171,7 +172,8 @@ def run(config: Any, batch_size: int, steps: int, warmup: int, mode: str, data: 
     if index >= warmup:
       times.append(done - started)
       waits.append(fetched - started)
-  median = float(np.median(times))
+  nan = float("nan")
+  median = float(np.median(times)) if times else nan
   device = jax.devices()[0]
   peak = peak_flops(device.device_kind)
   achieved = model_flops * batch_size / median / jax.device_count()
@@ -183,8 +185,8 @@ def run(config: Any, batch_size: int, steps: int, warmup: int, mode: str, data: 
       "device": {"kind": device.device_kind, "platform": device.platform,
                  "count": jax.device_count(), "host": platform.node()},
       "compile_seconds": compile_seconds,
-      "step_seconds": {"median": median, "min": float(np.min(times)),
-                       "max": float(np.max(times)), "steps": steps},
+      "step_seconds": {"median": median, "min": float(np.min(times)) if times else nan,
+                       "max": float(np.max(times)) if times else nan, "steps": steps},
       "samples_per_second": batch_size / median,
       "samples_per_second_per_chip": batch_size / median / jax.device_count(),
       "model_tflop_per_sample": model_flops / 1e12,
@@ -196,7 +198,7 @@ def run(config: Any, batch_size: int, steps: int, warmup: int, mode: str, data: 
       "compiled_memory_bytes": None if memory is None else int(
           memory.temp_size_in_bytes + memory.argument_size_in_bytes
           + memory.output_size_in_bytes - memory.alias_size_in_bytes),
-      "data_wait_fraction": float(np.sum(waits) / np.sum(times)),
+      "data_wait_fraction": float(np.sum(waits) / np.sum(times)) if times else nan,
   }
 
 
@@ -209,10 +211,10 @@ def table(result: Dict[str, Any]) -> str:
       ("device", f"{result['device']['count']} × {result['device']['kind']}"),
       ("config", json.dumps(result["config"])),
       ("compile", f"{result['compile_seconds']:.1f} s"),
-      ("step (median / min / max)", f"{step['median']:.3f} / {step['min']:.3f} / "
-                                    f"{step['max']:.3f} s over {step['steps']} steps"),
-      ("samples/s (per chip)", f"{result['samples_per_second']:.2f} "
-                               f"({result['samples_per_second_per_chip']:.2f})"),
+      ("step (median / min / max)", f"{fmt(step['median'], '.3f')} / {fmt(step['min'], '.3f')}"
+                                    f" / {fmt(step['max'], '.3f')} s over {step['steps']} steps"),
+      ("samples/s (per chip)", f"{fmt(result['samples_per_second'], '.2f')} "
+                               f"({fmt(result['samples_per_second_per_chip'], '.2f')})"),
       ("model TFLOP/sample", fmt(result["model_tflop_per_sample"], ".4f")),
       ("XLA TFLOP/sample", fmt(result["xla_tflop_per_sample"], ".4f")),
       ("achieved TFLOP/s per chip", fmt(result["achieved_tflops_per_chip"], ".3f")),
@@ -221,7 +223,7 @@ def table(result: Dict[str, Any]) -> str:
                           ".2f") + " GiB"),
       ("compiled memory", fmt(result["compiled_memory_bytes"] and
                               result["compiled_memory_bytes"] / 2**30, ".2f") + " GiB"),
-      ("data wait", f"{result['data_wait_fraction']:.1%}"),
+      ("data wait", fmt(result["data_wait_fraction"], ".1%")),
   ]
   width = max(len(name) for name, _ in rows)
   return "\n".join(f"{name:<{width}}  {value}" for name, value in rows)
@@ -244,7 +246,8 @@ def define_flags() -> None:
   config_flags.DEFINE_config_file("config", None, "Training config file.")
   flags.DEFINE_integer("batch", None, "Global batch size (default: the config's).",
                        lower_bound=1)
-  flags.DEFINE_integer("steps", 10, "Timed steps after the warm-up.", lower_bound=1)
+  flags.DEFINE_integer("steps", 10, "Timed steps after the warm-up (0: compile only, to read "
+                       "the compiled program's memory at a batch size).", lower_bound=0)
   flags.DEFINE_integer("warmup", 2, "Untimed steps after compilation.", lower_bound=0)
   flags.DEFINE_enum("mode", "train", ["train", "forward"],
                     "train: the training step of config.stage; forward: the classifier's "

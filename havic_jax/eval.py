@@ -42,9 +42,11 @@ import numpy as np
 import tqdm
 from absl import app, flags
 
-from havic_jax import cli, datasets, input_pipeline, metrics, records, reports, sharding
-from havic_jax.media import decode, fbank, reencode, windows
-from havic_jax.media.faces import mtcnn_detector
+from havic_jax import cli, datasets, detectors, input_pipeline, metrics, records, reports
+from havic_jax import sharding
+from havic_jax.detectors import fakeout
+from havic_jax.media import decode, fbank, reencode, tracking, windows
+from havic_jax.media.faces import mtcnn_detector, mtcnn_multi_detector
 from havic_jax.models.config import ModelConfig
 from havic_jax.scoring import Checkpoint, WindowScorer, load_checkpoint
 
@@ -98,7 +100,8 @@ class EvalData:
 @dataclasses.dataclass
 class WindowInputs:
   """A video's model inputs, or why it has none. video uint8 [n, 16, S, S, 3]; audio float32
-  [n, audio_frames, mel_bins]; starts [n] s; head: the logit scored ("overall" or "video")."""
+  [n, audio_frames, mel_bins]; starts [n] s; head: the logit scored ("overall" or "video");
+  tracks: [n] face track of each window (face-track scoring), else None."""
 
   status: str
   detail: str = ""
@@ -106,6 +109,7 @@ class WindowInputs:
   audio: Optional[np.ndarray] = None
   starts: Optional[np.ndarray] = None
   head: str = "overall"
+  tracks: Optional[np.ndarray] = None
 
 
 def _entry_video(entry: datasets.VideoEntry) -> EvalVideo:
@@ -178,9 +182,29 @@ def _init_worker() -> None:
   _WORKER["detect"] = mtcnn_detector()
 
 
-def _video_inputs(task: Tuple[str, ModelConfig, float, bool, Optional[str]]) -> WindowInputs:
+def _track_windows(media: Any, plan: windows.WindowPlan, size: int
+                   ) -> Optional[List[np.ndarray]]:
+  """Per face track (two or more people on screen), the uint8 [n, 16, size, size, 3] windows of
+  its crops; None when at most one face track is found."""
+  if "detect_all" not in _WORKER:
+    _WORKER["detect_all"] = mtcnn_multi_detector()
+  frames = media.frames[plan.frame_indices]
+  tracks = tracking.detect_tracks(frames, _WORKER["detect_all"])
+  if len(tracks) < 2:
+    return None
+  per_track = []
+  for track in tracks:
+    crops = tracking.track_crops(frames, track, size)
+    if plan.padded:
+      crops = crops[plan.window_frames[0]]
+    per_track.append(crops[plan.window_frames])
+  return per_track
+
+
+def _video_inputs(task: Tuple[str, ModelConfig, float, bool, Optional[str], bool]
+                  ) -> WindowInputs:
   """Decodes, re-encodes (robustness), cuts and featurises one raw video; never raises."""
-  path, cfg, max_seconds, no_audio, condition = task
+  path, cfg, max_seconds, no_audio, condition, face_tracks = task
   try:
     if condition is not None:
       with tempfile.TemporaryDirectory() as scratch:
@@ -206,7 +230,14 @@ def _video_inputs(task: Tuple[str, ModelConfig, float, bool, Optional[str]]) -> 
                         for wave in cut.audio])
     detail = (f"a face in {int(cut.faces_detected.sum())} of {len(cut.faces_detected)} sampled "
               f"frames" if status in ("partial_face", "no_face") else "")
-    return WindowInputs(status, detail, video, audio, cut.plan.starts.astype(np.float64), head)
+    starts, tracks = cut.plan.starts.astype(np.float64), None
+    per_track = _track_windows(media, cut.plan, cfg.image_size) if face_tracks else None
+    if per_track is not None:
+      detail = f"{len(per_track)} face tracks; {detail}".rstrip("; ")
+      tracks = np.repeat(np.arange(len(per_track)), len(video))
+      video = np.concatenate(per_track)
+      audio, starts = np.tile(audio, (len(per_track), 1, 1)), np.tile(starts, len(per_track))
+    return WindowInputs(status, detail, video, audio, starts, head, tracks)
   except Exception as error:  # pylint: disable=broad-except
     # One bad file must never stop a benchmark run: report it and go on.
     return WindowInputs("error", f"{type(error).__name__}: {error} "
@@ -222,7 +253,7 @@ def _prepared_inputs(video: EvalVideo, source: Any, transform: input_pipeline.Cl
                         f"rejected when prepared: {video.rejected}")
   first, count = video.records
   clips = [records.decode(source[first + i]) for i in range(count)]
-  examples = [transform.example(clip, None) for clip in clips]
+  examples = [transform(clip, None) for clip in clips]
   starts = np.array([clip.clip_start for clip in clips], np.float64)
   audio = np.stack([e["audio"] for e in examples])
   if no_audio:
@@ -232,10 +263,11 @@ def _prepared_inputs(video: EvalVideo, source: Any, transform: input_pipeline.Cl
 
 
 def window_inputs(videos: Sequence[EvalVideo], data: EvalData, cfg: ModelConfig,
-                  max_seconds: float, no_audio: bool, condition: Optional[str], workers: int
-                  ) -> Iterator[WindowInputs]:
+                  max_seconds: float, no_audio: bool, condition: Optional[str], workers: int,
+                  face_tracks: bool = False) -> Iterator[WindowInputs]:
   """Window inputs of ``videos`` in order; raw files are decoded on ``workers`` processes (0:
-  in this process)."""
+  in this process). ``face_tracks``: windows of every face track when several people are on
+  screen (raw videos only; prepared clips hold one face)."""
   if data.kind == "prepared":
     if condition is not None:
       raise ValueError("the robustness protocol re-encodes video files; give --data the raw "
@@ -245,7 +277,7 @@ def window_inputs(videos: Sequence[EvalVideo], data: EvalData, cfg: ModelConfig,
     for video in videos:
       yield _prepared_inputs(video, source, transform, no_audio)
     return
-  tasks = [(v.path, cfg, max_seconds, no_audio, condition) for v in videos]
+  tasks = [(v.path, cfg, max_seconds, no_audio, condition, face_tracks) for v in videos]
   if workers <= 0:
     _init_worker()
     yield from map(_video_inputs, tasks)
@@ -265,26 +297,35 @@ def video_result(video: EvalVideo, inputs: WindowInputs, outputs: Optional[Mappi
                  classifier: bool, id_suffix: str = "") -> reports.VideoResult:
   """A video's report entry from its window outputs (None: not scored).
 
-  Classifier: window score sigmoid(logit of ``inputs.head``), video score sigmoid(mean logit).
-  Coherence: window score (1 − mean segment cosine) / 2, video score the mean of those. Either
-  way the LEAST_COHERENT windows with the lowest coherence are listed."""
+  Classifier: window score sigmoid(logit of ``inputs.head``, or of ``overall`` for detectors
+  without that head); video score sigmoid(mean logit), or with face tracks sigmoid(max over
+  tracks of the mean of up to 9 uniformly spaced windows) (``fakeout.video_logit``).
+  Coherence: window score (1 − mean segment cosine) / 2, video score the mean of those. The
+  LEAST_COHERENT windows with the lowest coherence are listed when the scorer gives one."""
   common = dict(video_id=video.video_id + id_suffix, path=video.path, label=video.label,
                 category=video.category, status=inputs.status, detail=inputs.detail)
   if outputs is None:
     return reports.VideoResult(score=float("nan"), num_windows=0, window_starts=[],
                                window_scores=[], least_coherent=[], **common)
-  window_coherence = np.asarray(outputs["coherence"], np.float64).mean(axis=1)
   if classifier:
-    logits = np.asarray(outputs[inputs.head], np.float64)
-    window_scores, score = _sigmoid(logits), float(_sigmoid(logits.mean()))
+    logits = np.asarray(outputs.get(inputs.head, outputs["overall"]), np.float64)
+    window_scores = _sigmoid(logits)
+    if inputs.tracks is not None:
+      score = float(_sigmoid(fakeout.video_logit(logits, inputs.tracks)))
+    else:
+      score = float(_sigmoid(logits.mean()))
   else:
-    window_scores = (1.0 - window_coherence) / 2.0
+    window_scores = (1.0 - np.asarray(outputs["coherence"], np.float64).mean(axis=1)) / 2.0
     score = float(window_scores.mean())
-  least = inputs.starts[np.argsort(window_coherence, kind="stable")[:LEAST_COHERENT]]
+  least = []
+  if "coherence" in outputs:
+    window_coherence = np.asarray(outputs["coherence"], np.float64).mean(axis=1)
+    least = sorted(inputs.starts[np.argsort(window_coherence, kind="stable")[:LEAST_COHERENT]]
+                   .tolist())
   return reports.VideoResult(score=score, num_windows=len(window_scores),
                              window_starts=inputs.starts.tolist(),
-                             window_scores=window_scores.tolist(),
-                             least_coherent=sorted(least.tolist()), **common)
+                             window_scores=window_scores.tolist(), least_coherent=least,
+                             **common)
 
 
 def score_videos(videos: Sequence[EvalVideo], data: EvalData, scorer: WindowScorer,
@@ -296,8 +337,10 @@ def score_videos(videos: Sequence[EvalVideo], data: EvalData, scorer: WindowScor
   inputs_of: Dict[int, WindowInputs] = {}
 
   def items():
+    face_tracks = (scorer.classifier
+                   and detectors.DETECTORS[scorer.detector].face_tracks)
     for index, inputs in enumerate(window_inputs(videos, data, scorer.cfg, max_seconds, no_audio,
-                                                 condition, workers)):
+                                                 condition, workers, face_tracks)):
       inputs_of[index] = inputs
       yield index, inputs.video, inputs.audio
 

@@ -20,21 +20,23 @@ from __future__ import annotations
 import dataclasses
 import json
 import pathlib
-from typing import Any, Dict, Mapping, Optional
+from typing import Any, Dict, Mapping, Optional, Tuple
 
 import cv2
 import grain
 import numpy as np
 
-from havic_jax import augment, records
+from havic_jax import augment, pseudo_fakes, records
 from havic_jax.masking import host_pretraining_masks, kept_per_group
 from havic_jax.media.clips import INT16_SCALE
 from havic_jax.media.fbank import audio_features as audio_features_of_wave
 from havic_jax.media.fbank import log_mel, normalise
 from havic_jax.models.config import ModelConfig
+from havic_jax.records import LABEL_KEYS
+
+ENDLESS = 2 ** 62  # length of the position range of endless samplers
 
 MANIFEST = "manifest.json"
-LABEL_KEYS = ("audio_label", "visual_label", "overall_label")
 
 
 class DataError(ValueError):
@@ -80,6 +82,29 @@ class PreparedData:
     for video in self.manifest["videos"]:
       labels[video["first_record"]:video["first_record"] + video["clips"]] = video[key]
     return labels
+
+
+  def record_identities(self) -> np.ndarray:
+    """object [num_records]: the identity (speaker / subject id) of every record's video."""
+    identities = np.empty(self.num_records, object)
+    for video in self.manifest["videos"]:
+      identities[video["first_record"]:video["first_record"] + video["clips"]] = video["identity"]
+    return identities
+
+  def identity_vocabulary(self, indices: np.ndarray) -> Dict[str, int]:
+    """{identity: id} over the records ``indices``, ids 0.. in sorted identity order."""
+    names = sorted(set(self.record_identities()[indices]))
+    if not names or names == [""]:
+      raise DataError(f"{self.directory / MANIFEST}: the records carry no identities; this "
+                      f"detector needs a dataset with speaker / subject ids")
+    return {name: index for index, name in enumerate(names)}
+
+  def real_indices(self, indices: np.ndarray) -> np.ndarray:
+    """The records of ``indices`` whose video is real (``overall_label`` 0)."""
+    real = indices[self.record_labels()[indices] == 0]
+    if not len(real):
+      raise DataError(f"{self.directory / MANIFEST}: the requested split has no real clips")
+    return real
 
 
 def open_prepared(directory: str) -> PreparedData:
@@ -134,22 +159,20 @@ def resize_frames(frames: np.ndarray, size: int) -> np.ndarray:
 
 @dataclasses.dataclass(frozen=True)
 class ClipTransform:
-  """Record bytes -> one model example (no batch axis). ``stage``: "pretrain" adds host masks,
-  "finetune" adds labels and the spec §11 augmentations (those ``augmentation`` enables), "eval"
-  adds labels only."""
+  """Decoded record -> one model example (no batch axis). ``stage``: "pretrain" adds host
+  masks, "finetune" adds labels and the spec §11 augmentations (those ``augmentation``
+  enables), "eval" adds labels only. With ``identities`` ({identity: id}) the example carries
+  ``identity`` int32."""
 
   cfg: ModelConfig
   stage: str
   video_mask_ratio: float = 0.0
   audio_mask_ratio: float = 0.0
   augmentation: augment.Options = augment.Options()
+  identities: Optional[Mapping[str, int]] = None
 
-  def __call__(self, data: bytes, rng: np.random.Generator) -> Dict[str, np.ndarray]:
-    return self.example(records.decode(data), rng)
-
-  def example(self, clip: records.ClipRecord, rng: Optional[np.random.Generator]
-              ) -> Dict[str, np.ndarray]:
-    """The example of a decoded record."""
+  def __call__(self, clip: records.ClipRecord, rng: Optional[np.random.Generator]
+               ) -> Dict[str, np.ndarray]:
     frames = video_input(clip.frames, self.cfg)
     augmented = self.stage == "finetune"
     if augmented and self.augmentation.video:
@@ -162,6 +185,8 @@ class ClipTransform:
           rng, self.cfg, self.video_mask_ratio, self.audio_mask_ratio)
     else:
       example.update({key: np.float32(getattr(clip, key)) for key in LABEL_KEYS})
+    if self.identities is not None:
+      example["identity"] = np.int32(self.identities[clip.identity])
     return example
 
 
@@ -186,13 +211,59 @@ class WeightedPick:
 
 
 @dataclasses.dataclass(frozen=True)
+class IdentityGroups:
+  """Position -> record index, so that every batch of ``batch_size`` positions holds
+  ``batch_size / clips_per_identity`` identities drawn at random, each with
+  ``clips_per_identity`` clips from different source videos (as far as the identity has
+  videos). A pure function of (seed, position): deterministic and resumable.
+
+  videos: per identity, per video, the record indices of its clips."""
+
+  videos: Tuple[Tuple[np.ndarray, ...], ...]
+  batch_size: int
+  clips_per_identity: int
+  seed: int
+
+  def __call__(self, position: int) -> int:
+    batch, slot = divmod(int(position), self.batch_size)
+    group, member = divmod(slot, self.clips_per_identity)
+    groups = self.batch_size // self.clips_per_identity
+    chosen = np.random.default_rng([self.seed, batch]).choice(
+        len(self.videos), groups, replace=len(self.videos) < groups)
+    videos = self.videos[chosen[group]]
+    order = np.random.default_rng([self.seed, batch, group]).permutation(len(videos))
+    clips = videos[order[member % len(videos)]]
+    return int(clips[np.random.default_rng([self.seed, batch, group, member])
+                     .integers(len(clips))])
+
+
+def identity_groups(data: PreparedData, indices: np.ndarray, batch_size: int,
+                    clips_per_identity: int, seed: int) -> IdentityGroups:
+  """The :class:`IdentityGroups` sampler over the records ``indices``."""
+  if batch_size % clips_per_identity:
+    raise ValueError(f"a batch of {batch_size} does not split into groups of "
+                     f"{clips_per_identity} clips per identity")
+  identities = data.record_identities()
+  by_identity: Dict[str, Dict[str, list]] = {}
+  chosen = set(int(i) for i in indices)
+  for video in data.manifest["videos"]:
+    clips = [i for i in range(video["first_record"], video["first_record"] + video["clips"])
+             if i in chosen]
+    if clips:
+      by_identity.setdefault(identities[clips[0]], {})[video["video_id"]] = clips
+  videos = tuple(tuple(np.asarray(c, np.int64) for _, c in sorted(v.items()))
+                 for _, v in sorted(by_identity.items()))
+  return IdentityGroups(videos, batch_size, clips_per_identity, seed)
+
+
+@dataclasses.dataclass(frozen=True)
 class ReadRecord:
-  """Record index -> serialised record."""
+  """Record index -> decoded clip."""
 
   source: Any
 
-  def __call__(self, index: int) -> bytes:
-    return self.source[int(index)]
+  def __call__(self, index: int) -> records.ClipRecord:
+    return records.decode(self.source[int(index)])
 
 
 def process_shard(shard_index: Optional[int] = None, shard_count: Optional[int] = None
@@ -209,6 +280,9 @@ def training_dataset(data: PreparedData, split: Optional[str], cfg: ModelConfig,
                      local_batch_size: int, seed: int, *, balanced: bool = False,
                      video_mask_ratio: float = 0.0, audio_mask_ratio: float = 0.0,
                      augmentation: augment.Options = augment.Options(), workers: int = 0,
+                     real_only: bool = False, identities: Optional[Mapping[str, int]] = None,
+                     clips_per_identity: int = 0,
+                     pseudo_fake_options: Optional[pseudo_fakes.PseudoFakeOptions] = None,
                      shard_index: Optional[int] = None,
                      shard_count: Optional[int] = None) -> grain.IterDataset:
   """Endless, seeded, per-process training batches of ``local_batch_size`` examples.
@@ -216,21 +290,37 @@ def training_dataset(data: PreparedData, split: Optional[str], cfg: ModelConfig,
   The same (seed, shard) gives the same batches; shards are disjoint, and together cover each
   epoch's permutation. ``balanced`` (fine-tuning) draws records with probability ∝ 1/count of
   their ``overall_label``, with replacement; ``augmentation`` picks its augmentations.
+  ``real_only`` keeps the real clips; ``identities`` adds each clip's ``identity`` id;
+  ``clips_per_identity`` > 0 draws every batch as identities × that many clips of different
+  videos (:class:`IdentityGroups`, per process); ``pseudo_fake_options`` turns clips into
+  temporally-local pseudo-fakes (``havic_jax.pseudo_fakes``) before featurising.
   ``workers`` > 0 decodes in that many processes.
   """
   if stage not in ("pretrain", "finetune"):
     raise ValueError(f"stage must be 'pretrain' or 'finetune', got {stage!r}")
   indices = data.split_indices(split)
-  if balanced:
-    probabilities = balanced_weights(data.record_labels()[indices])
-    ds = grain.MapDataset.range(len(indices)).repeat(None).random_map(
-        WeightedPick(indices, np.cumsum(probabilities)), seed=seed)
-  else:
-    ds = grain.MapDataset.source(indices).shuffle(seed=seed).repeat(None)
+  if real_only:
+    indices = data.real_indices(indices)
   index, count = process_shard(shard_index, shard_count)
-  ds = ds[index::count]
-  transform = ClipTransform(cfg, stage, video_mask_ratio, audio_mask_ratio, augmentation)
-  ds = ds.map(ReadRecord(data.source())).random_map(transform, seed=seed + 1)
+  if clips_per_identity:
+    ds = grain.MapDataset.range(ENDLESS).map(identity_groups(
+        data, indices, local_batch_size, clips_per_identity, seed * count + index))
+  else:
+    if balanced:
+      probabilities = balanced_weights(data.record_labels()[indices])
+      ds = grain.MapDataset.range(len(indices)).repeat(None).random_map(
+          WeightedPick(indices, np.cumsum(probabilities)), seed=seed)
+    else:
+      ds = grain.MapDataset.source(indices).shuffle(seed=seed).repeat(None)
+    ds = ds[index::count]
+  ds = ds.map(ReadRecord(data.source()))
+  if pseudo_fake_options is not None:
+    donor = pseudo_fakes.RecordDonor(data.source(), indices)
+    ds = ds.random_map(pseudo_fakes.PseudoFakeTransform(donor, pseudo_fake_options),
+                       seed=seed + 2)
+  transform = ClipTransform(cfg, stage, video_mask_ratio, audio_mask_ratio, augmentation,
+                            identities)
+  ds = ds.random_map(transform, seed=seed + 1)
   ds = ds.batch(local_batch_size, drop_remainder=True).to_iter_dataset()
   if workers > 0:
     ds = ds.mp_prefetch(grain.MultiprocessingOptions(num_workers=workers))
@@ -248,7 +338,7 @@ class EvalTransform:
   def __call__(self, position: int) -> Dict[str, np.ndarray]:
     valid = position < len(self.indices)
     record_index = int(self.indices[position if valid else 0])
-    example = self.transform(self.source[record_index], None)
+    example = self.transform(records.decode(self.source[record_index]), None)
     example.update(valid=np.float32(valid), record_index=np.int32(record_index))
     return example
 

@@ -132,6 +132,16 @@ def pretraining_loss(outputs: Mapping[str, Any], video_patches: Array, audio_pat
   }
 
 
+def binary_cross_entropy(logit: Array, label: Array) -> Array:
+  """Mean sigmoid BCE of logits [B] (positive = fake) against labels [B] in {0, 1}."""
+  return jnp.mean(optax.sigmoid_binary_cross_entropy(_f32(logit), _f32(label)))
+
+
+def binary_accuracy(logit: Array, label: Array) -> Array:
+  """Share of logits [B] on the side of 0 their label [B] says (1 = fake = positive)."""
+  return jnp.mean(((logit > 0) == (label > 0.5)).astype(jnp.float32))
+
+
 def finetune_loss(outputs: Mapping[str, Array], labels: Mapping[str, Array]
                   ) -> Tuple[Array, Dict[str, Array]]:
   """``BCE(logit, overall) + BCE(audio_logit, audio) + BCE(video_logit, visual)``.
@@ -139,13 +149,10 @@ def finetune_loss(outputs: Mapping[str, Array], labels: Mapping[str, Array]
   outputs: ``logit``, ``audio_logit``, ``video_logit`` [B]; labels: ``overall_label``,
   ``audio_label``, ``visual_label`` [B] in {0, 1} (1 = fake).
   """
-  bce = lambda logit, label: jnp.mean(optax.sigmoid_binary_cross_entropy(_f32(logit),
-                                                                          _f32(label)))
-  overall = bce(outputs["logit"], labels["overall_label"])
-  audio = bce(outputs["audio_logit"], labels["audio_label"])
-  visual = bce(outputs["video_logit"], labels["visual_label"])
+  overall = binary_cross_entropy(outputs["logit"], labels["overall_label"])
+  audio = binary_cross_entropy(outputs["audio_logit"], labels["audio_label"])
+  visual = binary_cross_entropy(outputs["video_logit"], labels["visual_label"])
   total = overall + audio + visual
-  accuracy = jnp.mean(((outputs["logit"] > 0) == (labels["overall_label"] > 0.5))
-                      .astype(jnp.float32))
   return total, {"total": total, "bce_overall": overall, "bce_audio": audio,
-                 "bce_visual": visual, "accuracy": accuracy}
+                 "bce_visual": visual,
+                 "accuracy": binary_accuracy(outputs["logit"], labels["overall_label"])}

@@ -19,6 +19,7 @@ FORMAT_VERSION = 1
 MAGIC = b"HAVC"
 FRAME_ENCODINGS = ("jpeg", "raw")
 JPEG_QUALITY = 95  # stored face crops
+LABEL_KEYS = ("audio_label", "visual_label", "overall_label")  # 1 = fake
 
 
 class RecordError(ValueError):

@@ -20,7 +20,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import traverse_util
 
-from havic_jax import checkpoints, export, sharding
+from havic_jax import checkpoints, detectors, export, sharding
 from havic_jax.losses import segment_means
 from havic_jax.models import layers
 from havic_jax.models.config import ModelConfig, model_config_from
@@ -40,16 +40,25 @@ class CheckpointError(ValueError):
 @dataclasses.dataclass(frozen=True)
 class Checkpoint:
   """Parameters to score with. stage: "pretrain" or "finetune" (the model the parameters
-  belong to); description: where they come from (path, step, kind), for the report."""
+  belong to); description: where they come from (path, step, kind), for the report;
+  config: the training config (None for an export), which names the detector."""
 
   cfg: ModelConfig
   stage: str
   params: Mapping[str, Any]
   description: Dict[str, Any]
+  config: Optional[Any] = None
+
+  @property
+  def detector(self) -> str:
+    return detectors.HAVIC if self.config is None else detectors.detector_name(self.config)
 
   @property
   def has_classifier(self) -> bool:
-    """Whether every parameter of the fine-tuning classifier is present."""
+    """Whether the checkpoint scores videos itself: any detector other than HAVIC, or every
+    parameter of HAVIC's fine-tuning classifier present."""
+    if self.detector != detectors.HAVIC:
+      return True
     if self.stage != "finetune":
       return False
     present = traverse_util.flatten_dict(self.params)
@@ -67,7 +76,8 @@ def load_checkpoint(path: str, step: Optional[int] = None) -> Checkpoint:
     cfg = model_config_from(config.model, config.compat)
     return Checkpoint(cfg, config.stage, params,
                       {"kind": "workdir", "path": str(directory.absolute()),
-                       "step": "latest" if step is None else int(step)})
+                       "step": "latest" if step is None else int(step),
+                       "detector": detectors.detector_name(config)}, config)
   if (directory / export.CONFIG_FILE).is_file():
     description = export.read_export_config(path)
     cfg, params = export.load_pretrained(path)
@@ -93,6 +103,8 @@ def window_forward(checkpoint: Checkpoint, classifier: bool):
   """(params, video uint8 [B, F, H, W, 3], audio [B, T_a, M]) -> dict of [B] head logits (when
   ``classifier``) and ``coherence`` [B, T], a pure function of its arguments."""
   cfg = checkpoint.cfg
+  if classifier and checkpoint.detector != detectors.HAVIC:
+    return detectors.window_scorer(cfg, checkpoint.config)
   if classifier:
     model = build_model(cfg, "finetune")
 
@@ -121,8 +133,9 @@ class WindowScorer:
   """Scores windows in global batches of ``batch_size`` (rounded up to a multiple of the device
   count) sharded over ``mesh``; parameters are replicated.
 
-  ``classifier``: run the fine-tuned heads (needs a fine-tuning checkpoint); otherwise only the
-  encoders (coherence), which any checkpoint has."""
+  ``classifier``: the checkpoint's own score (HAVIC: the fine-tuned heads, which need a
+  fine-tuning checkpoint; other detectors: their fake logit); otherwise only the encoders
+  (coherence)."""
 
   def __init__(self, checkpoint: Checkpoint, mesh: Any, batch_size: int, classifier: bool):
     if classifier and not checkpoint.has_classifier:
@@ -131,12 +144,13 @@ class WindowScorer:
           f"fine-tuned classifier; score it with --scorer=coherence, or pass a fine-tuning "
           f"workdir (or a converted reference fine-tuning checkpoint)")
     missing = [name for name in ENCODERS if name not in checkpoint.params]
-    if missing:
+    if missing and not (classifier and checkpoint.detector != detectors.HAVIC):
       raise CheckpointError(f"{checkpoint.description.get('path')}: no parameters for {missing}")
     devices = mesh.devices.size
     self.batch_size = -(-batch_size // devices) * devices
     self.cfg = checkpoint.cfg
     self.classifier = classifier
+    self.detector = checkpoint.detector
     params = (checkpoint.params if classifier else
               {name: checkpoint.params[name] for name in ENCODERS})
     self.params = jax.device_put(params, sharding.replicated(mesh))

@@ -3,7 +3,8 @@
 Each process yields its own slice of the global batch as NumPy arrays:
 video [b, F, H, W, 3] float32 in [0, 1); audio [b, time, mel] float32 (standard normal, like a
 normalised fbank); for fine-tuning also ``audio_label``, ``visual_label``, ``overall_label``
-[b] float32, drawn from the four real/fake combinations of spec §9.
+[b] float32, drawn from the four real/fake combinations of spec §9; ``identity`` [b] int32 ids
+below b (for the detectors that learn identities).
 """
 
 from __future__ import annotations
@@ -33,6 +34,7 @@ def make_batch(rng: np.random.Generator, cfg: ModelConfig, stage: str, batch_siz
                           dtype=np.float32),
       "audio": rng.standard_normal((batch_size, cfg.audio_frames, cfg.mel_bins),
                                    dtype=np.float32),
+      "identity": rng.integers(0, batch_size, batch_size).astype(np.int32),
   }
   if stage == "finetune":
     labels = LABEL_COMBINATIONS[rng.integers(0, len(LABEL_COMBINATIONS), batch_size)]

@@ -18,16 +18,16 @@ import jax
 import numpy as np
 from absl import logging
 
-from havic_jax import augment, checkpoints, input_pipeline, masking, sharding
+from havic_jax import augment, checkpoints, detectors, input_pipeline, masking, pseudo_fakes
+from havic_jax import sharding
 from havic_jax.metric_writer import MetricWriter, parameter_overview, train_metrics_from
 from havic_jax.models.config import ModelConfig, model_config_from
-from havic_jax.models.havic import build_model
 from havic_jax.metrics import binary_metrics
 from havic_jax.optimizer import PRETRAINED_MODULES, make_optimizer
 from havic_jax.visualize import reconstruction_images
 from havic_jax.synthetic_batches import local_batch_size, synthetic_batches
 from havic_jax.train_step import (TrainState, abstract_state, create_sharded_state,
-                                  finetune_loss_fn, jit_train_step, pretrain_loss_fn, unit_video)
+                                  jit_train_step, unit_video)
 
 
 def synthetic_corpus(path: pathlib.Path, num_videos: int, seed: int) -> pathlib.Path:
@@ -72,35 +72,64 @@ def open_training_data(config: Any, workdir: str) -> Optional[input_pipeline.Pre
 def training_iterator(data: input_pipeline.PreparedData, config: Any, cfg: ModelConfig
                       ) -> Any:
   """This process's Grain batch iterator over ``data`` per ``config.data`` (checkpointable)."""
+  detector = detectors.info(config)
   stage_options = ({"video_mask_ratio": config.pretrain.video_mask_ratio,
                     "audio_mask_ratio": config.pretrain.audio_mask_ratio}
                    if config.stage == "pretrain" else
                    {"augmentation": augment.Options(**config.augment)})
+  if config.stage == "finetune" and config.pseudo_fakes.enabled:
+    options = {k: v for k, v in config.pseudo_fakes.items() if k != "enabled"}
+    stage_options["pseudo_fake_options"] = pseudo_fakes.PseudoFakeOptions(**options)
+  split = config.data.split or None
+  real_only = config.data.real_only or (detector.real_only and config.stage == "pretrain")
+  if detector.identities and config.stage == "pretrain":
+    indices = data.split_indices(split)
+    stage_options.update(
+        identities=data.identity_vocabulary(data.real_indices(indices) if real_only
+                                            else indices),
+        clips_per_identity=config.data.clips_per_identity)
   dataset = input_pipeline.training_dataset(
-      data, config.data.split or None, cfg, config.stage, local_batch_size(config.batch_size),
-      config.seed, balanced=config.data.balanced, workers=config.data.workers, **stage_options)
+      data, split, cfg, config.stage, local_batch_size(config.batch_size), config.seed,
+      balanced=config.data.balanced, workers=config.data.workers, real_only=real_only,
+      **stage_options)
   return iter(dataset)
 
 
+def with_identity_count(config: Any, data: Optional[input_pipeline.PreparedData]) -> None:
+  """Fills ``config.detector.num_identities`` (0: not set) with the training data's identity
+  count for detectors with identity classifiers."""
+  if detectors.detector_name(config) != "voice_face" or config.detector.num_identities:
+    return
+  if data is None:  # random batches: ids below the batch size
+    config.detector.num_identities = config.batch_size
+    return
+  indices = data.real_indices(data.split_indices(config.data.split or None))
+  config.detector.num_identities = len(data.identity_vocabulary(indices))
+
+
 def load_backbone(init_from: str) -> Dict[str, Any]:
-  """The pretrained modules' parameters (NumPy) from a pretraining workdir or an export."""
+  """Every top-level module's parameters (NumPy) of a training workdir or an export."""
   if (pathlib.Path(init_from) / checkpoints.CHECKPOINT_DIR).is_dir():
     _, params = checkpoints.load_params(init_from)
   else:
     from havic_jax.export import load_pretrained
     _, params = load_pretrained(init_from)
-  missing = [name for name in PRETRAINED_MODULES if name not in params]
-  if missing:
-    raise ValueError(f"{init_from}: no parameters for {missing}; init_from takes a pretraining "
-                     f"workdir or an export of one")
-  return {name: params[name] for name in PRETRAINED_MODULES}
+  return dict(params)
 
 
 def with_backbone(state: TrainState, shardings: Any, backbone: Mapping[str, Any]) -> TrainState:
-  """``state`` with the pretrained modules' parameters replaced (placed in their shardings);
-  shapes must match."""
+  """``state`` with the modules it shares with ``backbone`` (by name) replaced by
+  ``backbone``'s, placed in their shardings; shapes must match, and every pretrained module
+  (``PRETRAINED_MODULES``) of the model must be there."""
   params = dict(state.params)
-  for name, tree in backbone.items():
+  shared = [name for name in backbone if name in params]
+  missing = [name for name in params if name in PRETRAINED_MODULES and name not in backbone]
+  if not shared or missing:
+    raise ValueError(f"init_from: the checkpoint has modules {sorted(backbone)}; this model "
+                     f"needs {sorted(n for n in params if n in PRETRAINED_MODULES)}; pass a "
+                     f"pretraining workdir or an export of one")
+  for name in shared:
+    tree = backbone[name]
     expected = jax.tree.map(lambda x: x.shape, params[name])
     if jax.tree.map(np.shape, tree) != expected:
       raise ValueError(f"init_from: the shapes of '{name}' differ from this config's model; "
@@ -124,13 +153,46 @@ class PreemptionFlag:
     signal.signal(signal.SIGTERM, self.previous)
 
 
-def make_eval_step(model: nn.Module, param_shardings: Any, mesh: Any) -> Callable:
-  """Jitted classifier forward: (params, batch) -> (fake probability, overall label, valid),
-  each [global batch], replicated so every process sees them all."""
+class WindowLog:
+  """Writes each logging window's averages without stalling the device.
+
+  When a window closes its values are still on the device: their copy to the host starts
+  then (``copy_to_host_async``) and they are read after the next step has been queued, so the
+  loop never waits for the device with nothing queued. Throughput is measured between those
+  reads (each one follows the completion of its window's last step)."""
+
+  def __init__(self, writer: MetricWriter, batch_size: int, start_step: int):
+    self.writer, self.batch_size = writer, batch_size
+    self.pending: Optional[Tuple[int, Dict[str, Any], float]] = None
+    self.data_wait, self.last_step, self.last_time = 0.0, start_step, time.time()
+
+  def close_window(self, step: int, values: Dict[str, Any]) -> None:
+    for value in jax.tree.leaves(values):
+      value.copy_to_host_async()
+    self.pending = (step, values, self.data_wait)
+    self.data_wait = 0.0
+
+  def finish(self) -> Dict[str, float]:
+    """Reads and writes the pending window; returns its metrics."""
+    step, values, data_wait = self.pending
+    metrics = {k: float(v) for k, v in jax.device_get(values).items()}
+    now = time.time()
+    elapsed, steps = now - self.last_time, step - self.last_step
+    metrics.update(steps_per_second=steps / elapsed,
+                   samples_per_second=steps * self.batch_size / elapsed,
+                   data_wait_fraction=data_wait / elapsed)
+    self.writer.write(step, metrics)
+    self.pending, self.last_step, self.last_time = None, step, now
+    return metrics
+
+
+def make_eval_step(scorer: Callable, param_shardings: Any, mesh: Any) -> Callable:
+  """Jitted detector forward: (params, batch) -> (fake probability, overall label, valid),
+  each [global batch], replicated so every process sees them all. ``scorer`` is the
+  detector's window scorer (``detectors.window_scorer``)."""
   def eval_step(params, batch):
-    out = model.apply({"params": params}, unit_video(batch["video"]), batch["audio"],
-                      deterministic=True)
-    return jax.nn.sigmoid(out["logit"]), batch["overall_label"], batch["valid"]
+    fake_logit = scorer(params, batch["video"], batch["audio"])["overall"]
+    return jax.nn.sigmoid(fake_logit), batch["overall_label"], batch["valid"]
   replicated = sharding.replicated(mesh)
   return jax.jit(eval_step, in_shardings=(param_shardings, sharding.batch_sharding(mesh)),
                  out_shardings=(replicated,) * 3)
@@ -179,12 +241,13 @@ def run(config: Any, workdir: str) -> Tuple[TrainState, Dict[str, float]]:
 
   Returns the final state and the last logged metrics."""
   cfg = model_config_from(config.model, config.compat)
-  model = build_model(cfg, config.stage)
-  optimizer, schedules = make_optimizer(config)
-  loss_fn = (pretrain_loss_fn(model, cfg, config) if config.stage == "pretrain"
-             else finetune_loss_fn(model))
-  checkpoints.write_config(workdir, config)
   data = open_training_data(config, workdir)
+  with_identity_count(config, data)
+  model = detectors.build_model(cfg, config)
+  kind = detectors.model_kind(config)
+  optimizer, schedules = make_optimizer(config)
+  loss_fn = detectors.loss_fn(model, cfg, config)
+  checkpoints.write_config(workdir, config)
   data_iterator = training_iterator(data, config, cfg) if data is not None else None
   mesh = sharding.make_mesh(config.mesh)
   rules = tuple(tuple(rule) for rule in config.sharding_rules)
@@ -195,26 +258,29 @@ def run(config: Any, workdir: str) -> Tuple[TrainState, Dict[str, float]]:
     with jax.set_mesh(mesh), nn.logical_axis_rules(rules):
       rng = jax.random.PRNGKey(config.seed)
       if manager.latest_step() is not None:
-        target, shardings = abstract_state(model, cfg, config.stage, optimizer, rng, mesh, rules)
+        target, shardings = abstract_state(model, cfg, kind, optimizer, rng, mesh, rules)
         state, start = checkpoints.restore(manager, target, data_iterator)
         logging.info("resumed from %s at step %d", manager.directory, start)
       else:
-        state, shardings = create_sharded_state(model, cfg, config.stage, optimizer, rng, mesh,
-                                                rules)
+        state, shardings = create_sharded_state(model, cfg, kind, optimizer, rng, mesh, rules)
         if config.init_from:
-          state = with_backbone(state, shardings, load_backbone(config.init_from))
-          logging.info("initialised %s from %s", ", ".join(PRETRAINED_MODULES),
-                       config.init_from)
+          backbone = load_backbone(config.init_from)
+          state = with_backbone(state, shardings, backbone)
+          logging.info("initialised %s from %s",
+                       ", ".join(n for n in backbone if n in state.params), config.init_from)
       start = int(state.step)
       batches = data_iterator if data_iterator is not None else synthetic_batches(
           cfg, config.stage, config.batch_size, config.seed, fixed=config.data.fixed_batch,
           start_step=start)
-      step_fn = jit_train_step(loss_fn, optimizer, schedules, shardings, mesh)
-      evaluates = (config.stage == "finetune" and config.eval_every
+      step_fn = jit_train_step(loss_fn, optimizer, schedules, shardings, mesh,
+                               config.grad_accumulation_steps)
+      scored = config.stage == "finetune" or detectors.detector_name(config) != detectors.HAVIC
+      evaluates = (scored and config.eval_every
                    and data is not None)  # random batches have no eval split
-      eval_step = make_eval_step(model, shardings.params, mesh) if evaluates else None
+      eval_step = (make_eval_step(detectors.window_scorer(cfg, config), shardings.params, mesh)
+                   if evaluates else None)
       reconstruct = (make_reconstruct(model, cfg, config, shardings.params, mesh)
-                     if config.stage == "pretrain" and config.image_every else None)
+                     if kind == "pretrain" and config.image_every else None)
       writer = MetricWriter(workdir, config.num_steps, start)
       if start == 0:
         writer.write_text("parameters", parameter_overview(state.params))
@@ -222,33 +288,28 @@ def run(config: Any, workdir: str) -> Tuple[TrainState, Dict[str, float]]:
       window = None  # clu averages of the steps since the last log, kept on the device
       start_window = jax.jit(train_metrics_from)
       accumulate = jax.jit(lambda window, scalars: window.merge(train_metrics_from(scalars)))
-      window_start, data_wait = time.time(), 0.0
+      log = WindowLog(writer, config.batch_size, start)
+      eval_metrics = None
       for step in range(start, config.num_steps):
         t = time.time()
         batch = sharding.global_batch(next(batches), mesh)
-        data_wait += time.time() - t
+        log.data_wait += time.time() - t
         state, device_metrics = step_fn(state, batch)
+        if log.pending:  # the last window's values, read while this step runs
+          metrics = log.finish()
         averaged = {k: v for k, v in device_metrics.items() if k not in schedules}
         window = start_window(averaged) if window is None else accumulate(window, averaged)
         done = step + 1
         last = done == config.num_steps
         if done % config.log_every == 0 or last:
-          metrics = {k: float(v) for k, v in jax.device_get(window.compute()).items()}
-          metrics.update({k: float(device_metrics[k]) for k in schedules})
+          log.close_window(done, dict(window.compute(),
+                                      **{k: device_metrics[k] for k in schedules}))
           window = None
-          elapsed = time.time() - window_start
-          steps = done % config.log_every or config.log_every
-          metrics.update(steps_per_second=steps / elapsed,
-                         samples_per_second=steps * config.batch_size / elapsed,
-                         data_wait_fraction=data_wait / elapsed)
-          writer.write(done, metrics)
-          window_start, data_wait = time.time(), 0.0
         eval_metrics = None
         if eval_step is not None and (done % config.eval_every == 0 or last):
           scores = evaluate(eval_step, state.params, data, config, cfg, mesh)
           writer.write(done, scores, prefix="eval")
           eval_metrics = {f"eval/{k}": v for k, v in scores.items()}
-          metrics.update(eval_metrics)
         if reconstruct is not None and done % config.image_every == 0:
           writer.write_images(done, reconstruct(state.params, batch))
         preempted = preemption.raised or (jax.process_count() > 1
@@ -259,6 +320,10 @@ def run(config: Any, workdir: str) -> Tuple[TrainState, Dict[str, float]]:
         if preempted:
           logging.warning("stopped at step %d after a preemption notice", done)
           break
+      if log.pending:
+        metrics = log.finish()
+      if eval_metrics:
+        metrics.update(eval_metrics)
     manager.wait_until_finished()
   finally:
     manager.close()

@@ -15,7 +15,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import optax
-from jax.sharding import Mesh
+from jax.sharding import Mesh, PartitionSpec
 
 from havic_jax import losses, masking, sharding
 from havic_jax.models.config import ModelConfig
@@ -121,13 +121,54 @@ def finetune_loss_fn(model: nn.Module) -> LossFn:
   return loss_fn
 
 
+def split_microbatches(batch: Mapping[str, Array], count: int) -> Dict[str, Array]:
+  """[B, ...] arrays -> [count, B/count, ...]; microbatch i holds samples i, i+count, ...
+
+  The strided split keeps every microbatch spread over all devices of the batch axes (a
+  contiguous split would put each microbatch on a few of them)."""
+  def split(x):
+    if x.shape[0] % count:
+      raise ValueError(f"a batch of {x.shape[0]} does not split into {count} microbatches; "
+                       f"make batch_size a multiple of grad_accumulation_steps")
+    x = x.reshape((x.shape[0] // count, count) + x.shape[1:])
+    x = jnp.moveaxis(x, 1, 0)
+    return jax.lax.with_sharding_constraint(
+        x, PartitionSpec(None, sharding.BATCH_AXES, *([None] * (x.ndim - 2))))
+  return {k: split(v) for k, v in batch.items()}
+
+
+def accumulated_gradients(loss_fn: LossFn, params: Any, batch: Mapping[str, Array], key: Array,
+                          microbatches: int) -> Tuple[Any, Metrics]:
+  """Gradients and metrics averaged over ``microbatches`` slices of ``batch``, run one after
+  the other (a ``lax.scan``: activation memory of one microbatch). Microbatch i uses
+  ``fold_in(key, i)``. Losses that are batch means (reconstruction, cross-modal, the
+  fine-tuning BCEs) give the full batch's gradients; the contrastive loss sees the negatives
+  of its microbatch only. ``microbatches=1`` is the plain full-batch gradient."""
+  grad_fn = jax.value_and_grad(loss_fn, has_aux=True)
+  if microbatches == 1:
+    (_, metrics), grads = grad_fn(params, batch, key)
+    return grads, metrics
+
+  def one(carry, inputs):
+    index, micro = inputs
+    (_, metrics), grads = grad_fn(params, micro, jax.random.fold_in(key, index))
+    return jax.tree.map(jnp.add, carry, grads), metrics
+
+  zeros = jax.tree.map(lambda p: jnp.zeros(p.shape, jnp.float32), params)
+  grads, metrics = jax.lax.scan(
+      one, zeros, (jnp.arange(microbatches), split_microbatches(batch, microbatches)))
+  return (jax.tree.map(lambda g, p: (g / microbatches).astype(p.dtype), grads, params),
+          jax.tree.map(lambda x: jnp.mean(x, axis=0), metrics))
+
+
 def train_step(state: TrainState, batch: Mapping[str, Array], *, loss_fn: LossFn,
                optimizer: optax.GradientTransformation,
-               schedules: Mapping[str, Callable[[Array], Array]]
+               schedules: Mapping[str, Callable[[Array], Array]], microbatches: int = 1
                ) -> Tuple[TrainState, Metrics]:
-  """One optimisation step: loss and gradients on the global batch, AdamW update."""
+  """One optimisation step: loss and gradients on the global batch (accumulated over
+  ``microbatches`` slices), AdamW update."""
   key = jax.random.fold_in(state.rng, state.step)
-  (_, metrics), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params, batch, key)
+  grads, metrics = accumulated_gradients(loss_fn, state.params, batch, key, microbatches)
   updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
   params = optax.apply_updates(state.params, updates)
   metrics = dict(metrics, grad_norm=optax.tree.norm(grads),
@@ -137,12 +178,12 @@ def train_step(state: TrainState, batch: Mapping[str, Array], *, loss_fn: LossFn
 
 def jit_train_step(loss_fn: LossFn, optimizer: optax.GradientTransformation,
                    schedules: Mapping[str, Callable[[Array], Array]], state_shardings: Any,
-                   mesh: Mesh) -> Callable[[TrainState, Mapping[str, Array]],
+                   mesh: Mesh, microbatches: int = 1) -> Callable[[TrainState, Mapping[str, Array]],
                                            Tuple[TrainState, Metrics]]:
   """The jitted step: state in its shardings (donated), batch split over data × fsdp,
-  metrics replicated."""
+  metrics replicated; gradients accumulated over ``microbatches`` slices of the batch."""
   step = lambda state, batch: train_step(state, batch, loss_fn=loss_fn, optimizer=optimizer,
-                                         schedules=schedules)
+                                         schedules=schedules, microbatches=microbatches)
   return jax.jit(step, in_shardings=(state_shardings, sharding.batch_sharding(mesh)),
                  out_shardings=(state_shardings, sharding.replicated(mesh)),
                  donate_argnums=(0,))

