@@ -398,10 +398,10 @@ def _with_average(columns: Dict[str, Dict[str, float]]) -> Dict[str, Dict[str, f
 
 def protocol_results(protocol: str, method: str,
                      groups: Mapping[str, Sequence[reports.VideoResult]],
-                     generators: Mapping[str, str], classifier: bool, notes: Sequence[str]
+                     generators: Mapping[str, str], thresholded: bool, notes: Sequence[str]
                      ) -> List[reports.ProtocolResult]:
   """The tables of one protocol from its scored columns (``protocol_videos``)."""
-  metric_names = ("acc", "auc", "ap") if classifier else ("ap", "auc")
+  metric_names = ("acc", "auc", "ap") if thresholded else ("ap", "auc")
   curves = {}
   columns: Dict[str, Dict[str, float]] = {}
   for column, results in groups.items():
@@ -519,7 +519,11 @@ def run(checkpoint: str, data_path: str, protocol: str, output: str, *, scorer: 
       groups[column] = [cache[(path, v.video_id, condition)] for v in videos]
   generators = {v.video_id: v.generator for v in data.videos}
   method = pathlib.Path(next(iter(paths.values()))).name if len(paths) == 1 else "per-category"
-  tables = protocol_results(protocol, method, groups, generators, classifier, notes)
+  thresholded = classifier and all(detectors.DETECTORS[loaded[path].detector].thresholded
+                                   for path in loaded)
+  if classifier and not thresholded:
+    notes.append("the detector's score has no decision threshold (unsupervised), so no ACC")
+  tables = protocol_results(protocol, method, groups, generators, thresholded, notes)
   meta = {
       "protocol": protocol, "scorer": scorer, "no_audio": no_audio, "max_seconds": max_seconds,
       "checkpoints": {str(k or "all"): loaded[p].description for k, p in paths.items()},
@@ -563,7 +567,8 @@ def define_flags() -> None:
   flags.DEFINE_enum("protocol", "all", PROTOCOLS, "Evaluation protocol.")
   flags.DEFINE_string("output", None, "Directory for the report files.")
   flags.DEFINE_enum("scorer", "classifier", ["classifier", "coherence"],
-                    "classifier: the fine-tuned heads; coherence: audio-visual agreement of the "
+                    "classifier: the checkpoint's detector (HAVIC: the fine-tuned heads); "
+                    "coherence: audio-visual agreement of the "
                     "encoders (any checkpoint, no fine-tuning).")
   flags.DEFINE_integer("step", None, "Checkpoint step of a workdir (default: best, else latest).")
   flags.DEFINE_string("split", None, "Split of FakeAVCeleb / prepared data to score "

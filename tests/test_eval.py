@@ -186,7 +186,7 @@ def test_intra_tables_list_every_fake_category_in_the_paper_order():
   videos = [_result("real", 0.1, 0), _result("real", 0.4, 0), _result("FVFA-WL", 0.9, 1),
             _result("RVFA", 0.3, 1), _result("FVRA-WL", 0.8, 1), _result("FVRA-FS", 0.7, 1)]
   overall, per_category = eval_binary.protocol_results(
-      "fakeavceleb_intra", "m", {"all": videos}, {}, classifier=True, notes=())
+      "fakeavceleb_intra", "m", {"all": videos}, {}, thresholded=True, notes=())
   assert overall.columns["all"]["acc"] == pytest.approx(5 / 6)  # 0.3 is the one mistake
   assert overall.columns["all"]["auc"] == pytest.approx(7 / 8)
   assert list(per_category.columns) == ["RVFA", "FVRA-WL", "FVFA-WL", "FVRA-FS", "AVG"]

@@ -14,8 +14,8 @@ from havic_jax.masking import pretraining_masks
 from havic_jax.models.havic import build_model, example_inputs
 from havic_jax.optimizer import make_optimizer
 from havic_jax.synthetic_batches import synthetic_batches
-from havic_jax.train_step import (create_sharded_state, jit_train_step, pretrain_loss_fn,
-                                  split_microbatches)
+from havic_jax.train_step import (create_sharded_state, finetune_loss_fn, jit_train_step,
+                                  pretrain_loss_fn, split_microbatches)
 
 # float32 on CPU: different meshes reduce in different orders.
 MESH_TOLERANCE = dict(rtol=2e-4, atol=2e-6)
@@ -179,7 +179,7 @@ def test_gradient_accumulation_equals_the_full_batch_step():
     for microbatches in (1, 4):
       state, shardings = create_sharded_state(model, cfg, "finetune", optimizer,
                                               jax.random.PRNGKey(0), mesh, rules)
-      step = jit_train_step(train.finetune_loss_fn(model), optimizer, schedules, shardings,
+      step = jit_train_step(finetune_loss_fn(model), optimizer, schedules, shardings,
                             mesh, microbatches)
       state, metrics = step(state, sharding.global_batch(batch, mesh))
       results[microbatches] = jax.device_get((state.params, metrics))

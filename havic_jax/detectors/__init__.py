@@ -34,20 +34,22 @@ class DetectorInfo:
 
   stages: the training stages it has; real_only: pretraining reads real clips only;
   identities: batches carry ``identity`` ids, grouped as I identities × several clips;
-  face_tracks: the eval binary scores every face track and keeps the maximum."""
+  face_tracks: the eval binary scores every face track and keeps the maximum; thresholded: its
+  fake logit has a decision threshold at 0 (else the eval binary reports no ACC)."""
 
   paper: str
   stages: Tuple[str, ...]
   real_only: bool = False
   identities: bool = False
   face_tracks: bool = False
+  thresholded: bool = True
 
 
 DETECTORS: Dict[str, DetectorInfo] = {
     HAVIC: DetectorInfo("HAVIC (this codebase's main model)", ("pretrain", "finetune")),
     "consistency": DetectorInfo(
         "Unsupervised Multimodal Deepfake Detection Using Intra- and Cross-Modal "
-        "Inconsistencies", ("pretrain",), real_only=True, identities=True),
+        "Inconsistencies", ("pretrain",), real_only=True, identities=True, thresholded=False),
     "voice_face": DetectorInfo("Voice-Face Homogeneity Tells Deepfake (VFD)",
                                ("pretrain", "finetune"), real_only=True, identities=True),
     "fine_grained": DetectorInfo(
