@@ -32,6 +32,7 @@ def mesh_and_rules(config: ml_collections.ConfigDict) -> None:
       ("heads", "tensor"),
       ("qkv", "tensor"),
       ("act_heads", "tensor"),
+      ("layers", None),  # the stacked layer axis of scanned encoder blocks (models.stacking)
   )
 
 

@@ -1,7 +1,8 @@
 """Step-time benchmark: compile time, step times, samples/s, FLOPs, MFU and memory.
 
   python -m havic_jax.bench --config=configs/pretrain_base.py [--batch=B] [--steps=N]
-      [--mode=train|forward] [--data=random|pipeline] [--output=bench.json] [--config.x=y]
+      [--mode=train|forward] [--data=random|pipeline] [--output=bench.json] [--profile=DIR]
+      [--config.x=y]
 
 ``--mode=train`` times the jitted training step of ``config.stage`` on the config's mesh;
 ``--mode=forward`` times the fine-tuning classifier's forward pass (one window per sample: the
@@ -116,8 +117,9 @@ def _forward_step(config: Any, mesh: Any) -> tuple:
 
 
 def run(config: Any, batch_size: int, steps: int, warmup: int, mode: str, data: str,
-        workdir: str = "/tmp/havic_bench") -> Dict[str, Any]:
-  """Benchmarks ``mode`` ("train" or "forward") of ``config`` at global ``batch_size``."""
+        workdir: str = "/tmp/havic_bench", profile_dir: Optional[str] = None) -> Dict[str, Any]:
+  """Benchmarks ``mode`` ("train" or "forward") of ``config`` at global ``batch_size``; with
+  ``profile_dir``, a ``jax.profiler`` trace of the timed steps is written there."""
   config = config.copy_and_resolve_references()
   config.unlock()
   config.batch_size = batch_size
@@ -162,6 +164,8 @@ def run(config: Any, batch_size: int, steps: int, warmup: int, mode: str, data: 
   times, waits = [], []
   batch = first
   for index in range(warmup + steps if steps else 0):  # steps=0: compile and memory only
+    if profile_dir and index == warmup:
+      jax.profiler.start_trace(profile_dir)
     started = time.perf_counter()
     if index:
       batch = sharding.global_batch(next(batches), mesh)
@@ -172,6 +176,8 @@ def run(config: Any, batch_size: int, steps: int, warmup: int, mode: str, data: 
     if index >= warmup:
       times.append(done - started)
       waits.append(fetched - started)
+  if profile_dir and steps:
+    jax.profiler.stop_trace()
   nan = float("nan")
   median = float(np.median(times)) if times else nan
   device = jax.devices()[0]
@@ -181,6 +187,8 @@ def run(config: Any, batch_size: int, steps: int, warmup: int, mode: str, data: 
   return {
       "config": {"stage": stage, "mode": mode, "batch_size": batch_size,
                  "dtype": cfg.dtype, "attention_impl": cfg.attention_impl, "remat": cfg.remat,
+                 "remat_policy": cfg.remat_policy, "scan_layers": cfg.scan_layers,
+                 "grad_accumulation_steps": config.grad_accumulation_steps,
                  "mesh": dict(config.mesh), "data": data},
       "device": {"kind": device.device_kind, "platform": device.platform,
                  "count": jax.device_count(), "host": platform.node()},
@@ -234,7 +242,7 @@ def main(argv: Sequence[str]) -> None:
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
   config = FLAGS.config
   result = run(config, FLAGS.batch or config.batch_size, FLAGS.steps, FLAGS.warmup, FLAGS.mode,
-               FLAGS.data)
+               FLAGS.data, profile_dir=FLAGS.profile)
   print(table(result))
   if FLAGS.output:
     with open(FLAGS.output, "w") as file:
@@ -255,6 +263,8 @@ def define_flags() -> None:
   flags.DEFINE_enum("data", "random", ["random", "pipeline"],
                     "random arrays, or the config's input pipeline (measures data wait).")
   flags.DEFINE_string("output", None, "Write the result as JSON here.")
+  flags.DEFINE_string("profile", None, "Write a jax.profiler trace of the timed steps here "
+                      "(open with TensorBoard's profile plugin or Perfetto).")
   flags.mark_flags_as_required(["config"])
 
 

@@ -34,6 +34,7 @@ from flax import traverse_util
 from safetensors.numpy import load_file, save_file
 
 from havic_jax import cli
+from havic_jax.models import stacking
 from havic_jax.models.config import ModelConfig, model_config_from
 from havic_jax.models.reference import param_shapes
 from havic_jax.optimizer import PRETRAINED_MODULES
@@ -106,8 +107,9 @@ def export_params(params: Mapping[str, Any], model_config_dict: Mapping[str, Any
   missing = [name for name in modules if name not in params]
   if missing:
     raise ExportError(f"no modules {missing} in the parameters; they hold {sorted(params)}")
-  cfg = model_config_from(model_config_dict, compat)
-  selected = {name: params[name] for name in modules}
+  # Exports hold the per-layer layout whatever the run's (models.stacking).
+  cfg = dataclasses.replace(model_config_from(model_config_dict, compat), scan_layers=False)
+  selected = stacking.unstack_layers({name: params[name] for name in modules})
   left_out = leaves_left_out(selected, cfg, stage)
   directory = pathlib.Path(output_dir).absolute()
   if directory.exists() and any(directory.iterdir()):

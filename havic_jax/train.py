@@ -21,6 +21,7 @@ from absl import logging
 from havic_jax import augment, checkpoints, detectors, input_pipeline, masking, pseudo_fakes
 from havic_jax import sharding
 from havic_jax.metric_writer import MetricWriter, parameter_overview, train_metrics_from
+from havic_jax.models import stacking
 from havic_jax.models.config import ModelConfig, model_config_from
 from havic_jax.metrics import binary_metrics
 from havic_jax.optimizer import PRETRAINED_MODULES, make_optimizer
@@ -264,7 +265,7 @@ def run(config: Any, workdir: str) -> Tuple[TrainState, Dict[str, float]]:
       else:
         state, shardings = create_sharded_state(model, cfg, kind, optimizer, rng, mesh, rules)
         if config.init_from:
-          backbone = load_backbone(config.init_from)
+          backbone = stacking.to_layout(load_backbone(config.init_from), cfg)
           state = with_backbone(state, shardings, backbone)
           logging.info("initialised %s from %s",
                        ", ".join(n for n in backbone if n in state.params), config.init_from)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 from typing import Any, Optional, Tuple
 
+import jax
 import jax.numpy as jnp
 
 # compat="reference" reproduces the released code; "paper" turns on the paper's intent.
@@ -56,10 +57,12 @@ class ModelConfig:
   reducer_hidden: int = 128
   classifier_hidden: Tuple[int, ...] = (1536, 768)
   classifier_dropout: Tuple[float, ...] = (0.1, 0.2)
-  # Numerics and memory.
+  # Numerics, memory and compilation.
   dtype: str = "float32"
   attention_impl: Optional[str] = None
   remat: bool = False
+  remat_policy: str = "nothing_saveable"  # a jax.checkpoint_policies name, used when remat
+  scan_layers: bool = False  # encoder blocks between taps as one nn.scan (models.stacking)
 
   def __post_init__(self):
     if self.audio_segments not in AUDIO_SEGMENT_MODES:
@@ -76,6 +79,9 @@ class ModelConfig:
     if len(self.tap_layers) != self.decoder_depth:
       raise ValueError("the hierarchical schedule needs one decoder block per tap layer: "
                        f"tap_layers={self.tap_layers}, decoder_depth={self.decoder_depth}")
+    if not hasattr(jax.checkpoint_policies, self.remat_policy):
+      raise ValueError(f"remat_policy must name a jax.checkpoint_policies entry (e.g. "
+                       f"nothing_saveable, dots_saveable), got {self.remat_policy!r}")
     if max(self.tap_layers) != self.depth:
       raise ValueError(f"the last tap layer must be the final encoder layer {self.depth}")
 

@@ -9,7 +9,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from havic_jax.models import layers
+from havic_jax.models import layers, stacking
 from havic_jax.models.config import ModelConfig
 from havic_jax.models.patches import audio_token_order, patchify_audio, patchify_video
 
@@ -17,24 +17,59 @@ Array = jax.Array
 
 
 def transformer_block_cls(cfg: ModelConfig):
-  """The block class, rematerialised when ``cfg.remat`` (``deterministic`` is static)."""
+  """The block class, rematerialised when ``cfg.remat`` with the ``jax.checkpoint_policies``
+  entry ``cfg.remat_policy`` (``deterministic`` is static)."""
   if cfg.remat:
-    return nn.remat(layers.TransformerBlock, static_argnums=(2,))
+    return nn.remat(layers.TransformerBlock, static_argnums=(2,),
+                    policy=getattr(jax.checkpoint_policies, cfg.remat_policy))
   return layers.TransformerBlock
+
+
+class ScannedBlocks(nn.Module):
+  """``length`` identical blocks as one ``nn.scan`` over stacked parameters
+  (``stacking.SCANNED_BLOCK`` [length, ...]): x [B, N, D] -> [B, N, D]."""
+
+  cfg: ModelConfig
+  drop_path_rate: float
+  length: int
+  deterministic: bool
+
+  @nn.compact
+  def __call__(self, x: Array) -> Array:
+    cfg, deterministic = self.cfg, self.deterministic
+
+    def body(block, carry, _):
+      return block(carry, deterministic), None
+
+    scan = nn.scan(body, variable_axes={"params": 0},
+                   split_rngs={"params": True, "dropout": True}, length=self.length,
+                   metadata_params={nn.PARTITION_NAME: stacking.LAYER_AXIS})
+    block = transformer_block_cls(cfg)(cfg.num_heads, cfg.mlp_ratio, self.drop_path_rate,
+                                       qv_bias=True, dtype=cfg.compute_dtype,
+                                       attention_impl=cfg.attention_impl,
+                                       name=stacking.SCANNED_BLOCK)
+    return scan(block, x, None)[0]
 
 
 def run_trunk(module: nn.Module, x: Array, cfg: ModelConfig, drop_path_rate: float,
               deterministic: bool) -> tuple[Array, ...]:
-  """Runs ``cfg.depth`` pre-norm blocks (created as children ``block_i`` of ``module``) and
-  returns ``norm(x)`` after each tap layer, all through one shared final LayerNorm."""
-  block_cls = transformer_block_cls(cfg)
+  """Runs ``cfg.depth`` pre-norm blocks as children of ``module`` and returns ``norm(x)``
+  after each tap layer, all through one shared final LayerNorm. The blocks are ``block_i``,
+  or with ``cfg.scan_layers`` one scanned group ``blocks_a_b`` per span between taps
+  (``stacking``)."""
   norm = layers.layer_norm("norm", dtype=cfg.compute_dtype)
   taps = []
-  for i in range(cfg.depth):
-    x = block_cls(cfg.num_heads, cfg.mlp_ratio, drop_path_rate, qv_bias=True,
-                  dtype=cfg.compute_dtype, attention_impl=cfg.attention_impl,
-                  name=f"block_{i}")(x, deterministic)
-    if i + 1 in cfg.tap_layers:
+  for first, end in stacking.layer_groups(cfg.depth, cfg.tap_layers):
+    if cfg.scan_layers:
+      x = ScannedBlocks(cfg, drop_path_rate, end - first, deterministic,
+                        name=stacking.group_name(first, end))(x)
+    else:
+      block_cls = transformer_block_cls(cfg)
+      for i in range(first, end):
+        x = block_cls(cfg.num_heads, cfg.mlp_ratio, drop_path_rate, qv_bias=True,
+                      dtype=cfg.compute_dtype, attention_impl=cfg.attention_impl,
+                      name=f"block_{i}")(x, deterministic)
+    if end in cfg.tap_layers:
       taps.append(norm(x))
   return tuple(taps)
 

@@ -9,6 +9,7 @@ but never reads (spec §10) must equal the release's state_dict size.
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Dict
 
 import flax.linen as nn
@@ -24,8 +25,9 @@ from havic_jax.models.reference import reference_rules
 
 
 def reconciliation(cfg: ModelConfig, kind: str) -> Dict[str, object]:
-  """Counts per top-level module and the reconciliation with the reference state_dict."""
-  params = nn.unbox(abstract_params(cfg, kind))
+  """Counts per top-level module and the reconciliation with the reference state_dict (in the
+  per-layer layout, which holds the same numbers as the scanned one)."""
+  params = nn.unbox(abstract_params(dataclasses.replace(cfg, scan_layers=False), kind))
   size = lambda tree: int(sum(np.prod(x.shape) for x in jax.tree.leaves(tree)))
   rules = reference_rules(cfg, kind)
   shapes = {tuple(k.key for k in path): leaf.shape

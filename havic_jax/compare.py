@@ -1,0 +1,209 @@
+"""Trains several detectors on one prepared corpus and scores them with the eval binary on the
+same videos and protocol, so their numbers can be put side by side.
+
+  python -m havic_jax.compare --data=PREPARED --eval_data=VIDEOS --workdir=DIR \
+      --detectors=havic,consistency,voice_face,fine_grained,fakeout --protocol=fakeavceleb_intra
+
+Each detector follows its recipe (``RECIPES``): its stages in order, each a training run of the
+config ``configs/<stage config>_<size>.py`` on ``--data``'s ``train`` split (pretraining stages
+on its real clips only), later stages initialised from the previous stage's workdir. Every run
+lives in ``DIR/<detector>/<stage>`` and resumes if it is there already, so re-running the
+command after a stop continues it. The eval report of each detector is in ``DIR/<detector>/
+eval``; ``DIR/comparison.md`` and ``comparison.json`` hold the table.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime
+import importlib
+import json
+import pathlib
+import time
+from typing import Any, Dict, List, Optional, Sequence, Tuple
+
+from absl import app, flags, logging
+
+from havic_jax import cli
+
+FLAGS = flags.FLAGS
+
+# detector -> its training stages in order: (stage, config name without the size suffix).
+RECIPES: Dict[str, Tuple[Tuple[str, str], ...]] = {
+    "havic": (("pretrain", "pretrain"), ("finetune", "finetune")),
+    "consistency": (("pretrain", "consistency"),),
+    "voice_face": (("pretrain", "voice_face_pretrain"), ("finetune", "voice_face_finetune")),
+    "fine_grained": (("finetune", "fine_grained"),),
+    "fakeout": (("finetune", "fakeout"),),
+}
+CONFIG_DIR = pathlib.Path(__file__).resolve().parent.parent / "configs"
+
+
+@dataclasses.dataclass
+class StageRun:
+  """One training run of a recipe: what it trained and its wall time in seconds (None: the
+  workdir held the final checkpoint already, so nothing ran)."""
+  stage: str
+  config: str
+  steps: int
+  seconds: Optional[float]
+
+
+def stage_config(config_name: str, size: str) -> Any:
+  """``configs/<config_name>_<size>.py``'s config (unlocked)."""
+  module_name = f"{config_name}_{size}"
+  if not (CONFIG_DIR / f"{module_name}.py").is_file():
+    sizes = sorted(p.stem[len(config_name) + 1:] for p in CONFIG_DIR.glob(f"{config_name}_*.py"))
+    raise ValueError(f"{CONFIG_DIR / module_name}.py does not exist; --size can be one of "
+                     f"{sizes} for {config_name}")
+  config = importlib.import_module(f"configs.{module_name}").get_config()
+  config.unlock()
+  return config
+
+
+def recipe_configs(detector: str, size: str, data: str, steps: Dict[str, Optional[int]],
+                   log_every: int) -> List[Tuple[str, Any]]:
+  """[(stage config name, config)] of ``detector``'s recipe on the prepared ``data``: the train
+  split (real clips only when pretraining), ``steps[stage]`` steps when set."""
+  if detector not in RECIPES:
+    raise ValueError(f"unknown detector {detector!r}; one of {sorted(RECIPES)}")
+  configs = []
+  for stage, name in RECIPES[detector]:
+    config = stage_config(name, size)
+    config.data.source, config.data.path, config.data.split = "prepared", data, "train"
+    if stage == "pretrain":
+      config.data.real_only = True
+    if steps.get(stage):
+      config.num_steps = steps[stage]
+    config.log_every = min(log_every, config.num_steps)
+    configs.append((f"{name}_{size}", config))
+  return configs
+
+
+def train_recipe(detector: str, configs: Sequence[Tuple[str, Any]], workdir: pathlib.Path
+                 ) -> Tuple[pathlib.Path, List[StageRun]]:
+  """Runs the stages in order (each from the previous one's workdir) -> the last workdir and
+  the runs."""
+  from havic_jax import checkpoints, train
+  previous: Optional[pathlib.Path] = None
+  runs = []
+  for name, config in configs:
+    stage_dir = workdir / detector / config.stage
+    if previous is not None:
+      config.init_from = str(previous)
+    seconds = None
+    if not (stage_dir / checkpoints.CHECKPOINT_DIR / str(config.num_steps)).is_dir():
+      logging.info("%s: %s for %d steps in %s", detector, name, config.num_steps, stage_dir)
+      start = time.time()
+      train.run(config, str(stage_dir))
+      seconds = time.time() - start
+    runs.append(StageRun(config.stage, name, config.num_steps, seconds))
+    previous = stage_dir
+  return previous, runs
+
+
+def summary_row(detector: str, runs: Sequence[StageRun], outcome: Dict[str, Any]
+                ) -> Dict[str, Any]:
+  """The comparison row of one detector from its runs and the eval binary's outcome."""
+  from havic_jax import detectors, reports
+  overall = outcome["results"][0]
+  row: Dict[str, Any] = {
+      "detector": detector, "paper": detectors.DETECTORS[detector].paper,
+      "stages": [dataclasses.asdict(r) for r in runs],
+      "overall": {column: {m: values[m] for m in overall.metric_names}
+                  for column, values in overall.columns.items()},
+      "statuses": reports.status_counts(outcome["videos"]),
+  }
+  if len(outcome["results"]) > 1:
+    row["categories"] = {c: v["auc"] for c, v in outcome["results"][1].columns.items()}
+  return row
+
+
+def _percent(value: Optional[float]) -> str:
+  return "–" if value is None or value != value else f"{100 * value:.2f}"
+
+
+def comparison_markdown(rows: Sequence[Dict[str, Any]], protocol: str, eval_data: str) -> str:
+  """The comparison table: one row per detector, video-level AUC / AP / ACC of the protocol's
+  first column, then AUC per fake category (each against all real videos)."""
+  categories: List[str] = []
+  for row in rows:
+    categories += [c for c in row.get("categories", {}) if c not in categories]
+  header = ["detector", "training (steps, s)", "AUC", "AP", "ACC"] + [
+      f"AUC {c}" for c in categories]
+  lines = [f"# Detector comparison: `{protocol}` on `{eval_data}`", "",
+           "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+  for row in rows:
+    values = next(iter(row["overall"].values()))
+    training = ", ".join(f"{r['config']} {r['steps']} " + (
+        "(done before)" if r["seconds"] is None else f"({r['seconds']:.0f} s)")
+        for r in row["stages"])
+    cells = [row["detector"], training] + [_percent(values.get(m)) for m in ("auc", "ap", "acc")]
+    cells += [_percent(row.get("categories", {}).get(c)) for c in categories]
+    lines.append("| " + " | ".join(cells) + " |")
+  lines += ["", "Metrics in %, video level, each detector's last training step; – where a "
+            "detector has no decision threshold (no ACC) or a category is absent.", ""]
+  return "\n".join(lines)
+
+
+def run(detector_names: Sequence[str], data: str, eval_data: str, workdir: str, *,
+        size: str = "tiny", protocol: str = "fakeavceleb_intra",
+        steps: Optional[Dict[str, Optional[int]]] = None, log_every: int = 50, workers: int = 0,
+        batch_size: int = 32) -> List[Dict[str, Any]]:
+  """Trains and scores each detector; writes ``comparison.md`` / ``comparison.json`` in
+  ``workdir`` and returns the rows."""
+  from havic_jax import eval as eval_binary
+  root = pathlib.Path(workdir)
+  root.mkdir(parents=True, exist_ok=True)
+  plans = {d: recipe_configs(d, size, data, steps or {}, log_every) for d in detector_names}
+  rows = []
+  for detector, configs in plans.items():
+    last, runs = train_recipe(detector, configs, root)
+    # The last step, not the best by validation AUC: the validation clips come from the
+    # videos scored here, so choosing by them would flatter every detector.
+    outcome = eval_binary.run(str(last), eval_data, protocol, str(root / detector / "eval"),
+                              step=configs[-1][1].num_steps, workers=workers,
+                              batch_size=batch_size)
+    rows.append(summary_row(detector, runs, outcome))
+    meta = {"protocol": protocol, "data": data, "eval_data": eval_data, "size": size,
+            "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")}
+    (root / "comparison.json").write_text(json.dumps({"meta": meta, "rows": rows}, indent=1))
+    (root / "comparison.md").write_text(comparison_markdown(rows, protocol, eval_data))
+  return rows
+
+
+def main(argv: Sequence[str]) -> None:
+  if len(argv) > 1:
+    raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+  run(FLAGS.detectors, FLAGS.data, FLAGS.eval_data or FLAGS.data, FLAGS.workdir,
+      size=FLAGS.size, protocol=FLAGS.protocol,
+      steps={"pretrain": FLAGS.pretrain_steps, "finetune": FLAGS.finetune_steps},
+      log_every=FLAGS.log_every, workers=FLAGS.workers, batch_size=FLAGS.batch_size)
+  print((pathlib.Path(FLAGS.workdir) / "comparison.md").read_text())
+
+
+def define_flags() -> None:
+  from havic_jax.eval import PROTOCOLS
+  flags.DEFINE_list("detectors", list(RECIPES), f"Detectors to train and score, of "
+                    f"{list(RECIPES)}.")
+  flags.DEFINE_string("data", None, "Prepared shards (python -m data_pipelines.prepare) to "
+                      "train on (their train split).")
+  flags.DEFINE_string("eval_data", None, "What the eval binary scores (default: --data): raw "
+                      "videos, a CSV, or prepared shards.")
+  flags.DEFINE_string("workdir", None, "Directory of the runs, reports and comparison table.")
+  flags.DEFINE_string("size", "tiny", "Config size suffix: configs/<name>_<size>.py.")
+  flags.DEFINE_enum("protocol", "fakeavceleb_intra", PROTOCOLS, "Eval protocol.")
+  flags.DEFINE_integer("pretrain_steps", None, "Steps of every pretraining stage (default: "
+                       "the config's).", lower_bound=1)
+  flags.DEFINE_integer("finetune_steps", None, "Steps of every fine-tuning stage (default: "
+                       "the config's).", lower_bound=1)
+  flags.DEFINE_integer("log_every", 50, "Steps per logging window.", lower_bound=1)
+  flags.DEFINE_integer("workers", 0, "Eval binary's decode / face-detection processes.",
+                       lower_bound=0)
+  flags.DEFINE_integer("batch_size", 32, "Eval windows per batch.", lower_bound=1)
+  flags.mark_flags_as_required(["data", "workdir"])
+
+
+if __name__ == "__main__":
+  define_flags()
+  cli.run(main)
