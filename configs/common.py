@@ -57,6 +57,10 @@ def data_config(stage: str) -> ml_collections.ConfigDict:
       # identities × `clips_per_identity` clips of different videos (0: plain shuffling).
       "real_only": False,
       "clips_per_identity": 0,
+      # Pretraining only: other prepared data mixed in, "DIR:SHARE[,DIR:SHARE]", each DIR's
+      # clips making up SHARE of the samples (e.g. out-of-domain clips prepared with
+      # `--dataset=folder --crop=centre`, as FakeOut pretrains).
+      "mixture": "",
   })
 
 

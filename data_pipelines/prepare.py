@@ -30,7 +30,7 @@ from havic_jax import cli, records
 from havic_jax.datasets import READERS, VideoEntry, read_fakeavceleb
 from havic_jax.media.clips import extract_clips
 from havic_jax.media.decode import CLIP_SECONDS, MediaError, read_media
-from havic_jax.media.faces import Detector, mtcnn_detector
+from havic_jax.media.faces import Detector, centre_detector, mtcnn_detector
 
 FLAGS = flags.FLAGS
 MANIFEST = "manifest.json"
@@ -51,14 +51,23 @@ class VideoRejected(Exception):
     self.code = code
 
 
+CROPS = ("face", "centre")  # MTCNN face crops, or every frame's centre square (no faces)
+
+
 @dataclasses.dataclass(frozen=True)
 class PrepareOptions:
   """frame_encoding: "jpeg" or "raw"; clip_hop: seconds between clip starts (None: back to
-  back); max_clips: per video (None: all)."""
+  back); max_clips: per video (None: all); crop: "face" (MTCNN, spec §1) or "centre" (the
+  frame's centre square, for out-of-domain clips without faces)."""
 
   frame_encoding: str = "jpeg"
   clip_hop: Optional[float] = None
   max_clips: Optional[int] = None
+  crop: str = "face"
+
+  def __post_init__(self):
+    if self.crop not in CROPS:
+      raise ValueError(f"crop must be one of {CROPS}, got {self.crop!r}")
 
 
 def video_records(entry: VideoEntry, detect: Detector, options: PrepareOptions
@@ -92,9 +101,15 @@ _WORKER: Dict[str, Any] = {}
 
 
 def _init_worker(progress: Optional[Any]) -> None:
-  """Per-process state: the face detector (loaded once) and the progress queue."""
-  _WORKER["detect"] = mtcnn_detector()
+  """Per-process state: the progress queue (the detector is loaded on first use)."""
   _WORKER["progress"] = progress
+
+
+def _detector(crop: str) -> Detector:
+  """This process's detector for ``crop`` (MTCNN loaded once per process)."""
+  if crop not in _WORKER:
+    _WORKER[crop] = mtcnn_detector() if crop == "face" else centre_detector()
+  return _WORKER[crop]
 
 
 def write_shard(output: str, index: int, count: int, entries: Sequence[VideoEntry],
@@ -108,7 +123,7 @@ def write_shard(output: str, index: int, count: int, entries: Sequence[VideoEntr
   try:
     for entry in entries:
       try:
-        encoded, dropped = video_records(entry, _WORKER["detect"], options)
+        encoded, dropped = video_records(entry, _detector(options.crop), options)
       except VideoRejected as error:
         rejected.append({"video_id": entry.video_id, "path": entry.path, "reason": error.code,
                          "message": str(error)})
@@ -260,7 +275,8 @@ def main(argv: Sequence[str]) -> None:
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
   started = time.time()
-  options = PrepareOptions(FLAGS.frame_encoding, FLAGS.clip_hop, FLAGS.max_clips_per_video)
+  options = PrepareOptions(FLAGS.frame_encoding, FLAGS.clip_hop, FLAGS.max_clips_per_video,
+                           FLAGS.crop)
   manifest = prepare(FLAGS.dataset, FLAGS.input, FLAGS.output, FLAGS.workers,
                      FLAGS.videos_per_shard, options, FLAGS.split_seed, FLAGS.split_by)
   counts = manifest["counts"]
@@ -284,6 +300,11 @@ def define_flags() -> None:
                     "How face crops are stored: JPEG (quality 95) or raw uint8.")
   flags.DEFINE_float("clip_hop", None, "Seconds between clip starts (default: back to back).")
   flags.DEFINE_integer("max_clips_per_video", None, "Keep at most this many clips per video.")
+  flags.DEFINE_enum("crop", "face", list(CROPS),
+                    "face: MTCNN face crops (videos without faces are rejected); centre: each "
+                    "frame's centre square, for out-of-domain clips without faces (e.g. "
+                    "--dataset=folder of AudioSet-style videos, mixed into pretraining with "
+                    "--config.data.mixture).")
   flags.DEFINE_integer("split_seed", 0, "Seed of FakeAVCeleb's 70/30 split.")
   flags.DEFINE_enum("split_by", "video", ["video", "identity"],
                     "FakeAVCeleb's 70/30 split draws videos (paper) or source identities.")

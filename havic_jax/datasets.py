@@ -223,9 +223,22 @@ def read_csv(path: str) -> List[VideoEntry]:
   return entries
 
 
+def read_folder(root: str) -> List[VideoEntry]:
+  """Every video under ``root`` (``VIDEO_SUFFIXES``), as real videos without identities in
+  split ``all``: e.g. AudioSet-style clips for out-of-domain pretraining."""
+  directory = pathlib.Path(root)
+  _require_dir(directory, "a folder of videos")
+  videos = videos_under(directory)
+  if not videos:
+    raise DatasetError(f"{directory}: no video files ({', '.join(VIDEO_SUFFIXES)}) under it")
+  return [VideoEntry(str(v), str(v.relative_to(directory)), 0, 0, 0, splits=("all",))
+          for v in videos]
+
+
 READERS: Dict[str, Callable[[str], List[VideoEntry]]] = {
     "lrs2": read_lrs2,
     "voxceleb2": read_voxceleb2,
     "fakeavceleb": read_fakeavceleb,
     "csv": read_csv,
+    "folder": read_folder,
 }

@@ -20,7 +20,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import pathlib
-from typing import Any, Dict, Mapping, Optional, Tuple
+from typing import Any, Dict, Mapping, Optional, Sequence, Tuple
 
 import cv2
 import grain
@@ -276,28 +276,48 @@ def process_shard(shard_index: Optional[int] = None, shard_count: Optional[int] 
   return shard_index, shard_count
 
 
-def training_dataset(data: PreparedData, split: Optional[str], cfg: ModelConfig, stage: str,
-                     local_batch_size: int, seed: int, *, balanced: bool = False,
-                     video_mask_ratio: float = 0.0, audio_mask_ratio: float = 0.0,
-                     augmentation: augment.Options = augment.Options(), workers: int = 0,
-                     real_only: bool = False, identities: Optional[Mapping[str, int]] = None,
-                     clips_per_identity: int = 0,
-                     pseudo_fake_options: Optional[pseudo_fakes.PseudoFakeOptions] = None,
-                     shard_index: Optional[int] = None,
-                     shard_count: Optional[int] = None) -> grain.IterDataset:
-  """Endless, seeded, per-process training batches of ``local_batch_size`` examples.
+def parse_mixture(value: str) -> Tuple[Tuple[str, float], ...]:
+  """``config.data.mixture`` "DIR:SHARE[,DIR:SHARE...]" -> ((DIR, SHARE), ...): prepared
+  directories whose clips make up SHARE of the pretraining samples each (the training data
+  the rest). "" -> ()."""
+  sources = []
+  for item in filter(None, (part.strip() for part in value.split(","))):
+    path, _, share = item.rpartition(":")
+    try:
+      weight = float(share)
+    except ValueError:
+      weight = -1.0
+    if not path or not 0.0 < weight < 1.0:
+      raise ValueError(f"data.mixture: {item!r} is not DIR:SHARE with 0 < SHARE < 1")
+    sources.append((path, weight))
+  if sum(w for _, w in sources) >= 1.0:
+    raise ValueError(f"data.mixture: the shares {[w for _, w in sources]} leave nothing of the "
+                     f"training data; they must sum to less than 1")
+  return tuple(sources)
 
-  The same (seed, shard) gives the same batches; shards are disjoint, and together cover each
-  epoch's permutation. ``balanced`` (fine-tuning) draws records with probability ∝ 1/count of
-  their ``overall_label``, with replacement; ``augmentation`` picks its augmentations.
-  ``real_only`` keeps the real clips; ``identities`` adds each clip's ``identity`` id;
-  ``clips_per_identity`` > 0 draws every batch as identities × that many clips of different
-  videos (:class:`IdentityGroups`, per process); ``pseudo_fake_options`` turns clips into
-  temporally-local pseudo-fakes (``havic_jax.pseudo_fakes``) before featurising.
-  ``workers`` > 0 decodes in that many processes.
+
+def _shuffled_records(data: PreparedData, indices: np.ndarray, seed: int, index: int,
+                      count: int) -> grain.MapDataset:
+  """This process's slice of an endless seeded shuffle of ``indices``, read as clips."""
+  ds = grain.MapDataset.source(indices).shuffle(seed=seed).repeat(None)[index::count]
+  return ds.map(ReadRecord(data.source()))
+
+
+def training_records(data: PreparedData, split: Optional[str], local_batch_size: int,
+                     seed: int, *, balanced: bool = False, real_only: bool = False,
+                     clips_per_identity: int = 0,
+                     mixture: Sequence[Tuple[PreparedData, float]] = (),
+                     shard_index: Optional[int] = None, shard_count: Optional[int] = None
+                     ) -> grain.MapDataset:
+  """This process's endless, seeded stream of decoded training clips (before featurising).
+
+  Shuffled records of ``split`` (``real_only``: its real clips), repeated; ``balanced`` draws
+  records with probability ∝ 1/count of their ``overall_label``, with replacement;
+  ``clips_per_identity`` > 0 draws every batch of ``local_batch_size`` as identities × that
+  many clips of different videos (:class:`IdentityGroups`). ``mixture`` ((prepared data,
+  share), ...) mixes in every clip of other prepared data, each making up its share of the
+  clips (a fixed interleaving by share; pretraining, e.g. out-of-domain clips without faces).
   """
-  if stage not in ("pretrain", "finetune"):
-    raise ValueError(f"stage must be 'pretrain' or 'finetune', got {stage!r}")
   indices = data.split_indices(split)
   if real_only:
     indices = data.real_indices(indices)
@@ -305,17 +325,54 @@ def training_dataset(data: PreparedData, split: Optional[str], cfg: ModelConfig,
   if clips_per_identity:
     ds = grain.MapDataset.range(ENDLESS).map(identity_groups(
         data, indices, local_batch_size, clips_per_identity, seed * count + index))
+    ds = ds.map(ReadRecord(data.source()))
+  elif balanced:
+    probabilities = balanced_weights(data.record_labels()[indices])
+    ds = grain.MapDataset.range(len(indices)).repeat(None).random_map(
+        WeightedPick(indices, np.cumsum(probabilities)), seed=seed)[index::count]
+    ds = ds.map(ReadRecord(data.source()))
   else:
-    if balanced:
-      probabilities = balanced_weights(data.record_labels()[indices])
-      ds = grain.MapDataset.range(len(indices)).repeat(None).random_map(
-          WeightedPick(indices, np.cumsum(probabilities)), seed=seed)
-    else:
-      ds = grain.MapDataset.source(indices).shuffle(seed=seed).repeat(None)
-    ds = ds[index::count]
-  ds = ds.map(ReadRecord(data.source()))
+    ds = _shuffled_records(data, indices, seed, index, count)
+  if mixture:
+    extra = [_shuffled_records(other, other.split_indices(None), seed + 3 + k, index, count)
+             for k, (other, _) in enumerate(mixture)]
+    shares = [share for _, share in mixture]
+    ds = grain.MapDataset.mix([ds] + extra, [1.0 - sum(shares)] + shares)
+  return ds
+
+
+def training_dataset(data: PreparedData, split: Optional[str], cfg: ModelConfig, stage: str,
+                     local_batch_size: int, seed: int, *, balanced: bool = False,
+                     video_mask_ratio: float = 0.0, audio_mask_ratio: float = 0.0,
+                     augmentation: augment.Options = augment.Options(), workers: int = 0,
+                     real_only: bool = False, identities: Optional[Mapping[str, int]] = None,
+                     clips_per_identity: int = 0,
+                     pseudo_fake_options: Optional[pseudo_fakes.PseudoFakeOptions] = None,
+                     mixture: Sequence[Tuple[PreparedData, float]] = (),
+                     shard_index: Optional[int] = None,
+                     shard_count: Optional[int] = None) -> grain.IterDataset:
+  """Endless, seeded, per-process training batches of ``local_batch_size`` examples.
+
+  The same (seed, shard) gives the same batches; shards are disjoint, and together cover each
+  epoch's permutation. The clips come from :func:`training_records` (``balanced``,
+  ``real_only``, ``clips_per_identity``, ``mixture``: pretraining only, not with identity
+  groups); ``augmentation`` picks the fine-tuning augmentations; ``identities`` adds each
+  clip's ``identity`` id; ``pseudo_fake_options`` turns clips into temporally-local
+  pseudo-fakes (``havic_jax.pseudo_fakes``) before featurising. ``workers`` > 0 decodes in that
+  many processes.
+  """
+  if stage not in ("pretrain", "finetune"):
+    raise ValueError(f"stage must be 'pretrain' or 'finetune', got {stage!r}")
+  if mixture and (stage != "pretrain" or clips_per_identity):
+    raise ValueError("data.mixture mixes data into HAVIC pretraining only (not fine-tuning, not "
+                     "identity-grouped batches)")
+  ds = training_records(data, split, local_batch_size, seed, balanced=balanced,
+                        real_only=real_only, clips_per_identity=clips_per_identity,
+                        mixture=mixture, shard_index=shard_index, shard_count=shard_count)
   if pseudo_fake_options is not None:
-    donor = pseudo_fakes.RecordDonor(data.source(), indices)
+    indices = data.split_indices(split)
+    donor = pseudo_fakes.RecordDonor(data.source(),
+                                     data.real_indices(indices) if real_only else indices)
     ds = ds.random_map(pseudo_fakes.PseudoFakeTransform(donor, pseudo_fake_options),
                        seed=seed + 2)
   transform = ClipTransform(cfg, stage, video_mask_ratio, audio_mask_ratio, augmentation,

@@ -89,10 +89,12 @@ def training_iterator(data: input_pipeline.PreparedData, config: Any, cfg: Model
         identities=data.identity_vocabulary(data.real_indices(indices) if real_only
                                             else indices),
         clips_per_identity=config.data.clips_per_identity)
+  mixture = tuple((input_pipeline.open_prepared(path), share) for path, share in
+                  input_pipeline.parse_mixture(config.data.get("mixture", "")))
   dataset = input_pipeline.training_dataset(
       data, split, cfg, config.stage, local_batch_size(config.batch_size), config.seed,
       balanced=config.data.balanced, workers=config.data.workers, real_only=real_only,
-      **stage_options)
+      mixture=mixture, **stage_options)
   return iter(dataset)
 
 

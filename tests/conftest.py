@@ -35,3 +35,24 @@ def prepared_corpus(synthetic_corpus, tmp_path_factory):
   prepare.prepare("fakeavceleb", str(synthetic_corpus), str(output), workers=2,
                   videos_per_shard=3)
   return output
+
+
+@pytest.fixture(scope="session")
+def faceless_videos(tmp_path_factory):
+  """A folder (two sub-folders) of two 3.6 s videos without faces: 320×160 frames of a moving
+  colour gradient, with noise for audio (out-of-domain clips)."""
+  import numpy as np
+  from data_pipelines import synthetic
+  root = tmp_path_factory.mktemp("faceless")
+  rng = np.random.default_rng(5)
+  x = np.linspace(0, 255, 320)[None, :, None]
+  y = np.linspace(0, 255, 160)[:, None, None]
+  seconds = 3.6
+  for k in range(2):
+    frames = np.stack([np.broadcast_to((x * np.array([1, 0.5, 0]) + y * np.array([0, 0.5, 1])
+                                        + 20 * t + 40 * k) % 256, (160, 320, 3))
+                       for t in range(int(25 * seconds))]).astype(np.uint8)
+    audio = (0.1 * rng.standard_normal(int(seconds * 16000))).astype(np.float32)
+    (root / f"sub{k}").mkdir()
+    synthetic.write_mp4(root / f"sub{k}" / f"clip{k}.mp4", frames, 25, audio, 16000)
+  return root

@@ -149,3 +149,32 @@ def test_missing_manifest_and_unknown_split_are_explained(tmp_path, data):
     ip.open_prepared(str(tmp_path))
   with pytest.raises(ip.DataError, match="no split 'nope'"):
     data.split_indices("nope")
+
+
+def test_mixture_shares_each_process_stream_and_resumes(data, faceless_videos, tmp_path):
+  from data_pipelines import prepare
+  prepare.prepare("folder", str(faceless_videos), str(tmp_path / "ood"),
+                  options=prepare.PrepareOptions(crop="centre"))
+  other = ip.open_prepared(str(tmp_path / "ood"))
+  ood = {v["video_id"] for v in other.manifest["videos"]}
+  assert ip.parse_mixture(f"{tmp_path / 'ood'}:0.25") == ((str(tmp_path / "ood"), 0.25),)
+  for process in range(2):
+    clips = ip.training_records(data, None, 4, seed=1, mixture=((other, 0.25),),
+                                shard_index=process, shard_count=2)
+    ids = [clips[i].video_id for i in range(200)]
+    assert sum(i in ood for i in ids) == 50  # a quarter of every process's clips
+    assert set(ids) & ood == ood  # every out-of-domain clip is drawn
+  batches = ip.training_dataset(data, None, TINY, "pretrain", 4, seed=1,
+                                mixture=((other, 0.25),), **RATIOS)
+  iterator = iter(batches)
+  next(iterator)
+  state = iterator.get_state()
+  rest = take(iterator, 2)
+  resumed = iter(batches)
+  resumed.set_state(state)
+  assert_batches_equal(take(resumed, 2), rest)
+  for bad in ("dir", "dir:1.5", "a:0.5,b:0.6"):
+    with pytest.raises(ValueError, match="data.mixture"):
+      ip.parse_mixture(bad)
+  with pytest.raises(ValueError, match="pretraining only"):
+    ip.training_dataset(data, None, TINY, "finetune", 4, seed=1, mixture=((other, 0.25),))

@@ -13,7 +13,9 @@ import pytest
 from data_pipelines import prepare, synthetic
 from havic_jax import datasets, records
 from havic_jax.input_pipeline import open_prepared
-from havic_jax.media.faces import BOX_SCALE, CROP_SIZE, mtcnn_detector
+from havic_jax.media.decode import clip_frame_indices, read_media
+from havic_jax.media.faces import BOX_SCALE, CROP_SIZE, crop_region, mtcnn_detector
+from havic_jax.media.windows import centre_square
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 
@@ -210,3 +212,22 @@ def test_prepare_help_and_bad_dataset():
   assert result.returncode == 0 and "--videos_per_shard" in result.stdout
   with pytest.raises(datasets.DatasetError, match="meta_data.csv"):
     prepare.prepare("fakeavceleb", "/nonexistent", "/tmp/unused_output")
+
+
+def test_out_of_domain_folder_is_prepared_with_centre_crops(faceless_videos, tmp_path):
+  options = prepare.PrepareOptions(frame_encoding="raw", crop="centre")
+  manifest = prepare.prepare("folder", str(faceless_videos), str(tmp_path / "out"),
+                             options=options)
+  assert manifest["counts"]["clips"] == 2 and not manifest["rejected"]
+  assert manifest["splits"] == {"all": ["sub0/clip0.mp4", "sub1/clip1.mp4"]}
+  assert {(v["overall_label"], v["identity"]) for v in manifest["videos"]} == {(0, "")}
+  # The stored frames are the centre squares of the clip's linspace-sampled frames.
+  media = read_media(faceless_videos / "sub1/clip1.mp4")
+  in_clip = np.nonzero(np.arange(len(media.frames)) / media.fps < 3.2 - 1e-6)[0]
+  chosen = media.frames[in_clip[clip_frame_indices(len(in_clip))]]
+  expected = np.stack([crop_region(f, centre_square(320, 160)) for f in chosen])
+  record = records.decode(open_prepared(str(tmp_path / "out")).source()[1])
+  assert record.video_id == "sub1/clip1.mp4"
+  np.testing.assert_array_equal(record.frames, expected)
+  with pytest.raises(ValueError, match="crop must be one of"):
+    prepare.PrepareOptions(crop="faces")

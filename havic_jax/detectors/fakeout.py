@@ -5,8 +5,9 @@ Detection". Fine-tuning trains an MLP (widths 512 → 128 → 2; the two-way sof
 here) on the concatenated pooled video and audio features of the shared encoders. At test time
 a video's score is the mean over up to ``MAX_CLIPS`` uniformly spaced clips, and the maximum
 over its face tracks when several people are on screen (``havic_jax.media.tracking``; the eval
-binary does this for ``detector.name = "fakeout"``). Out-of-domain pretraining data (clips
-without faces) joins the pretraining mixture through ``config.data.mixture``.
+binary does this for ``detector.name = "fakeout"``). Out-of-domain data (clips without faces,
+prepared with ``--dataset=folder --crop=centre``) joins the pretraining of the backbone it
+starts from through ``config.data.mixture``.
 """
 
 from __future__ import annotations

@@ -5,7 +5,8 @@ Frames without a detection borrow the box of the nearest frame that has one; a c
 (:class:`NoFaceError`, with the counts) only when too few of its frames have a face.
 
 ``mtcnn_multi_detector`` returns every face of a frame instead, for following each person of a
-video separately (``havic_jax.media.tracking``).
+video separately (``havic_jax.media.tracking``); ``centre_detector`` crops the centre square of
+clips that have no face (out-of-domain pretraining data).
 """
 
 from __future__ import annotations
@@ -54,6 +55,17 @@ def mtcnn_multi_detector(min_face_size: int = 20,
     faces = mtcnn.detect_faces(np.ascontiguousarray(frame))
     kept = [f for f in faces if f["confidence"] >= min_confidence]
     return [_corners(f) for f in sorted(kept, key=lambda f: f["confidence"], reverse=True)]
+
+  return detect
+
+
+def centre_detector() -> Detector:
+  """A stand-in detector for clips without faces (out-of-domain data): every frame's "face" is
+  the centred box that :func:`scaled_box` widens to the frame's largest centred square."""
+  def detect(frame: np.ndarray) -> Box:
+    height, width = frame.shape[:2]
+    half = min(width, height) / BOX_SCALE / 2
+    return width / 2 - half, height / 2 - half, width / 2 + half, height / 2 + half
 
   return detect
 
