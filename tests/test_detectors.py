@@ -164,10 +164,11 @@ def test_pseudo_fakes_in_the_fine_tuning_pipeline(prepared_corpus):
   assert (np.maximum(batch["audio_label"], batch["visual_label"]) == 1).all()
 
 
-# One detector end to end in the default suite (the identity-grouped, real-only path); the
-# others, at about 90 s each on 2 cores, run with the long_run tests.
-@pytest.mark.parametrize("name", [n if n == "consistency" else pytest.param(
-    n, marks=pytest.mark.long_run) for n in sorted(CONFIGS)])
+# About 40 s each on 2 cores: long_run. In the default suite, tests/test_compare.py trains the
+# voice–face detector end to end (identity-grouped real-only pretraining, fine-tuning from it,
+# the eval binary).
+@pytest.mark.long_run
+@pytest.mark.parametrize("name", sorted(CONFIGS))
 def test_each_detector_trains_and_the_eval_binary_scores_it(name, prepared_corpus, tmp_path):
   """Two training steps on the prepared corpus, validation on its test split, then the eval
   binary on the prepared clips: every real and fake video gets a finite score, and the video

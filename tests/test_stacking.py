@@ -29,24 +29,20 @@ def test_layer_groups_end_at_the_taps():
   assert stacking.layer_groups(4, (1, 2, 4)) == [(0, 1), (1, 2), (2, 4)]
 
 
-def _inputs(cfg, kind):
+def _inputs(cfg):
+  """Random (video, audio) of the fine-tuning model, batch 2."""
   rng = np.random.default_rng(0)
-  args = [np.asarray(a) for a in example_inputs(cfg, kind, 2)]
-  args[0] = rng.uniform(size=args[0].shape).astype(np.float32)
-  args[1] = rng.standard_normal(args[1].shape).astype(np.float32)
-  if kind == "pretrain":  # keep 2 of each segment's video and audio tokens
-    for i, per_segment in ((2, cfg.video_segment_tokens), (3, cfg.audio_segment_tokens)):
-      starts = np.arange(cfg.num_segments)[:, None] * per_segment
-      args[i] = np.tile((starts + np.array([[0, per_segment - 1]])).reshape(1, -1), (2, 1))
-  return [jnp.asarray(a) for a in args]
+  video, audio = example_inputs(cfg, "finetune", 2)
+  return (jnp.asarray(rng.uniform(size=video.shape), jnp.float32),
+          jnp.asarray(rng.standard_normal(audio.shape), jnp.float32))
 
 
-@pytest.mark.parametrize("kind,remat", [("finetune", False), ("pretrain", True)])
-def test_scanned_blocks_compute_what_the_per_layer_blocks_do(kind, remat):
-  cfg = dataclasses.replace(DEEP, remat=remat, remat_policy="dots_saveable")
+def test_scanned_blocks_compute_what_the_per_layer_blocks_do():
+  """The fine-tuning model (both encoders), rematerialised, scanned against per-layer."""
+  cfg = dataclasses.replace(DEEP, remat=True, remat_policy="dots_saveable")
   scanned_cfg = dataclasses.replace(cfg, scan_layers=True)
-  model, scanned = build_model(cfg, kind), build_model(scanned_cfg, kind)
-  inputs = _inputs(cfg, kind)
+  model, scanned = build_model(cfg, "finetune"), build_model(scanned_cfg, "finetune")
+  inputs = _inputs(cfg)
   params = nn.unbox(model.init(jax.random.key(0), *inputs)["params"])
   stacked = stacking.stack_layers(params, cfg.depth, cfg.tap_layers)
   # The stacked tree is exactly what the scanned model creates, with the layer axis named.
@@ -75,9 +71,9 @@ def test_scanned_blocks_compute_what_the_per_layer_blocks_do(kind, remat):
 
 def test_layouts_round_trip_and_exports_are_per_layer(tmp_path):
   scanned_cfg = dataclasses.replace(DEEP, scan_layers=True)
-  model = build_model(scanned_cfg, "pretrain")
+  model = build_model(scanned_cfg, "finetune")
   stacked = jax.device_get(nn.unbox(model.init(jax.random.key(1),
-                                               *_inputs(DEEP, "pretrain"))["params"]))
+                                               *_inputs(DEEP))["params"]))
   per_layer = stacking.unstack_layers(stacked)
   assert sorted(k for k in per_layer["audio_encoder"] if k.startswith("block")) == [
       "block_0", "block_1", "block_2", "block_3"]
@@ -89,7 +85,7 @@ def test_layouts_round_trip_and_exports_are_per_layer(tmp_path):
                stacked)
   # An export of the scanned run is per-layer and loads into either layout.
   model_dict = {f.name: getattr(scanned_cfg, f.name) for f in dataclasses.fields(scanned_cfg)}
-  directory = export.export_params(stacked, model_dict, "pretrain", "reference",
+  directory = export.export_params(stacked, model_dict, "finetune", "reference",
                                    tmp_path / "export")
   description = json.loads((directory / export.CONFIG_FILE).read_text())
   assert description["model"]["scan_layers"] is False

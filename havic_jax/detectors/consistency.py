@@ -64,8 +64,7 @@ def build_model(cfg: ModelConfig, options: Any) -> nn.Module:
 def loss_fn(model: nn.Module, cfg: ModelConfig, config: Any):
   """Window InfoNCE + identity softmax on a batch of real clips with ``identity`` [B] ids."""
   def compute(params, batch, key):
-    out = model.apply({"params": params}, unit_video(batch["video"]), batch["audio"],
-                      deterministic=False, rngs={"dropout": key})
+    out = features.training_outputs(model, params, batch, key)
     cross, cross_acc = losses.window_infonce(out["audio"], out["video"], out["log_temperature"])
     b, t, e = out["identity"].shape
     identity, identity_acc = losses.identity_softmax_loss(

@@ -56,8 +56,7 @@ def build_model(cfg: ModelConfig, options: Any) -> nn.Module:
 def loss_fn(model: nn.Module, cfg: ModelConfig, config: Any):
   """Binary cross-entropy of the overall label (the two-way softmax's loss)."""
   def compute(params, batch, key):
-    out = model.apply({"params": params}, unit_video(batch["video"]), batch["audio"],
-                      deterministic=False, rngs={"dropout": key})
+    out = features.training_outputs(model, params, batch, key)
     total = losses.binary_cross_entropy(out["logit"], batch["overall_label"])
     return total, {"total": total, "bce_overall": total,
                    "accuracy": losses.binary_accuracy(out["logit"], batch["overall_label"])}

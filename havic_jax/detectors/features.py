@@ -8,6 +8,8 @@ as the frames).
 
 from __future__ import annotations
 
+from typing import Any, Mapping
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -16,6 +18,7 @@ from havic_jax.models import layers
 from havic_jax.models.config import ModelConfig
 from havic_jax.models.encoders import AudioEncoder, VideoEncoder
 from havic_jax.models.patches import audio_token_order
+from havic_jax.train_step import unit_video
 
 Array = jax.Array
 
@@ -61,6 +64,13 @@ def audio_time_features(patches: Array, cfg: ModelConfig, steps: int) -> Array:
   mel_major = patches[:, np.argsort(audio_token_order(cfg))]  # index = mel·T_a + time
   grid = mel_major.reshape(b, f, steps, t // steps, d)
   return jnp.mean(grid, axis=(1, 3))
+
+
+def training_outputs(model: Any, params: Any, batch: Mapping[str, Array], key: Array) -> Any:
+  """``model``'s outputs on a training batch (uint8 ``video`` scaled to [0, 1], ``audio``),
+  with dropout drawn from ``key``."""
+  return model.apply({"params": params}, unit_video(batch["video"]), batch["audio"],
+                     deterministic=False, rngs={"dropout": key})
 
 
 def pooled(patches: Array) -> Array:

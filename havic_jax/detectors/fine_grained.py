@@ -64,8 +64,7 @@ def build_model(cfg: ModelConfig, options: Any) -> nn.Module:
 def loss_fn(model: nn.Module, cfg: ModelConfig, config: Any):
   """The fine-tuning stage's three BCEs (labels ``overall``, ``audio``, ``visual``)."""
   def compute(params, batch, key):
-    out = model.apply({"params": params}, unit_video(batch["video"]), batch["audio"],
-                      deterministic=False, rngs={"dropout": key})
+    out = features.training_outputs(model, params, batch, key)
     return losses.finetune_loss(out, batch)
   return compute
 
