@@ -296,46 +296,39 @@ def parse_mixture(value: str) -> Tuple[Tuple[str, float], ...]:
   return tuple(sources)
 
 
-def _shuffled_records(data: PreparedData, indices: np.ndarray, seed: int, index: int,
-                      count: int) -> grain.MapDataset:
-  """This process's slice of an endless seeded shuffle of ``indices``, read as clips."""
-  ds = grain.MapDataset.source(indices).shuffle(seed=seed).repeat(None)[index::count]
-  return ds.map(ReadRecord(data.source()))
+def _shuffled(indices: np.ndarray, seed: int, index: int, count: int) -> grain.MapDataset:
+  """This process's slice of an endless seeded shuffle of ``indices``."""
+  return grain.MapDataset.source(indices).shuffle(seed=seed).repeat(None)[index::count]
 
 
-def training_records(data: PreparedData, split: Optional[str], local_batch_size: int,
-                     seed: int, *, balanced: bool = False, real_only: bool = False,
-                     clips_per_identity: int = 0,
+def training_records(data: PreparedData, indices: np.ndarray, local_batch_size: int,
+                     seed: int, *, balanced: bool = False, clips_per_identity: int = 0,
                      mixture: Sequence[Tuple[PreparedData, float]] = (),
                      shard_index: Optional[int] = None, shard_count: Optional[int] = None
                      ) -> grain.MapDataset:
   """This process's endless, seeded stream of decoded training clips (before featurising).
 
-  Shuffled records of ``split`` (``real_only``: its real clips), repeated; ``balanced`` draws
-  records with probability ∝ 1/count of their ``overall_label``, with replacement;
-  ``clips_per_identity`` > 0 draws every batch of ``local_batch_size`` as identities × that
-  many clips of different videos (:class:`IdentityGroups`). ``mixture`` ((prepared data,
-  share), ...) mixes in every clip of other prepared data, each making up its share of the
-  clips (a fixed interleaving by share; pretraining, e.g. out-of-domain clips without faces).
+  The records ``indices`` shuffled and repeated; ``balanced`` draws them with probability ∝
+  1/count of their ``overall_label``, with replacement; ``clips_per_identity`` > 0 draws every
+  batch of ``local_batch_size`` as identities × that many clips of different videos
+  (:class:`IdentityGroups`). ``mixture`` ((prepared data, share), ...) mixes in every clip of
+  other prepared data, each making up its share of the clips (a fixed interleaving by share;
+  pretraining, e.g. out-of-domain clips without faces).
   """
-  indices = data.split_indices(split)
-  if real_only:
-    indices = data.real_indices(indices)
   index, count = process_shard(shard_index, shard_count)
   if clips_per_identity:
     ds = grain.MapDataset.range(ENDLESS).map(identity_groups(
         data, indices, local_batch_size, clips_per_identity, seed * count + index))
-    ds = ds.map(ReadRecord(data.source()))
   elif balanced:
     probabilities = balanced_weights(data.record_labels()[indices])
     ds = grain.MapDataset.range(len(indices)).repeat(None).random_map(
         WeightedPick(indices, np.cumsum(probabilities)), seed=seed)[index::count]
-    ds = ds.map(ReadRecord(data.source()))
   else:
-    ds = _shuffled_records(data, indices, seed, index, count)
+    ds = _shuffled(indices, seed, index, count)
+  ds = ds.map(ReadRecord(data.source()))
   if mixture:
-    extra = [_shuffled_records(other, other.split_indices(None), seed + 3 + k, index, count)
-             for k, (other, _) in enumerate(mixture)]
+    extra = [_shuffled(other.split_indices(None), seed + 3 + k, index, count)
+             .map(ReadRecord(other.source())) for k, (other, _) in enumerate(mixture)]
     shares = [share for _, share in mixture]
     ds = grain.MapDataset.mix([ds] + extra, [1.0 - sum(shares)] + shares)
   return ds
@@ -354,9 +347,9 @@ def training_dataset(data: PreparedData, split: Optional[str], cfg: ModelConfig,
   """Endless, seeded, per-process training batches of ``local_batch_size`` examples.
 
   The same (seed, shard) gives the same batches; shards are disjoint, and together cover each
-  epoch's permutation. The clips come from :func:`training_records` (``balanced``,
-  ``real_only``, ``clips_per_identity``, ``mixture``: pretraining only, not with identity
-  groups); ``augmentation`` picks the fine-tuning augmentations; ``identities`` adds each
+  epoch's permutation. The clips of ``split`` (``real_only``: its real clips) come from
+  :func:`training_records` (``balanced``, ``clips_per_identity``, ``mixture``: pretraining only,
+  not with identity groups); ``augmentation`` picks the fine-tuning augmentations; ``identities`` adds each
   clip's ``identity`` id; ``pseudo_fake_options`` turns clips into temporally-local
   pseudo-fakes (``havic_jax.pseudo_fakes``) before featurising. ``workers`` > 0 decodes in that
   many processes.
@@ -366,13 +359,14 @@ def training_dataset(data: PreparedData, split: Optional[str], cfg: ModelConfig,
   if mixture and (stage != "pretrain" or clips_per_identity):
     raise ValueError("data.mixture mixes data into HAVIC pretraining only (not fine-tuning, not "
                      "identity-grouped batches)")
-  ds = training_records(data, split, local_batch_size, seed, balanced=balanced,
-                        real_only=real_only, clips_per_identity=clips_per_identity,
-                        mixture=mixture, shard_index=shard_index, shard_count=shard_count)
+  indices = data.split_indices(split)
+  if real_only:
+    indices = data.real_indices(indices)
+  ds = training_records(data, indices, local_batch_size, seed, balanced=balanced,
+                        clips_per_identity=clips_per_identity, mixture=mixture,
+                        shard_index=shard_index, shard_count=shard_count)
   if pseudo_fake_options is not None:
-    indices = data.split_indices(split)
-    donor = pseudo_fakes.RecordDonor(data.source(),
-                                     data.real_indices(indices) if real_only else indices)
+    donor = pseudo_fakes.RecordDonor(data.source(), indices)
     ds = ds.random_map(pseudo_fakes.PseudoFakeTransform(donor, pseudo_fake_options),
                        seed=seed + 2)
   transform = ClipTransform(cfg, stage, video_mask_ratio, audio_mask_ratio, augmentation,

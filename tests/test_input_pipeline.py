@@ -159,8 +159,8 @@ def test_mixture_shares_each_process_stream_and_resumes(data, faceless_videos, t
   ood = {v["video_id"] for v in other.manifest["videos"]}
   assert ip.parse_mixture(f"{tmp_path / 'ood'}:0.25") == ((str(tmp_path / "ood"), 0.25),)
   for process in range(2):
-    clips = ip.training_records(data, None, 4, seed=1, mixture=((other, 0.25),),
-                                shard_index=process, shard_count=2)
+    clips = ip.training_records(data, data.split_indices(None), 4, seed=1,
+                                mixture=((other, 0.25),), shard_index=process, shard_count=2)
     ids = [clips[i].video_id for i in range(200)]
     assert sum(i in ood for i in ids) == 50  # a quarter of every process's clips
     assert set(ids) & ood == ood  # every out-of-domain clip is drawn

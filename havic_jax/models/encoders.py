@@ -25,6 +25,13 @@ def transformer_block_cls(cfg: ModelConfig):
   return layers.TransformerBlock
 
 
+def encoder_block(cfg: ModelConfig, drop_path_rate: float, name: str) -> nn.Module:
+  """One pre-norm encoder block (``transformer_block_cls``) named ``name``."""
+  return transformer_block_cls(cfg)(cfg.num_heads, cfg.mlp_ratio, drop_path_rate, qv_bias=True,
+                                    dtype=cfg.compute_dtype, attention_impl=cfg.attention_impl,
+                                    name=name)
+
+
 class ScannedBlocks(nn.Module):
   """``length`` identical blocks as one ``nn.scan`` over stacked parameters
   (``stacking.SCANNED_BLOCK`` [length, ...]): x [B, N, D] -> [B, N, D]."""
@@ -36,7 +43,7 @@ class ScannedBlocks(nn.Module):
 
   @nn.compact
   def __call__(self, x: Array) -> Array:
-    cfg, deterministic = self.cfg, self.deterministic
+    deterministic = self.deterministic
 
     def body(block, carry, _):
       return block(carry, deterministic), None
@@ -44,10 +51,7 @@ class ScannedBlocks(nn.Module):
     scan = nn.scan(body, variable_axes={"params": 0},
                    split_rngs={"params": True, "dropout": True}, length=self.length,
                    metadata_params={nn.PARTITION_NAME: stacking.LAYER_AXIS})
-    block = transformer_block_cls(cfg)(cfg.num_heads, cfg.mlp_ratio, self.drop_path_rate,
-                                       qv_bias=True, dtype=cfg.compute_dtype,
-                                       attention_impl=cfg.attention_impl,
-                                       name=stacking.SCANNED_BLOCK)
+    block = encoder_block(self.cfg, self.drop_path_rate, stacking.SCANNED_BLOCK)
     return scan(block, x, None)[0]
 
 
@@ -64,11 +68,8 @@ def run_trunk(module: nn.Module, x: Array, cfg: ModelConfig, drop_path_rate: flo
       x = ScannedBlocks(cfg, drop_path_rate, end - first, deterministic,
                         name=stacking.group_name(first, end))(x)
     else:
-      block_cls = transformer_block_cls(cfg)
       for i in range(first, end):
-        x = block_cls(cfg.num_heads, cfg.mlp_ratio, drop_path_rate, qv_bias=True,
-                      dtype=cfg.compute_dtype, attention_impl=cfg.attention_impl,
-                      name=f"block_{i}")(x, deterministic)
+        x = encoder_block(cfg, drop_path_rate, f"block_{i}")(x, deterministic)
     if end in cfg.tap_layers:
       taps.append(norm(x))
   return tuple(taps)
