@@ -36,10 +36,21 @@ setup(
         "importlib_resources>=6",  # imported by tensorflow-datasets 4.9.x but not declared
         "array-record>=0.8",   # ArrayRecord shards (Grain's reader)
         "safetensors>=0.4",    # exported parameters as one portable file (havic_jax/export.py)
+        # gs:// workdirs and outputs: etils.epath reaches Cloud Storage through fsspec's gcsfs
+        # when TensorFlow is absent; tensorboardX writes its event files there with
+        # google-cloud-storage.
+        "gcsfs>=2025.3",
+        "google-cloud-storage>=2.14",
     ],
     extras_require={
-        "test": ["pytest>=8", "chex>=0.1.90"],
+        # gcp-storage-emulator: a Cloud Storage API on 127.0.0.1 for the gs:// tests
+        "test": ["pytest>=8", "gcp-storage-emulator>=2026.7"],
         # reading PyTorch .pth checkpoints in havic_jax/convert.py (weights_only=True)
         "torch": ["torch>=2.2"],
+        # compiling for TPU topologies on any host (havic_jax/aot.py; brings libtpu 0.0.42.1)
+        "tpu": ["jax[tpu]==0.10.2"],
+        # prepare --runner=beam and the TFDS builders as Beam datasets (data_pipelines/);
+        # Dataflow also needs apache-beam[gcp] (README, Data)
+        "beam": ["apache-beam==2.77.*"],
     },
 )

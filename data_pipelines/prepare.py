@@ -1,13 +1,23 @@
 """Raw videos -> ArrayRecord shards of 3.2 s clips and a manifest.json.
 
   python -m data_pipelines.prepare --dataset=fakeavceleb --input=DIR --output=DIR [--workers=N]
+  python -m data_pipelines.prepare ... --runner=beam [--beam_options="--runner=DirectRunner
+      --direct_num_workers=2 --direct_running_mode=multi_processing"]
 
 Each video is decoded, cut into clips, face-cropped and written as clip records
-(``havic_jax.records``). Videos go to shards in a fixed order, ``--videos_per_shard`` each; a
-shard is written to a temporary file, renamed when complete and described by a ``.json`` file
-beside it, so re-running the command skips the finished shards (resume). A video that cannot be
-used (corrupt, not a video, no audio, no face, too short) is listed in the manifest with its
-reason; the run goes on and exits 0.
+(``havic_jax.records``) by :func:`process_video`. Videos go to shards in a fixed order,
+``--videos_per_shard`` each; a shard is written to a temporary file, renamed when complete (a
+``gs://`` object is uploaded whole) and described by a ``.json`` file beside it, so re-running
+the command skips the finished shards (resume). A video that cannot be used (corrupt, not a
+video, no audio, no face, too short) is listed in the manifest with its reason; the run goes
+on and exits 0.
+
+``--runner=local`` (default) runs the shards on ``--workers`` processes of this machine;
+``--runner=beam`` runs the same per-video function and shard writer as an Apache Beam pipeline
+(``data_pipelines.beam_prepare``; DirectRunner, Dataflow, Flink, Spark), which writes the same
+files. The output may be a ``gs://`` location (``havic_jax.storage``). The videos are listed
+from ``--input``, a local (or mounted) path; ``--input_uri`` makes the workers read them from
+the same places under a ``gs://`` location instead.
 """
 
 from __future__ import annotations
@@ -19,17 +29,20 @@ import multiprocessing
 import os
 import pathlib
 import queue
+import shutil
+import tempfile
 import time
 import traceback
-from typing import Any, Dict, List, Optional, Sequence
+from typing import Any, Dict, Iterable, Iterator, List, Optional, Sequence, Tuple
 
 import tqdm
 from absl import app, flags, logging
+from etils import epath
 
-from havic_jax import cli, records
+from havic_jax import cli, records, storage
 from havic_jax.datasets import READERS, VideoEntry, read_fakeavceleb
 from havic_jax.media.clips import extract_clips
-from havic_jax.media.decode import CLIP_SECONDS, MediaError, read_media
+from havic_jax.media.decode import CLIP_SECONDS, Media, MediaError, read_media
 from havic_jax.media.faces import Detector, centre_detector, mtcnn_detector
 
 FLAGS = flags.FLAGS
@@ -37,6 +50,7 @@ MANIFEST = "manifest.json"
 SHARD_PREFIX = "clips"
 # Why a video yields no clip; the manifest counts videos per reason.
 REJECT_REASONS = ("unreadable", "no_audio", "too_short", "no_face", "error")
+RUNNERS = ("local", "beam")  # this machine's worker processes, or an Apache Beam pipeline
 
 
 def shard_name(index: int, count: int) -> str:
@@ -58,16 +72,51 @@ CROPS = ("face", "centre")  # MTCNN face crops, or every frame's centre square (
 class PrepareOptions:
   """frame_encoding: "jpeg" or "raw"; clip_hop: seconds between clip starts (None: back to
   back); max_clips: per video (None: all); crop: "face" (MTCNN, spec §1) or "centre" (the
-  frame's centre square, for out-of-domain clips without faces)."""
+  frame's centre square, for out-of-domain clips without faces); detect_every: run the face
+  detector on every k-th frame of a clip (and its last) and interpolate the boxes between
+  (1: every frame; see ``havic_jax.media.faces.crop_faces``)."""
 
   frame_encoding: str = "jpeg"
   clip_hop: Optional[float] = None
   max_clips: Optional[int] = None
   crop: str = "face"
+  detect_every: int = 1
 
   def __post_init__(self):
     if self.crop not in CROPS:
       raise ValueError(f"crop must be one of {CROPS}, got {self.crop!r}")
+    if self.detect_every < 1:
+      raise ValueError(f"detect_every must be at least 1, got {self.detect_every}")
+
+
+def read_video(path: str) -> Media:
+  """``read_media`` of a local file, or of a ``gs://`` object copied to a temporary file
+  first; errors (MediaError) name ``path``."""
+  if not storage.is_remote(path):
+    return read_media(path)
+  with tempfile.TemporaryDirectory() as scratch:
+    local = os.path.join(scratch, storage.path(path).name)
+    try:
+      with storage.path(path).open("rb") as source, open(local, "wb") as target:
+        shutil.copyfileobj(source, target)
+      return dataclasses.replace(read_media(local), path=path)
+    except MediaError as error:
+      raise MediaError(str(error).replace(local, path)) from error
+    except OSError as error:
+      raise MediaError(f"{path}: cannot read ({error})") from error
+
+
+def rebased(entries: Sequence[VideoEntry], root: str, uri: str) -> List[VideoEntry]:
+  """``entries`` (files under the directory ``root``) with each path moved to the same place
+  under ``uri`` (e.g. ``gs://BUCKET/DIR``): where workers that do not see ``root`` read them."""
+  moved = []
+  for entry in entries:
+    relative = os.path.relpath(entry.path, root)
+    if relative.startswith(os.pardir):
+      raise ValueError(f"{entry.path}: not under --input={root}, so --input_uri cannot locate "
+                       f"it; list only videos under --input")
+    moved.append(dataclasses.replace(entry, path=f"{uri.rstrip('/')}/{relative}"))
+  return moved
 
 
 def video_records(entry: VideoEntry, detect: Detector, options: PrepareOptions
@@ -76,13 +125,14 @@ def video_records(entry: VideoEntry, detect: Detector, options: PrepareOptions
 
   Raises :class:`VideoRejected` when the video yields no clip at all."""
   try:
-    media = read_media(entry.path)
+    media = read_video(entry.path)
   except MediaError as error:
     raise VideoRejected("unreadable", str(error)) from error
   if media.audio is None:
     raise VideoRejected("no_audio", f"{entry.path}: no audio track")
   clips, rejected = extract_clips(media, detect, hop_seconds=options.clip_hop,
-                                  max_clips=options.max_clips)
+                                  max_clips=options.max_clips,
+                                  detect_every=options.detect_every)
   if not clips:
     if media.duration < CLIP_SECONDS or not rejected:
       raise VideoRejected("too_short", f"{entry.path}: {media.duration:.2f} s is shorter than "
@@ -95,6 +145,17 @@ def video_records(entry: VideoEntry, detect: Detector, options: PrepareOptions
       category=entry.category, identity=entry.identity, video_id=entry.video_id,
       clip_start=clip.start), options.frame_encoding) for clip in clips]
   return encoded, rejected
+
+
+@dataclasses.dataclass(frozen=True)
+class VideoOutcome:
+  """What :func:`process_video` made of one video: its serialised clip records and the number
+  of clips it dropped, or (``rejection`` set, no records) why it yields no clip at all."""
+
+  video_id: str
+  records: Tuple[bytes, ...] = ()
+  clips_rejected: int = 0
+  rejection: Optional[Dict[str, str]] = None
 
 
 _WORKER: Dict[str, Any] = {}
@@ -112,50 +173,104 @@ def _detector(crop: str) -> Detector:
   return _WORKER[crop]
 
 
-def write_shard(output: str, index: int, count: int, entries: Sequence[VideoEntry],
-                options: PrepareOptions) -> Dict[str, Any]:
-  """Writes one shard and its ``.json`` description; returns the description."""
-  from array_record.python.array_record_module import ArrayRecordWriter
-  path = pathlib.Path(output) / shard_name(index, count)
-  partial = path.with_name(path.name + ".partial")
-  writer = ArrayRecordWriter(str(partial), "group_size:1")
-  videos, rejected, clip_rejections, num_records = [], [], 0, 0
+def process_video(entry: VideoEntry, options: PrepareOptions) -> VideoOutcome:
+  """The clips of one video, or why it has none; never raises for a bad file (any error is
+  recorded as reason ``error`` with its traceback). The one per-video step of both runners."""
   try:
-    for entry in entries:
-      try:
-        encoded, dropped = video_records(entry, _detector(options.crop), options)
-      except VideoRejected as error:
-        rejected.append({"video_id": entry.video_id, "path": entry.path, "reason": error.code,
-                         "message": str(error)})
-        logging.warning("skipping %s: %s", entry.video_id, error)
-      except Exception as error:  # pylint: disable=broad-except
-        # One bad file must never stop a long preparation run: record it and go on.
-        rejected.append({"video_id": entry.video_id, "path": entry.path, "reason": "error",
-                         "message": f"{type(error).__name__}: {error}",
-                         "traceback": traceback.format_exc(limit=5)})
-        logging.error("failed on %s: %s", entry.video_id, error)
-      else:
-        for data in encoded:
-          writer.write(data)
-        videos.append({"video_id": entry.video_id, "first_record": num_records,
-                       "clips": len(encoded), "clips_rejected": len(dropped)})
-        num_records += len(encoded)
-        clip_rejections += len(dropped)
-      if _WORKER.get("progress") is not None:
-        _WORKER["progress"].put(1)
-  finally:
-    writer.close()
-  os.replace(partial, path)
+    encoded, dropped = video_records(entry, _detector(options.crop), options)
+  except VideoRejected as error:
+    logging.warning("skipping %s: %s", entry.video_id, error)
+    return VideoOutcome(entry.video_id, rejection={
+        "video_id": entry.video_id, "path": entry.path, "reason": error.code,
+        "message": str(error)})
+  except Exception as error:  # pylint: disable=broad-except
+    # One bad file must never stop a long preparation run: record it and go on.
+    logging.error("failed on %s: %s", entry.video_id, error)
+    return VideoOutcome(entry.video_id, rejection={
+        "video_id": entry.video_id, "path": entry.path, "reason": "error",
+        "message": f"{type(error).__name__}: {error}",
+        "traceback": traceback.format_exc(limit=5)})
+  return VideoOutcome(entry.video_id, tuple(encoded), len(dropped))
+
+
+def _staged(path: epath.Path) -> epath.Path:
+  """Where to write ``path`` so that it appears complete or not at all: a local file is
+  written as ``<name>.partial`` and renamed (:func:`_publish`); an object store's upload is
+  already all or nothing, so a ``gs://`` object is written in place (a rename there is a copy)."""
+  return path if storage.is_remote(path) else path.with_name(path.name + ".partial")
+
+
+def _publish(staged: epath.Path, path: epath.Path) -> None:
+  """Moves the file :func:`_staged` gave for ``path`` into place."""
+  if staged != path:
+    staged.replace(path)
+
+
+def _write_array_record(path: epath.Path, data: Iterable[bytes]) -> None:
+  """Writes ``data`` as an ArrayRecord file at ``path``; the writer needs a local file, so a
+  remote ``path`` is written in the temporary directory first and then uploaded."""
+  from array_record.python.array_record_module import ArrayRecordWriter
+  if not storage.is_remote(path):
+    writer = ArrayRecordWriter(os.fspath(path), "group_size:1")
+    try:
+      for item in data:
+        writer.write(item)
+    finally:
+      writer.close()
+    return
+  with tempfile.TemporaryDirectory() as scratch:
+    local = pathlib.Path(scratch) / path.name
+    _write_array_record(epath.Path(local), data)
+    with local.open("rb") as source, path.open("wb") as target:
+      shutil.copyfileobj(source, target)
+
+
+def write_shard(output: storage.PathLike, index: int, count: int,
+                outcomes: Iterable[VideoOutcome]) -> Dict[str, Any]:
+  """Writes the records of ``outcomes`` (the shard's videos, in order; an iterator is
+  consumed as it is written) as shard ``index`` of ``count`` and its ``.json`` description;
+  returns the description."""
+  path = storage.path(output) / shard_name(index, count)
+  staged = _staged(path)
+  videos, rejected, clip_rejections = [], [], 0
+  num_records = 0
+
+  def shard_records() -> Iterator[bytes]:
+    nonlocal num_records, clip_rejections
+    for outcome in outcomes:
+      if outcome.rejection is not None:
+        rejected.append(outcome.rejection)
+        continue
+      yield from outcome.records
+      videos.append({"video_id": outcome.video_id, "first_record": num_records,
+                     "clips": len(outcome.records), "clips_rejected": outcome.clips_rejected})
+      num_records += len(outcome.records)
+      clip_rejections += outcome.clips_rejected
+
+  _write_array_record(staged, shard_records())
+  _publish(staged, path)
   description = {"file": path.name, "records": num_records, "videos": videos,
                  "rejected": rejected, "clips_rejected": clip_rejections}
   sidecar = path.with_suffix(".json")
-  sidecar.with_name(sidecar.name + ".partial").write_text(json.dumps(description))
-  os.replace(sidecar.with_name(sidecar.name + ".partial"), sidecar)
+  staged = _staged(sidecar)
+  staged.write_text(json.dumps(description))
+  _publish(staged, sidecar)
   return description
 
 
+def _reported(outcomes: Iterable[VideoOutcome]) -> Iterator[VideoOutcome]:
+  """``outcomes``, counting each on this worker's progress queue (if any) as it passes."""
+  for outcome in outcomes:
+    yield outcome
+    if _WORKER.get("progress") is not None:
+      _WORKER["progress"].put(1)
+
+
 def _shard_task(args) -> Dict[str, Any]:
-  return write_shard(*args)
+  """Prepares and writes one shard: (output, index, count, entries, options)."""
+  output, index, count, entries, options = args
+  return write_shard(output, index, count,
+                     _reported(process_video(entry, options) for entry in entries))
 
 
 def split_into_shards(entries: Sequence[VideoEntry], videos_per_shard: int
@@ -164,7 +279,7 @@ def split_into_shards(entries: Sequence[VideoEntry], videos_per_shard: int
           for i in range(0, len(entries), videos_per_shard)]
 
 
-def finished_shard(output: pathlib.Path, index: int, count: int,
+def finished_shard(output: epath.Path, index: int, count: int,
                    entries: Sequence[VideoEntry]) -> Optional[Dict[str, Any]]:
   """The description of a shard a previous run completed for the same videos, else None."""
   sidecar = (output / shard_name(index, count)).with_suffix(".json")
@@ -245,29 +360,53 @@ def build_manifest(dataset: str, source: str, options: PrepareOptions,
   }
 
 
-def prepare(dataset: str, source: str, output: str, workers: int = 1,
+def prepare(dataset: str, source: str, output: storage.PathLike, workers: int = 1,
             videos_per_shard: int = 64, options: PrepareOptions = PrepareOptions(),
-            split_seed: int = 0, split_by: str = "video") -> Dict[str, Any]:
-  """Prepares ``dataset`` from ``source`` into ``output``; returns (and writes) the manifest."""
+            split_seed: int = 0, split_by: str = "video", runner: str = "local",
+            beam_options: str = "", input_uri: str = "") -> Dict[str, Any]:
+  """Prepares ``dataset`` from ``source`` into ``output`` (a local path or ``gs://`` URI);
+  returns (and writes) the manifest.
+
+  runner: "local" (``workers`` processes) or "beam" (an Apache Beam pipeline with the
+  command-line ``beam_options``, e.g. ``"--runner=DirectRunner --direct_num_workers=2"``;
+  ``workers`` is then unused). Both write the same shards and manifest. input_uri: where the
+  videos are read (``gs://BUCKET/DIR`` holding what the directory ``source``, or a CSV
+  ``source``'s folder, holds; "": ``source`` itself); the listing, labels and splits still
+  come from ``source``."""
   if dataset not in READERS:
     raise ValueError(f"--dataset must be one of {sorted(READERS)}, got {dataset!r}")
+  if runner not in RUNNERS:
+    raise ValueError(f"--runner must be one of {RUNNERS}, got {runner!r}")
+  source = storage.local_only(source, "--input")
   entries = (read_fakeavceleb(source, split_seed, split_by) if dataset == "fakeavceleb"
              else READERS[dataset](source))
-  out = pathlib.Path(output)
+  out = storage.path(output)
   out.mkdir(parents=True, exist_ok=True)
   groups = split_into_shards(entries, videos_per_shard)
   done = {i: finished_shard(out, i, len(groups), g) for i, g in enumerate(groups)}
-  tasks = [(str(out), i, len(groups), g, options) for i, g in enumerate(groups) if not done[i]]
-  if len(tasks) < len(groups):
-    logging.info("resuming: %d of %d shards already written", len(groups) - len(tasks),
+  root = source if os.path.isdir(source) else os.path.dirname(source)  # a CSV's folder
+  pending = {i: (rebased(g, root, input_uri) if input_uri else g)
+             for i, g in enumerate(groups) if not done[i]}
+  if len(pending) < len(groups):
+    logging.info("resuming: %d of %d shards already written", len(groups) - len(pending),
                  len(groups))
-  for result in _run_pool(tasks, workers, sum(len(t[3]) for t in tasks)):
-    done[int(result["file"].split("-")[1])] = result
+  if runner == "beam" and pending:
+    from data_pipelines import beam_prepare  # the [beam] extra
+    beam_prepare.run(out, len(groups), pending, options, beam_options)
+    for i, group in pending.items():
+      done[i] = finished_shard(out, i, len(groups), group)
+      if done[i] is None:
+        raise RuntimeError(f"{out / shard_name(i, len(groups))}: the Beam pipeline finished "
+                           f"without writing this shard; re-run the command to resume")
+  elif pending:
+    tasks = [(os.fspath(out), i, len(groups), g, options) for i, g in pending.items()]
+    for result in _run_pool(tasks, workers, sum(len(g) for g in pending.values())):
+      done[int(result["file"].split("-")[1])] = result
   manifest = build_manifest(dataset, source, options, entries,
                             [done[i] for i in range(len(groups))])
-  partial = out / (MANIFEST + ".partial")
-  partial.write_text(json.dumps(manifest, indent=1))
-  os.replace(partial, out / MANIFEST)
+  staged = _staged(out / MANIFEST)
+  staged.write_text(json.dumps(manifest, indent=1))
+  _publish(staged, out / MANIFEST)
   return manifest
 
 
@@ -276,9 +415,10 @@ def main(argv: Sequence[str]) -> None:
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
   started = time.time()
   options = PrepareOptions(FLAGS.frame_encoding, FLAGS.clip_hop, FLAGS.max_clips_per_video,
-                           FLAGS.crop)
+                           FLAGS.crop, FLAGS.detect_every)
   manifest = prepare(FLAGS.dataset, FLAGS.input, FLAGS.output, FLAGS.workers,
-                     FLAGS.videos_per_shard, options, FLAGS.split_seed, FLAGS.split_by)
+                     FLAGS.videos_per_shard, options, FLAGS.split_seed, FLAGS.split_by,
+                     FLAGS.runner, FLAGS.beam_options, FLAGS.input_uri)
   counts = manifest["counts"]
   elapsed = time.time() - started
   reasons = ", ".join(f"{n} {code}" for code, n in counts["rejected_by_reason"].items() if n)
@@ -286,15 +426,32 @@ def main(argv: Sequence[str]) -> None:
         f"in {len(manifest['shards'])} shards -> {FLAGS.output} ({elapsed:.1f} s)")
   if counts["videos_rejected"]:
     print(f"{counts['videos_rejected']} videos rejected ({reasons}); see 'rejected' in "
-          f"{pathlib.Path(FLAGS.output) / MANIFEST}")
+          f"{storage.path(FLAGS.output) / MANIFEST}")
 
 
 def define_flags() -> None:
   flags.DEFINE_enum("dataset", None, sorted(READERS), "Layout of --input (spec §14).")
   flags.DEFINE_string("input", None, "Dataset directory, or the CSV for --dataset=csv.")
-  flags.DEFINE_string("output", None, "Directory for the shards and manifest.json.")
+  flags.DEFINE_string("output", None, "Directory (or gs:// location) for the shards and "
+                      "manifest.json.")
+  flags.DEFINE_string("input_uri", "", "Read the videos from this location instead of "
+                      "--input (e.g. gs://BUCKET/voxceleb2, holding the same files as the "
+                      "--input directory or the --input CSV's folder), for workers that do not "
+                      "see --input, such as Dataflow's. --input (a local copy or a gcsfuse "
+                      "mount) still gives the listing, labels and splits.")
+  flags.DEFINE_enum("runner", "local", list(RUNNERS),
+                    "local: --workers processes on this machine; beam: an Apache Beam pipeline "
+                    "(pip install 'havic_jax[beam]') configured by --beam_options, writing the "
+                    "same shards; its progress is the runner's (Beam counters prepare/videos, "
+                    "prepare/clips, prepare/videos_rejected).")
+  flags.DEFINE_string("beam_options", "", "Beam pipeline options for --runner=beam, as one "
+                      "command-line string, e.g. \"--runner=DirectRunner --direct_num_workers=2 "
+                      "--direct_running_mode=multi_processing\" or \"--runner=DataflowRunner "
+                      "--project=P --region=R --temp_location=gs://B/tmp ...\" (default: "
+                      "DirectRunner in this process).")
   flags.DEFINE_integer("workers", max(1, (os.cpu_count() or 1)),
-                       "Processes decoding videos (1: in this process).", lower_bound=1)
+                       "Processes decoding videos with --runner=local (1: in this process).",
+                       lower_bound=1)
   flags.DEFINE_integer("videos_per_shard", 64, "Videos per ArrayRecord shard.", lower_bound=1)
   flags.DEFINE_enum("frame_encoding", "jpeg", list(records.FRAME_ENCODINGS),
                     "How face crops are stored: JPEG (quality 95) or raw uint8.")
@@ -305,6 +462,10 @@ def define_flags() -> None:
                     "frame's centre square, for out-of-domain clips without faces (e.g. "
                     "--dataset=folder of AudioSet-style videos, mixed into pretraining with "
                     "--config.data.mixture).")
+  flags.DEFINE_integer("detect_every", 1, "Run the face detector on every k-th of a clip's 16 "
+                       "frames (and its last) and interpolate the boxes in between: about k "
+                       "times less detection time (1: every frame; BENCHMARKS.md has the crop "
+                       "agreement for k = 2, 4).", lower_bound=1)
   flags.DEFINE_integer("split_seed", 0, "Seed of FakeAVCeleb's 70/30 split.")
   flags.DEFINE_enum("split_by", "video", ["video", "identity"],
                     "FakeAVCeleb's 70/30 split draws videos (paper) or source identities.")

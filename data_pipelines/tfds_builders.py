@@ -8,9 +8,15 @@ TFDS data directory, default ``~/tensorflow_datasets``):
       --data_dir=OUT
 
 or ``build("havic_fake_av_celeb", DIR, OUT)`` from Python. The other datasets are
-``havic_lrs2``, ``havic_voxceleb2`` and ``havic_csv``. The files are ArrayRecord. TFDS's own
-``tfds build`` (and ``python -m tensorflow_datasets.scripts.cli.main build``) imports
-TensorFlow on start-up, so it only runs where TensorFlow is installed; there the equivalent is
+``havic_lrs2``, ``havic_voxceleb2`` and ``havic_csv``. ``havic_voxceleb2`` and ``havic_lrs2``
+(whose videos are each in one split) build as Beam datasets when Beam options are given
+(``--beam_options="--runner=DirectRunner --direct_num_workers=2"``, or a DataflowRunner's;
+the ``[beam]`` extra): each split's generator is then a Beam ``PTransform`` that reads the
+split's video list (a JSON-lines file in the build's download directory, deleted after the
+build) and extracts the clips of each video on the workers, the same clips as the plain
+build. The files are ArrayRecord. TFDS's own ``tfds build`` (and ``python -m
+tensorflow_datasets.scripts.cli.main build``) imports TensorFlow on start-up, so it only runs
+where TensorFlow is installed; there the equivalent is
 ``tfds build havic_fake_av_celeb --imports=data_pipelines.tfds_builders --manual_dir=DIR
 --data_dir=OUT --file_format=array_record`` (the script form ``tfds build
 data_pipelines/tfds_builders.py`` accepts only a module with a single builder).
@@ -21,7 +27,7 @@ Read, without TensorFlow and without importing this module:
   clips = tfds.data_source("havic_fake_av_celeb", data_dir=OUT, split="train")
   clip = clips[0]  # a dict, see clip_features()
 
-Every video is decoded, cut into clips and face-cropped by ``prepare.video_records`` (raw
+Every video is decoded, cut into clips and face-cropped by ``prepare.process_video`` (raw
 frames, so no JPEG loss) and read back with ``records.decode``: the frames and audio are
 exactly those of the plain preparation CLI with ``--frame_encoding=raw``. A video that yields no
 clip (corrupt, no audio, no face, too short, or any error) is logged and left out.
@@ -40,11 +46,12 @@ clips are stored once per split that holds it.
 from __future__ import annotations
 
 import abc
-import functools
 import hashlib
 import inspect
+import json
 import pathlib
 import pickle
+import shlex
 import tempfile
 import time
 from typing import Any, Dict, Iterator, List, Optional, Sequence, Tuple
@@ -54,11 +61,11 @@ import tensorflow_datasets as tfds
 import tqdm
 from absl import app, flags, logging
 
-from data_pipelines.prepare import PrepareOptions, VideoRejected, video_records
+from data_pipelines.prepare import PrepareOptions, process_video
 from havic_jax import cli, datasets, records
 from havic_jax.datasets import VideoEntry
 from havic_jax.media.decode import CLIP_SECONDS, FRAMES_PER_CLIP, SAMPLE_RATE
-from havic_jax.media.faces import CROP_SIZE, Detector, mtcnn_detector
+from havic_jax.media.faces import CROP_SIZE
 
 FILE_FORMAT = "array_record"  # random access, read without TensorFlow
 CLIP_SAMPLES = int(round(CLIP_SECONDS * SAMPLE_RATE))  # 51200
@@ -66,6 +73,7 @@ LABEL_NAMES = ("real", "fake")  # label 0 = real, 1 = fake
 RENAMED_SPLITS = {"all": "full"}  # TFDS reserves "all" for the union of the splits
 CSV_LIST_NAME = "videos.csv"  # the list havic_csv reads from its manual directory
 CLIP_OPTIONS = PrepareOptions(frame_encoding="raw")  # every clip of a video, lossless frames
+BEAM_LISTING_SUFFIX = "_videos.jsonl"  # a Beam build's list of a split's videos (deleted after)
 FLAGS = flags.FLAGS
 
 
@@ -75,10 +83,25 @@ def tfds_split_name(split: str) -> str:
   return RENAMED_SPLITS.get(split, split).replace("-", "_")
 
 
-@functools.lru_cache(maxsize=None)
-def face_detector() -> Detector:
-  """The MTCNN face detector, loaded on first use and shared by the builds of this process."""
-  return mtcnn_detector()
+def clip_examples(video_id: str, encoded: Sequence[bytes]
+                  ) -> Iterator[Tuple[str, Dict[str, Any]]]:
+  """(``"<video_id>:<clip index>"``, :func:`clip_features` values) of a video's serialised
+  clip records."""
+  for index, data in enumerate(encoded):
+    clip = records.decode(data)
+    yield f"{video_id}:{index}", {
+        "frames": clip.frames, "audio": clip.audio, "audio_label": clip.audio_label,
+        "visual_label": clip.visual_label, "overall_label": clip.overall_label,
+        "category": clip.category, "identity": clip.identity, "video_id": clip.video_id,
+        "clip_start": np.float32(clip.clip_start)}
+
+
+def video_examples(line: str) -> Iterator[Tuple[str, Dict[str, Any]]]:
+  """The :func:`clip_examples` of one video of a Beam build's list (a JSON line of
+  ``beam_prepare.entry_fields``); a rejected video yields none (logged)."""
+  from data_pipelines.beam_prepare import entry_from_fields
+  entry = entry_from_fields(json.loads(line))
+  yield from clip_examples(entry.video_id, process_video(entry, CLIP_OPTIONS).records)
 
 
 def clip_features() -> tfds.features.FeaturesDict:
@@ -114,18 +137,10 @@ class ClipStore:
   def _path(self, entry: VideoEntry) -> pathlib.Path:
     return self._directory / f"{hashlib.sha1(entry.video_id.encode()).hexdigest()}.pickle"
 
-  def add(self, entry: VideoEntry, detect: Detector) -> int:
+  def add(self, entry: VideoEntry) -> int:
     """Extracts and stores the clips of ``entry``; returns their number, 0 when the video
-    is rejected (logged, never raised)."""
-    try:
-      encoded, _ = video_records(entry, detect, CLIP_OPTIONS)
-    except VideoRejected as error:
-      logging.warning("skipping %s: %s", entry.video_id, error)
-      encoded = []
-    except Exception as error:  # pylint: disable=broad-except
-      # One bad file must never stop a long build: log it and go on.
-      logging.exception("failed on %s: %s", entry.video_id, error)
-      encoded = []
+    is rejected (logged by ``prepare.process_video``, never raised)."""
+    encoded = process_video(entry, CLIP_OPTIONS).records
     if encoded:
       self._path(entry).write_bytes(pickle.dumps(encoded, protocol=pickle.HIGHEST_PROTOCOL))
     self._clip_counts[entry.video_id] = len(encoded)
@@ -147,7 +162,9 @@ class HavicBuilder(tfds.core.GeneratorBasedBuilder):
   VERSION = tfds.core.Version("1.0.0")
   RELEASE_NOTES = {"1.0.0": "Clips of data_pipelines.prepare (raw frames), one per example."}
   HOMEPAGE: Optional[str] = None
+  BEAM = False  # whether Beam options make this builder's generators Beam PTransforms
   _clip_store: Optional[ClipStore] = None  # set while the builder prepares the dataset
+  _scratch: Optional[pathlib.Path] = None  # the download directory, during a Beam build
 
   @abc.abstractmethod
   def _read_videos(self, manual_dir: pathlib.Path) -> List[VideoEntry]:
@@ -162,6 +179,15 @@ class HavicBuilder(tfds.core.GeneratorBasedBuilder):
     # The clip store lives beside the downloads for the whole build and is deleted after it.
     scratch = pathlib.Path(dl_manager.download_dir)
     scratch.mkdir(parents=True, exist_ok=True)
+    if self.BEAM and (download_config.beam_options or download_config.beam_runner):
+      self._scratch = scratch
+      try:
+        super()._download_and_prepare(dl_manager, download_config)
+      finally:
+        self._scratch = None
+        for listing in scratch.glob(f"{self.name}_*{BEAM_LISTING_SUFFIX}"):
+          listing.unlink()
+      return
     with tempfile.TemporaryDirectory(prefix=f"{self.name}_clips_", dir=scratch) as directory:
       self._clip_store = ClipStore(directory)
       try:
@@ -171,13 +197,15 @@ class HavicBuilder(tfds.core.GeneratorBasedBuilder):
 
   def _split_generators(self, dl_manager: tfds.download.DownloadManager
                         ) -> Dict[str, Iterator[Tuple[str, Dict[str, Any]]]]:
-    """Extracts the clips of every video once, then one generator per non-empty split."""
+    """Extracts the clips of every video once, then one generator per non-empty split (a Beam
+    build: one PTransform per split, extracting on the workers)."""
     entries = self._read_videos(pathlib.Path(dl_manager.manual_dir))
-    detect = face_detector()
+    if self._scratch is not None:
+      return self._beam_generators(entries)
     kept: List[VideoEntry] = []
     num_clips = 0
     for entry in tqdm.tqdm(entries, desc="videos", unit="video"):
-      count = self._clip_store.add(entry, detect)
+      count = self._clip_store.add(entry)
       if count:
         kept.append(entry)
         num_clips += count
@@ -198,13 +226,27 @@ class HavicBuilder(tfds.core.GeneratorBasedBuilder):
                          ) -> Iterator[Tuple[str, Dict[str, Any]]]:
     """(``"<video_id>:<clip index>"``, clip_features() values) of every clip of ``videos``."""
     for entry in videos:
-      for index, data in enumerate(self._clip_store.clips(entry)):
-        clip = records.decode(data)
-        yield f"{entry.video_id}:{index}", {
-            "frames": clip.frames, "audio": clip.audio, "audio_label": clip.audio_label,
-            "visual_label": clip.visual_label, "overall_label": clip.overall_label,
-            "category": clip.category, "identity": clip.identity, "video_id": clip.video_id,
-            "clip_start": np.float32(clip.clip_start)}
+      yield from clip_examples(entry.video_id, self._clip_store.clips(entry))
+
+  def _beam_generators(self, entries: Sequence[VideoEntry]) -> Dict[str, Any]:
+    """{split: Beam PTransform of its (key, example) pairs}: each split's videos are listed
+    in a JSON-lines file under the download directory, read and spread over the workers,
+    and every worker extracts the clips of its videos (:func:`video_examples`)."""
+    import apache_beam as beam  # the [beam] extra
+    from data_pipelines.beam_prepare import entry_fields, read_listing
+    videos_per_split: Dict[str, List[VideoEntry]] = {}
+    for entry in entries:
+      for split in entry.splits:
+        videos_per_split.setdefault(tfds_split_name(split), []).append(entry)
+    generators = {}
+    for split, videos in videos_per_split.items():
+      listing = self._scratch / f"{self.name}_{split}{BEAM_LISTING_SUFFIX}"
+      listing.write_text("".join(json.dumps(entry_fields(e)) + "\n" for e in videos))
+      generators[split] = (beam.Create([str(listing)])
+                           | f"List_{split}" >> beam.FlatMap(read_listing)
+                           | f"Spread_{split}" >> beam.Reshuffle()
+                           | f"Clips_{split}" >> beam.FlatMap(video_examples))
+    return generators
 
 
 class HavicFakeAVCeleb(HavicBuilder):
@@ -229,6 +271,7 @@ class HavicLrs2(HavicBuilder):
   """LRS2 (BBC talking faces, all real) as 3.2 s face-cropped clips; splits from the list
   files, plus pretrain."""
 
+  BEAM = True
   HOMEPAGE = "https://www.robots.ox.ac.uk/~vgg/data/lip_reading/lrs2.html"
   MANUAL_DOWNLOAD_INSTRUCTIONS = """\
   Download LRS2 (https://www.robots.ox.ac.uk/~vgg/data/lip_reading/lrs2.html) and unpack it
@@ -244,6 +287,7 @@ class HavicVoxceleb2(HavicBuilder):
   """VoxCeleb2 (celebrity interviews, all real) as 3.2 s face-cropped clips with the speaker
   id as identity; splits dev and test."""
 
+  BEAM = True
   HOMEPAGE = "https://www.robots.ox.ac.uk/~vgg/data/voxceleb/vox2.html"
   MANUAL_DOWNLOAD_INSTRUCTIONS = """\
   Download VoxCeleb2 (https://www.robots.ox.ac.uk/~vgg/data/voxceleb/vox2.html) and unpack it
@@ -273,16 +317,24 @@ BUILDERS = {builder.name: builder
             for builder in (HavicFakeAVCeleb, HavicLrs2, HavicVoxceleb2, HavicCsv)}
 
 
-def build(name: str, manual_dir: str, data_dir: Optional[str] = None
-          ) -> tfds.core.DatasetBuilder:
+def build(name: str, manual_dir: str, data_dir: Optional[str] = None,
+          beam_options: str = "") -> tfds.core.DatasetBuilder:
   """Builds dataset ``name`` (a key of BUILDERS, e.g. ``havic_fake_av_celeb``) from the raw
   data in ``manual_dir`` into ``data_dir`` (None: TFDS's default, ``~/tensorflow_datasets``)
-  as ArrayRecord files; returns the builder. A dataset already built there is kept."""
+  as ArrayRecord files; returns the builder. A dataset already built there is kept.
+
+  beam_options: Beam pipeline options as one command-line string; given, the builders with
+  ``BEAM`` (havic_voxceleb2, havic_lrs2) build through a Beam pipeline (the others ignore
+  it)."""
   if name not in BUILDERS:
     raise ValueError(f"dataset must be one of {sorted(BUILDERS)}, got {name!r}")
   builder = BUILDERS[name](data_dir=data_dir, file_format=FILE_FORMAT)
+  config = {}
+  if beam_options:
+    from apache_beam.options.pipeline_options import PipelineOptions  # the [beam] extra
+    config["beam_options"] = PipelineOptions(shlex.split(beam_options))
   builder.download_and_prepare(
-      download_config=tfds.download.DownloadConfig(manual_dir=manual_dir))
+      download_config=tfds.download.DownloadConfig(manual_dir=manual_dir, **config))
   return builder
 
 
@@ -290,7 +342,7 @@ def main(argv: Sequence[str]) -> None:
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
   started = time.time()
-  builder = build(FLAGS.dataset, FLAGS.manual_dir, FLAGS.data_dir)
+  builder = build(FLAGS.dataset, FLAGS.manual_dir, FLAGS.data_dir, FLAGS.beam_options)
   splits = ", ".join(f"{split} {info.num_examples}" for split, info in builder.info.splits.items())
   print(f"{builder.name} -> {builder.data_dir} ({time.time() - started:.1f} s); clips per "
         f"split: {splits}")
@@ -302,6 +354,11 @@ def define_flags() -> None:
                       "builder's MANUAL_DOWNLOAD_INSTRUCTIONS).")
   flags.DEFINE_string("data_dir", None, "TFDS data directory the dataset is written to "
                       "(default: ~/tensorflow_datasets).")
+  flags.DEFINE_string("beam_options", "", "Build havic_voxceleb2 / havic_lrs2 with an Apache "
+                      "Beam pipeline with these options (one command-line string, e.g. "
+                      "\"--runner=DirectRunner --direct_num_workers=2 "
+                      "--direct_running_mode=multi_processing\"; needs the [beam] extra). "
+                      "Default: in this process, no Beam.")
   flags.mark_flags_as_required(["dataset", "manual_dir"])
 
 

@@ -4,7 +4,8 @@
       [--mode=train|forward] [--data=random|pipeline] [--output=bench.json] [--profile=DIR]
       [--config.x=y]
 
-``--mode=train`` times the jitted training step of ``config.stage`` on the config's mesh;
+``--mode=train`` times the training step of the config's stage and detector, as the training
+loop builds it (``builder.build``), on the config's mesh;
 ``--mode=forward`` times the fine-tuning classifier's forward pass (one window per sample: the
 eval binary's unit of work). Batches are random arrays of the model's input shapes
 (``--data=random``) or come from the config's real input pipeline (``--data=pipeline``, which
@@ -33,13 +34,11 @@ from absl import app, flags
 from jax.extend import core as jax_core
 from ml_collections import config_flags
 
-from havic_jax import cli, sharding, train
+from havic_jax import builder, cli, detectors, sharding, train
 from havic_jax.models.config import model_config_from
 from havic_jax.models.havic import build_model
-from havic_jax.optimizer import make_optimizer
 from havic_jax.synthetic_batches import synthetic_batches
-from havic_jax.train_step import (create_sharded_state, finetune_loss_fn, jit_train_step,
-                                  pretrain_loss_fn, unit_video)
+from havic_jax.train_step import create_sharded_state, unit_video
 
 FLAGS = flags.FLAGS
 # Peak dense bf16 FLOP/s per chip (vendor figures, no sparsity), by a substring of device_kind.
@@ -134,15 +133,11 @@ def run(config: Any, batch_size: int, steps: int, warmup: int, mode: str, data: 
     batches = synthetic_batches(cfg, stage, batch_size, config.seed)
 
   if mode == "train":
-    model = build_model(cfg, stage)
-    optimizer, schedules = make_optimizer(config)
-    loss_fn = (pretrain_loss_fn(model, cfg, config) if stage == "pretrain"
-               else finetune_loss_fn(model))
-    with jax.set_mesh(mesh), nn.logical_axis_rules(rules):
-      state, shardings = create_sharded_state(model, cfg, stage, optimizer,
-                                              jax.random.PRNGKey(config.seed), mesh, rules)
-      step_fn = jit_train_step(loss_fn, optimizer, schedules, shardings, mesh,
-                               config.grad_accumulation_steps)
+    train.with_identity_count(config, prepared if data == "pipeline" else None)
+    training = builder.build(config, mesh)
+    with training.scope():
+      state = training.init(jax.random.PRNGKey(config.seed))
+    step_fn = training.step
     call: Callable = lambda state, batch: step_fn(state, batch)
     carry = state
   else:
@@ -186,6 +181,8 @@ def run(config: Any, batch_size: int, steps: int, warmup: int, mode: str, data: 
   stats = device.memory_stats() or {}
   return {
       "config": {"stage": stage, "mode": mode, "batch_size": batch_size,
+                 "detector": (detectors.detector_name(config) if mode == "train"
+                              else detectors.HAVIC),
                  "dtype": cfg.dtype, "attention_impl": cfg.attention_impl, "remat": cfg.remat,
                  "remat_policy": cfg.remat_policy, "scan_layers": cfg.scan_layers,
                  "grad_accumulation_steps": config.grad_accumulation_steps,
@@ -203,9 +200,7 @@ def run(config: Any, batch_size: int, steps: int, warmup: int, mode: str, data: 
       "peak_tflops_per_chip": None if peak is None else peak / 1e12,
       "mfu": None if peak is None else achieved / peak,
       "peak_memory_bytes": stats.get("peak_bytes_in_use"),
-      "compiled_memory_bytes": None if memory is None else int(
-          memory.temp_size_in_bytes + memory.argument_size_in_bytes
-          + memory.output_size_in_bytes - memory.alias_size_in_bytes),
+      "compiled_memory_bytes": None if memory is None else builder.memory_needed(memory),
       "data_wait_fraction": float(np.sum(waits) / np.sum(times)) if times else nan,
   }
 

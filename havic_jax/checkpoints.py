@@ -6,13 +6,13 @@ the same batches and computes the same numbers. Saves are asynchronous; the mana
 last ``checkpoint.keep`` steps plus the best ``checkpoint.keep_best`` by
 ``checkpoint.best_metric``. ``WORKDIR/config.json`` records the run's config for exports.
 Restoring takes the target shardings of the current mesh, so a checkpoint written on one mesh
-loads onto another.
+loads onto another. ``WORKDIR`` may be a ``gs://`` URI (:mod:`havic_jax.storage`; Orbax writes
+the arrays through tensorstore's Cloud Storage driver).
 """
 
 from __future__ import annotations
 
 import json
-import pathlib
 from typing import Any, Mapping, Optional, Tuple
 
 import grain
@@ -21,6 +21,8 @@ import ml_collections
 import numpy as np
 import orbax.checkpoint as ocp
 from orbax.checkpoint import checkpoint_managers
+
+from havic_jax import storage
 
 CHECKPOINT_DIR = "checkpoints"
 CONFIG_FILE = "config.json"
@@ -45,8 +47,7 @@ def make_manager(workdir: str, checkpoint_cfg: Any) -> ocp.CheckpointManager:
   options = ocp.CheckpointManagerOptions(
       preservation_policy=checkpoint_managers.AnyPreservationPolicy(policies),
       enable_async_checkpointing=True, create=True, **tracked)
-  return ocp.CheckpointManager(pathlib.Path(workdir).absolute() / CHECKPOINT_DIR,
-                               options=options)
+  return ocp.CheckpointManager(storage.path(workdir) / CHECKPOINT_DIR, options=options)
 
 
 def save(manager: ocp.CheckpointManager, step: int, state: Any, data_iterator: Any = None,
@@ -75,13 +76,13 @@ def restore(manager: ocp.CheckpointManager, abstract_state: Any, data_iterator: 
 def write_config(workdir: str, config: ml_collections.ConfigDict) -> None:
   """``WORKDIR/config.json`` (process 0)."""
   if jax.process_index() == 0:
-    path = pathlib.Path(workdir)
+    path = storage.path(workdir)
     path.mkdir(parents=True, exist_ok=True)
     (path / CONFIG_FILE).write_text(config.to_json_best_effort(indent=1))
 
 
 def read_config(workdir: str) -> ml_collections.ConfigDict:
-  path = pathlib.Path(workdir) / CONFIG_FILE
+  path = storage.path(workdir) / CONFIG_FILE
   if not path.is_file():
     raise FileNotFoundError(f"{path}: missing; is {workdir} a havic_jax training workdir?")
   return ml_collections.ConfigDict(json.loads(path.read_text()))
@@ -109,9 +110,10 @@ def load_params(workdir: str, step: Optional[int] = None
   """(run config, parameters as NumPy arrays) from a training workdir's checkpoint at ``step``
   (default: the latest), on the host, whatever mesh wrote it."""
   config = read_config(workdir)
-  directory = pathlib.Path(workdir).absolute() / CHECKPOINT_DIR
-  steps = sorted(int(p.name) for p in directory.glob("*") if p.name.isdigit()
-                 and (p / STATE_ITEM).is_dir())
+  directory = storage.path(workdir) / CHECKPOINT_DIR
+  steps = sorted(int(p.name) for p in (directory.iterdir() if directory.is_dir() else ())
+                 if p.name.isdigit() and (p / STATE_ITEM).is_dir()
+                 and ocp.step.is_path_finalized(p))  # gs://: a save's commit file is there
   if not steps:
     raise FileNotFoundError(f"{directory}: no checkpoint; train with --workdir={workdir} first")
   step = steps[-1] if step is None else step

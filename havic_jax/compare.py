@@ -23,8 +23,9 @@ import time
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 from absl import app, flags, logging
+from etils import epath
 
-from havic_jax import cli
+from havic_jax import cli, storage
 
 FLAGS = flags.FLAGS
 
@@ -80,12 +81,12 @@ def recipe_configs(detector: str, size: str, data: str, steps: Dict[str, Optiona
   return configs
 
 
-def train_recipe(detector: str, configs: Sequence[Tuple[str, Any]], workdir: pathlib.Path
-                 ) -> Tuple[pathlib.Path, List[StageRun]]:
+def train_recipe(detector: str, configs: Sequence[Tuple[str, Any]], workdir: epath.Path
+                 ) -> Tuple[epath.Path, List[StageRun]]:
   """Runs the stages in order (each from the previous one's workdir) -> the last workdir and
   the runs."""
   from havic_jax import checkpoints, train
-  previous: Optional[pathlib.Path] = None
+  previous: Optional[epath.Path] = None
   runs = []
   for name, config in configs:
     stage_dir = workdir / detector / config.stage
@@ -151,9 +152,9 @@ def run(detector_names: Sequence[str], data: str, eval_data: str, workdir: str, 
         steps: Optional[Dict[str, Optional[int]]] = None, log_every: int = 50, workers: int = 0,
         batch_size: int = 32) -> List[Dict[str, Any]]:
   """Trains and scores each detector; writes ``comparison.md`` / ``comparison.json`` in
-  ``workdir`` and returns the rows."""
+  ``workdir`` (a local path or a ``gs://`` URI) and returns the rows."""
   from havic_jax import eval as eval_binary
-  root = pathlib.Path(workdir)
+  root = storage.path(workdir)
   root.mkdir(parents=True, exist_ok=True)
   plans = {d: recipe_configs(d, size, data, steps or {}, log_every) for d in detector_names}
   rows = []
@@ -179,7 +180,7 @@ def main(argv: Sequence[str]) -> None:
       size=FLAGS.size, protocol=FLAGS.protocol,
       steps={"pretrain": FLAGS.pretrain_steps, "finetune": FLAGS.finetune_steps},
       log_every=FLAGS.log_every, workers=FLAGS.workers, batch_size=FLAGS.batch_size)
-  print((pathlib.Path(FLAGS.workdir) / "comparison.md").read_text())
+  print((storage.path(FLAGS.workdir) / "comparison.md").read_text())
 
 
 def define_flags() -> None:

@@ -18,9 +18,13 @@ Inputs: a PyTorch pickle (``.pth``, ``.pt``, ``.ckpt``, ``.bin``; read with
 ``.npz``; the state_dict may sit under ``"model"`` or ``"state_dict"`` and carry DataParallel's
 ``module.`` prefix. The output directory receives an export (``havic_jax.export``: config.json,
 params.safetensors, params/) and ``report.json``: every source key ``loaded``, ``recomputed``
-(fixed sin-cos tables, checked equal) or ``unused`` (by design), ``notes`` on layout changes, and
-the parameters the source does not provide (``left_at_initialisation``). A missing, unexpected or
-mis-shaped key is an error that names it.
+(fixed sin-cos tables, checked against the exact tables within float32 rounding; each table's
+largest difference under ``fixed_tables``) or ``unused`` (by design), ``notes`` on layout
+changes, and the parameters the source does not provide (``left_at_initialisation``). A missing,
+unexpected or mis-shaped key, or a table that is not this model's, is an error that names it.
+
+``python -m havic_jax.eval --checkpoint=FILE`` and ``--config.init_from=FILE`` take such a file
+directly (:func:`load_released`: converted in memory, the same checks, nothing written).
 """
 
 from __future__ import annotations
@@ -30,9 +34,8 @@ import json
 import os
 import pathlib
 import re
-from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, List, Mapping, NamedTuple, Optional, Sequence, Tuple
 
-import ml_collections
 import numpy as np
 from absl import app, flags
 from ml_collections import config_flags
@@ -86,6 +89,10 @@ AUDIOMAE_POSITION_BIAS_HIDDEN = 384  # the MLP of its windowed attention's relat
 
 class TorchMissingError(ImportError):
   """Reading a PyTorch pickle without PyTorch installed."""
+
+
+class LayoutError(ValueError):
+  """A state_dict file of another model, or of a release the caller does not take."""
 
 
 # --------------------------------------------------------------------------------------------
@@ -280,44 +287,111 @@ def convert_state_dict(state_dict: Mapping[str, np.ndarray], cfg: ModelConfig, s
   return params, report
 
 
-def default_config(source: str) -> ml_collections.ConfigDict:
-  """The base-model config of the stage ``source`` provides."""
-  from configs import finetune_base, pretrain_base
-  return (finetune_base if source_stage(source) == "finetune" else pretrain_base).get_config()
+# Released checkpoints are the paper's base model in the release's layout (``ModelConfig``'s
+# defaults with the reference token order).
+RELEASE_COMPAT = "reference"
+RELEASED_SUFFIXES = TORCH_SUFFIXES + (SAFETENSORS_SUFFIX, NUMPY_SUFFIX)
+# How many of a file's keys an unrecognised-layout error quotes.
+KEYS_QUOTED = 8
+
+
+class Released(NamedTuple):
+  """A released checkpoint converted in memory: its ``source`` (``SOURCES``), the model config
+  and stage its parameters belong to, the parameters (per-layer layout) and the key report."""
+
+  source: str
+  cfg: ModelConfig
+  stage: str
+  params: Dict[str, Any]
+  report: Dict[str, Any]
+
+
+def is_released_file(path: str) -> bool:
+  """Whether ``path`` names a state_dict file (rather than a workdir or export directory)."""
+  return pathlib.Path(path).suffix in RELEASED_SUFFIXES and not pathlib.Path(path).is_dir()
+
+
+def detect_source(state_dict: Mapping[str, np.ndarray], cfg: ModelConfig, path: str) -> str:
+  """The source (``SOURCES``) whose layout for ``cfg`` holds the most of ``state_dict``'s keys
+  (ties: the one of which the file holds the most). Raises :class:`LayoutError` naming the
+  file's keys when no layout holds at least half of them."""
+  keys = set(state_dict)
+  scores = {}
+  for source in SOURCES:
+    layout = set(source_shapes(cfg, source))
+    shared = len(keys & layout)
+    scores[source] = (shared / max(len(keys), 1), shared / len(layout))
+  best = max(scores, key=scores.get)
+  if scores[best][0] < 0.5:
+    examples = {source: next(iter(source_shapes(cfg, source))) for source in SOURCES}
+    raise LayoutError(
+        f"{path}: neither a HAVIC (pretraining / fine-tuning), MARLIN nor AudioMAE state_dict: "
+        f"its keys {sorted(keys)[:KEYS_QUOTED]}{' ...' if len(keys) > KEYS_QUOTED else ''} "
+        f"({len(keys)} in all) match at most {scores[best][0]:.0%} of a layout's (best: "
+        f"{best}); the layouts start with " + ", ".join(f"{k!r} ({s})" for s, k in
+                                                        examples.items()))
+  return best
+
+
+def load_released(path: str, cfg: Optional[ModelConfig] = None,
+                  sources: Sequence[str] = SOURCES) -> Released:
+  """Reads and converts the released state_dict file ``path`` in memory for ``cfg`` (default:
+  the base model), detecting which release it is; it must be one of ``sources``. Raises
+  :class:`LayoutError` for another layout and ``ReferenceMappingError`` naming missing, unexpected,
+  mis-shaped or differing keys."""
+  state_dict = read_state_dict(path)
+  cfg = cfg or model_config_from({}, RELEASE_COMPAT)
+  source = detect_source(state_dict, cfg, path)
+  if source not in sources:
+    raise LayoutError(f"{path}: a {source} state_dict; this needs one of {list(sources)}")
+  params, report = convert_state_dict(state_dict, cfg, source)
+  return Released(source, cfg, source_stage(source), params,
+                  {"converted_from": source, "input": os.path.abspath(path),
+                   "modules": list(params), **report})
 
 
 def convert(source: str, input_path: str, output_dir: str,
-            config: ml_collections.ConfigDict) -> Dict[str, Any]:
-  """Reads ``input_path``, converts it for ``config.model`` / ``config.compat``, writes an
-  export of every module it provides and ``report.json`` to ``output_dir``; returns the
-  report."""
-  cfg = model_config_from(config.model, config.compat)
+            model: Mapping[str, Any], compat: str) -> Dict[str, Any]:
+  """Reads ``input_path``, converts it for the model sizes ``model`` (``config.model``) and
+  ``compat``, writes an export of every module it provides and ``report.json`` to
+  ``output_dir``; returns the report."""
+  cfg = model_config_from(model, compat)
   params, report = convert_state_dict(read_state_dict(input_path), cfg, source)
   origin = {"converted_from": source, "input": os.path.abspath(input_path)}
-  directory = export_params(params, config.model, source_stage(source), config.compat,
-                            output_dir, modules=tuple(params), source=origin)
+  directory = export_params(params, model, source_stage(source), compat, output_dir,
+                            modules=tuple(params), source=origin)
   report = {**origin, "modules": list(params), **report}
   (directory / REPORT_FILE).write_text(json.dumps(report, indent=1) + "\n")
   return report
 
 
-def summary(report: Mapping[str, Any], output_dir: str) -> str:
+def summary(report: Mapping[str, Any], output_dir: Optional[str] = None) -> str:
+  """What a conversion ``report`` says, in a few lines (``output_dir``: where it was written)."""
   counts = {status: len(report[status]) for status in ("loaded", "recomputed", "unused")}
+  tables = report["fixed_tables"]
+  worst = max(tables, key=lambda key: tables[key]["max_abs_diff"]) if tables else None
   lines = [f"{report['converted_from']}: {sum(counts.values())} keys: {counts['loaded']} loaded, "
-           f"{counts['recomputed']} recomputed (fixed tables, checked equal), "
-           f"{counts['unused']} unused by design",
+           f"{counts['recomputed']} recomputed (fixed sin-cos tables, within float32 rounding "
+           f"of the exact ones"
+           + (f"; largest difference {tables[worst]['max_abs_diff']:.2g} in {worst})"
+              if worst else ")")
+           + f", {counts['unused']} unused by design",
            f"modules {', '.join(report['modules'])}; "
            f"{len(report['left_at_initialisation'])} parameter tensors left at initialisation",
-           *(f"note: {note}" for note in report["notes"]),
-           f"-> {output_dir} ({REPORT_FILE} lists every key)"]
+           *(f"note: {note}" for note in report["notes"])]
+  if output_dir:
+    lines.append(f"-> {output_dir} ({REPORT_FILE} lists every key)")
   return "\n".join(lines)
 
 
 def main(argv: Sequence[str]) -> None:
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
-  config = FLAGS.config or default_config(FLAGS.source)
-  report = convert(FLAGS.source, FLAGS.input, FLAGS.output, config)
+  if FLAGS.config:
+    model, compat = FLAGS.config.model, FLAGS.config.compat
+  else:
+    model, compat = dataclasses.asdict(model_config_from({}, RELEASE_COMPAT)), RELEASE_COMPAT
+  report = convert(FLAGS.source, FLAGS.input, FLAGS.output, model, compat)
   print(summary(report, FLAGS.output))
 
 
@@ -328,7 +402,7 @@ def define_flags() -> None:
   flags.DEFINE_string("output", None, "New directory for the export and report.json.")
   config_flags.DEFINE_config_file(
       "config", None, "Config whose model sizes and compat to convert for (configs/*.py); "
-      "default: configs/finetune_base.py for havic_finetune, configs/pretrain_base.py otherwise.")
+      "default: the paper's base model with the release's token order, as released.")
   flags.mark_flags_as_required(["source", "input", "output"])
 
 

@@ -43,7 +43,7 @@ import tqdm
 from absl import app, flags
 
 from havic_jax import cli, datasets, detectors, input_pipeline, metrics, records, reports
-from havic_jax import sharding
+from havic_jax import sharding, storage
 from havic_jax.detectors import fakeout
 from havic_jax.media import decode, fbank, reencode, tracking, windows
 from havic_jax.media.faces import mtcnn_detector, mtcnn_multi_detector
@@ -133,8 +133,9 @@ def _file_size(path: str) -> int:
 
 def load_data(path: str, split_seed: int = datasets.FAKEAVCELEB_SPLIT_SEED,
               split_by: str = "video") -> EvalData:
-  """The videos of a CSV, a FakeAVCeleb directory or a prepared-shards directory."""
-  location = pathlib.Path(path)
+  """The videos of a CSV, a FakeAVCeleb directory or a prepared-shards directory (local paths:
+  the decoders read files)."""
+  location = pathlib.Path(storage.local_only(path, "--data"))
   if location.is_dir() and (location / input_pipeline.MANIFEST).is_file():
     prepared = input_pipeline.open_prepared(path)
     manifest = prepared.manifest
@@ -555,7 +556,7 @@ def main(argv: Sequence[str]) -> None:
   for label, speed in outcome["throughput"].items():
     print(f"throughput {label}: {speed['videos_per_second']:.2f} videos/s, "
           f"{speed['windows_per_second']:.1f} windows/s")
-  print(f"report: {pathlib.Path(FLAGS.output).absolute()}")
+  print(f"report: {storage.path(FLAGS.output)}")
 
 
 def define_flags() -> None:

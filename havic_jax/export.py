@@ -22,8 +22,6 @@ from __future__ import annotations
 import dataclasses
 import importlib.metadata
 import json
-import os
-import pathlib
 from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
 import jax
@@ -31,9 +29,10 @@ import numpy as np
 import orbax.checkpoint as ocp
 from absl import app, flags
 from flax import traverse_util
-from safetensors.numpy import load_file, save_file
+from etils import epath
+from safetensors.numpy import load, save
 
-from havic_jax import cli
+from havic_jax import cli, storage
 from havic_jax.models import stacking
 from havic_jax.models.config import ModelConfig, model_config_from
 from havic_jax.models.reference import param_shapes
@@ -88,7 +87,7 @@ def leaves_left_out(params: Mapping[str, Any], cfg: ModelConfig, stage: str) -> 
 def export_params(params: Mapping[str, Any], model_config_dict: Mapping[str, Any], stage: str,
                   compat: str, output_dir: str,
                   modules: Sequence[str] = PRETRAINED_MODULES,
-                  source: Optional[Mapping[str, Any]] = None) -> pathlib.Path:
+                  source: Optional[Mapping[str, Any]] = None) -> epath.Path:
   """Writes the top-level ``modules`` of ``params`` as an export directory ``output_dir``.
 
   Args:
@@ -97,7 +96,7 @@ def export_params(params: Mapping[str, Any], model_config_dict: Mapping[str, Any
       AudioMAE), the others are listed in config.json's ``left_at_initialisation``.
     model_config_dict: ``config.model`` (fields of ``ModelConfig``).
     compat: ``config.compat``; resolves ``audio_segments`` when the model config leaves it None.
-    output_dir: created; must not exist or be empty.
+    output_dir: created; must not exist or be empty; a local path or a ``gs://`` URI.
     modules: top-level modules to write (default: encoders + interaction, what fine-tuning
       loads).
     source: where the parameters come from (recorded in config.json).
@@ -111,12 +110,12 @@ def export_params(params: Mapping[str, Any], model_config_dict: Mapping[str, Any
   cfg = dataclasses.replace(model_config_from(model_config_dict, compat), scan_layers=False)
   selected = stacking.unstack_layers({name: params[name] for name in modules})
   left_out = leaves_left_out(selected, cfg, stage)
-  directory = pathlib.Path(output_dir).absolute()
+  directory = storage.path(output_dir)
   if directory.exists() and any(directory.iterdir()):
     raise FileExistsError(f"{directory} is not empty; export into a new directory")
   directory.mkdir(parents=True, exist_ok=True)
   flat = flatten_params(selected)
-  save_file(flat, str(directory / SAFETENSORS_FILE))
+  (directory / SAFETENSORS_FILE).write_bytes(save(flat))
   ocp.PyTreeCheckpointer().save(directory / ORBAX_DIR,
                                 traverse_util.unflatten_dict(flat, sep=PATH_SEPARATOR))
   description = {
@@ -134,7 +133,7 @@ def export_params(params: Mapping[str, Any], model_config_dict: Mapping[str, Any
 
 def read_export_config(path: str) -> Dict[str, Any]:
   """config.json of the export directory ``path``."""
-  config_path = pathlib.Path(path) / CONFIG_FILE
+  config_path = storage.path(path) / CONFIG_FILE
   if not config_path.is_file():
     raise FileNotFoundError(f"{config_path}: missing; is {path} an export of "
                             f"`python -m havic_jax.export` or `python -m havic_jax.convert`?")
@@ -146,8 +145,8 @@ def load_pretrained(path: str) -> Tuple[ModelConfig, Dict[str, Any]]:
 
   Reads the Orbax checkpoint ``params/``, or ``params.safetensors`` where ``params/`` is absent
   (e.g. an export shipped as config.json + one safetensors file)."""
-  directory = pathlib.Path(path).absolute()
-  description = read_export_config(str(directory))
+  directory = storage.path(path)
+  description = read_export_config(path)
   cfg = model_config_from(description["model"], description["compat"])
   if (directory / ORBAX_DIR).is_dir():
     checkpointer = ocp.PyTreeCheckpointer()
@@ -156,7 +155,7 @@ def load_pretrained(path: str) -> Tuple[ModelConfig, Dict[str, Any]]:
     params = checkpointer.restore(directory / ORBAX_DIR,
                                   args=ocp.args.PyTreeRestore(restore_args=restore_args))
   elif (directory / SAFETENSORS_FILE).is_file():
-    params = traverse_util.unflatten_dict(load_file(str(directory / SAFETENSORS_FILE)),
+    params = traverse_util.unflatten_dict(load((directory / SAFETENSORS_FILE).read_bytes()),
                                           sep=PATH_SEPARATOR)
   else:
     raise FileNotFoundError(f"{directory}: neither {ORBAX_DIR}/ nor {SAFETENSORS_FILE}; "
@@ -169,7 +168,7 @@ def main(argv: Sequence[str]) -> None:
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
   from havic_jax import checkpoints
   config, params = checkpoints.load_params(FLAGS.workdir, FLAGS.step)
-  source = {"workdir": os.path.abspath(FLAGS.workdir),
+  source = {"workdir": str(storage.path(FLAGS.workdir)),
             "step": "latest" if FLAGS.step is None else FLAGS.step}
   directory = export_params(params, config.model, config.stage, config.compat, FLAGS.output,
                             FLAGS.modules, source)

@@ -26,7 +26,7 @@ import cv2
 import grain
 import numpy as np
 
-from havic_jax import augment, pseudo_fakes, records
+from havic_jax import augment, pseudo_fakes, records, storage
 from havic_jax.masking import host_pretraining_masks, kept_per_group
 from havic_jax.media.clips import INT16_SCALE
 from havic_jax.media.fbank import audio_features as audio_features_of_wave
@@ -108,8 +108,9 @@ class PreparedData:
 
 
 def open_prepared(directory: str) -> PreparedData:
-  """Reads ``directory/manifest.json``; errors say how to make one."""
-  path = pathlib.Path(directory)
+  """Reads ``directory/manifest.json`` (a local path: ArrayRecord reads files); errors say how
+  to make one."""
+  path = pathlib.Path(storage.local_only(directory, "prepared data"))
   manifest_path = path / MANIFEST
   if not manifest_path.is_file():
     raise DataError(f"{manifest_path}: missing; prepare the data first with "

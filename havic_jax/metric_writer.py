@@ -14,6 +14,10 @@ prefix="eval")`` -> JSONL ``"eval/auc"``, tag ``eval/auc``). Without a prefix th
 used, which is how the training loop logs its scalars (``total``, ``grad_norm``, ...). Text
 ``name`` has the tag ``{name}/text_summary`` (tensorboardX's text summary).
 
+The work directory may be a ``gs://`` URI (:mod:`havic_jax.storage`): the JSONL, PNG and
+TXT files go through ``etils.epath``, the event file through tensorboardX's own Cloud Storage
+writer (google-cloud-storage), which uploads the whole file again at each flush.
+
 Events are built with ``tensorboardX.summary`` and written synchronously by its
 ``EventsWriter``: ``SummaryWriter`` hands them to a writer thread whose queue its ``flush()``
 does not drain, so :meth:`MetricWriter.flush` could not promise they are on disk.
@@ -28,7 +32,6 @@ from __future__ import annotations
 import datetime
 import functools
 import json
-import pathlib
 import time
 from typing import Any, Mapping, Optional, Tuple
 
@@ -41,6 +44,8 @@ from clu import parameter_overview as clu_parameter_overview
 from tensorboardX import summary as tb_summary
 from tensorboardX.event_file_writer import EventsWriter
 from tensorboardX.proto.event_pb2 import Event
+
+from havic_jax import storage
 
 TENSORBOARD_DIR = "tensorboard"
 IMAGES_DIR = "images"
@@ -55,7 +60,7 @@ class MetricWriter:
   """Writes scalars (JSONL, progress line, TensorBoard), images and text of one run.
 
   Args:
-    workdir: the run's directory (created if missing).
+    workdir: the run's directory (created if missing), a local path or a ``gs://`` URI.
     total_steps: the run's last step, for the progress line and its ETA.
     start_step: the step the run (re)starts from; the ETA counts from here.
   """
@@ -65,7 +70,7 @@ class MetricWriter:
     self.total_steps = total_steps
     self.start_step = start_step
     self.start_time = time.time()
-    self.directory = pathlib.Path(workdir)
+    self.directory = storage.path(workdir)
     self.path = self.directory / "metrics.jsonl"
     self.events: Optional[EventsWriter] = None
     self.flushed_at = time.time()
@@ -86,8 +91,7 @@ class MetricWriter:
     if not self.active:
       return
     values = {_key(k, prefix): float(v) for k, v in scalars.items()}
-    with open(self.path, "a") as f:
-      f.write(json.dumps({"step": step, **values}) + "\n")
+    storage.append_text(self.path, json.dumps({"step": step, **values}) + "\n")
     for tag, value in values.items():
       self._add_summary(step, tb_summary.scalar(tag, value))
     done = step - self.start_step
@@ -112,9 +116,11 @@ class MetricWriter:
       self._add_summary(step, tb_summary.image(key, image,
                                                dataformats="HWC" if image.ndim == 3 else "HW"))
       path = self.directory / IMAGES_DIR / f"step_{step:08d}" / f"{key}.png"
+      encoded, png = cv2.imencode(".png", image[..., ::-1] if image.ndim == 3 else image)  # BGR
+      if not encoded:
+        raise OSError(f"could not encode {path}")
       path.parent.mkdir(parents=True, exist_ok=True)
-      if not cv2.imwrite(str(path), image[..., ::-1] if image.ndim == 3 else image):  # BGR
-        raise OSError(f"could not write {path}")
+      path.write_bytes(png.tobytes())
 
   def write_text(self, name: str, text: str) -> None:
     """``text`` to ``{name}.txt`` and to TensorBoard's text tab (as a preformatted block, so
@@ -136,6 +142,9 @@ class MetricWriter:
     """Flushes and closes the TensorBoard event file."""
     if self.active:
       self.events.close()
+      # Dropped now: tensorboardX's Cloud Storage writer uploads once more when collected,
+      # which at interpreter exit fails.
+      self.events = None
 
 
 @functools.lru_cache(maxsize=None)

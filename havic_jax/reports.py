@@ -12,23 +12,25 @@
 
 Metric values are fractions in [0, 1]; the Markdown shows them in percent with two decimals
 (0.98765 -> "98.77") and NaN as "–"; JSON writes NaN as null. Plots are drawn on matplotlib's
-Agg canvas directly, leaving pyplot's global backend alone.
+Agg canvas directly, leaving pyplot's global backend alone. ``output_dir`` may be a ``gs://``
+URI: every file goes through ``etils.epath`` (:mod:`havic_jax.storage`).
 """
 
 from __future__ import annotations
 
 import csv
 import dataclasses
+import io
 import json
 import math
-import pathlib
 from typing import Any, Callable, Dict, List, Mapping, NamedTuple, Optional, Sequence, Tuple
 
 import numpy as np
+from etils import epath
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
-from havic_jax import metrics
+from havic_jax import metrics, storage
 
 STATUS_MEANINGS = {
     "ok": "a face in every sampled frame and at least one full window; scored",
@@ -228,7 +230,7 @@ def _markdown(results: Sequence[ProtocolResult], videos: Sequence[VideoResult],
   return "\n".join(lines) + "\n"
 
 
-def _write_curves(path: pathlib.Path, results: Sequence[ProtocolResult], kind: str) -> bool:
+def _write_curves(path: epath.Path, results: Sequence[ProtocolResult], kind: str) -> bool:
   """Draws ``kind`` ("roc" or "pr") curves, a subplot per protocol with a plottable curve (both
   labels present); writes ``path`` and returns True unless there is none."""
   curve = CURVES[kind]
@@ -257,7 +259,8 @@ def _write_curves(path: pathlib.Path, results: Sequence[ProtocolResult], kind: s
     axes.set(title=title, xlabel=curve.xlabel, ylabel=curve.ylabel, xlim=(0, 1),
              ylim=(0, 1.02))
     axes.legend(loc=curve.legend_loc, fontsize="small")
-  figure.savefig(path, dpi=PLOT_DPI)
+  with path.open("wb") as file:
+    figure.savefig(file, format="png", dpi=PLOT_DPI)
   return True
 
 
@@ -265,13 +268,13 @@ def _number(value: Optional[float], digits: int) -> str:
   return "" if value is None or math.isnan(value) else f"{value:.{digits}f}"
 
 
-def write_report(output_dir: str | pathlib.Path, results: Sequence[ProtocolResult],
+def write_report(output_dir: storage.PathLike, results: Sequence[ProtocolResult],
                  videos: Sequence[VideoResult], meta: Mapping[str, Any]
-                 ) -> Dict[str, pathlib.Path]:
+                 ) -> Dict[str, epath.Path]:
   """Writes the report files (module docstring) into ``output_dir`` (created if missing).
 
   Args:
-    output_dir: the report directory.
+    output_dir: the report directory, a local path or a ``gs://`` URI.
     results: one entry per (protocol, method); a protocol's results form one table.
     videos: every video of the run, scored or not.
     meta: the run's description (checkpoint, scorer, data hash, versions, ...), written as
@@ -281,7 +284,7 @@ def write_report(output_dir: str | pathlib.Path, results: Sequence[ProtocolResul
     {"json", "markdown", "roc", "pr", "per_video", "per_window"} -> written path; "roc" and
     "pr" only when some protocol has curves.
   """
-  directory = pathlib.Path(output_dir)
+  directory = storage.path(output_dir)
   directory.mkdir(parents=True, exist_ok=True)
   paths = {name: directory / file for name, file in FILES.items()}
   scored = sum(v.scored for v in videos)
@@ -297,18 +300,19 @@ def write_report(output_dir: str | pathlib.Path, results: Sequence[ProtocolResul
   for kind in CURVES:
     if not _write_curves(paths[kind], results, kind):
       del paths[kind]
-  with open(paths["per_video"], "w", newline="") as f:
-    writer = csv.writer(f)
-    writer.writerow(PER_VIDEO_COLUMNS)
-    for v in videos:
-      writer.writerow([v.video_id, v.path, "" if v.label is None else v.label, v.category,
-                       _number(v.score, 6), "" if v.prediction is None else v.prediction,
-                       v.num_windows, ";".join(f"{t:.1f}" for t in v.least_coherent),
-                       v.status, v.detail])
-  with open(paths["per_window"], "w", newline="") as f:
-    writer = csv.writer(f)
-    writer.writerow(PER_WINDOW_COLUMNS)
-    for v in videos:
-      for i, (start, score) in enumerate(zip(v.window_starts, v.window_scores)):
-        writer.writerow([v.video_id, i, _number(start, 2), _number(score, 6)])
+  per_video, per_window = io.StringIO(newline=""), io.StringIO(newline="")
+  writer = csv.writer(per_video)
+  writer.writerow(PER_VIDEO_COLUMNS)
+  for v in videos:
+    writer.writerow([v.video_id, v.path, "" if v.label is None else v.label, v.category,
+                     _number(v.score, 6), "" if v.prediction is None else v.prediction,
+                     v.num_windows, ";".join(f"{t:.1f}" for t in v.least_coherent),
+                     v.status, v.detail])
+  writer = csv.writer(per_window)
+  writer.writerow(PER_WINDOW_COLUMNS)
+  for v in videos:
+    for i, (start, score) in enumerate(zip(v.window_starts, v.window_scores)):
+      writer.writerow([v.video_id, i, _number(start, 2), _number(score, 6)])
+  paths["per_video"].write_bytes(per_video.getvalue().encode())
+  paths["per_window"].write_bytes(per_window.getvalue().encode())
   return paths

@@ -12,15 +12,15 @@ contrastive space (spec §8: mean of each modality's final-layer patch tokens pe
 from __future__ import annotations
 
 import dataclasses
-import pathlib
 from typing import Any, Dict, Iterable, Iterator, List, Mapping, Optional, Tuple
 
 import jax
 import jax.numpy as jnp
 import numpy as np
+from absl import logging
 from flax import traverse_util
 
-from havic_jax import checkpoints, detectors, export, sharding
+from havic_jax import checkpoints, convert, detectors, export, sharding, storage
 from havic_jax.losses import segment_means
 from havic_jax.models import layers
 from havic_jax.models.config import ModelConfig, model_config_from
@@ -65,28 +65,47 @@ class Checkpoint:
     return all(path in present for path in param_shapes(self.cfg, "finetune"))
 
 
+def load_released(path: str) -> Checkpoint:
+  """A released HAVIC state_dict file, converted in memory (``convert.load_released``)."""
+  try:
+    released = convert.load_released(path, sources=tuple(convert.HAVIC_SOURCES))
+  except convert.LayoutError as error:
+    raise CheckpointError(f"{error}: scoring needs a HAVIC checkpoint (a MARLIN or AudioMAE "
+                          f"state_dict initialises training: --config.init_from={path})") from error
+  logging.info("%s", convert.summary(released.report))
+  report = released.report
+  description = {"kind": "released", "path": report["input"], "source": released.source,
+                 "keys": {status: len(report[status])
+                          for status in ("loaded", "recomputed", "unused")},
+                 "fixed_tables": report["fixed_tables"]}
+  return Checkpoint(released.cfg, released.stage, released.params, description)
+
+
 def load_checkpoint(path: str, step: Optional[int] = None) -> Checkpoint:
   """A training workdir (at ``step``; default: the best checkpoint by the run's
-  ``checkpoint.best_metric`` if it kept one, else the latest) or an export directory
-  (``python -m havic_jax.export`` / ``python -m havic_jax.convert``)."""
-  directory = pathlib.Path(path)
+  ``checkpoint.best_metric`` if it kept one, else the latest), an export directory
+  (``python -m havic_jax.export`` / ``python -m havic_jax.convert``) or a released HAVIC
+  state_dict file (``.pth``, ``.safetensors``, ``.npz``: converted in memory)."""
+  if convert.is_released_file(path):
+    return load_released(path)
+  directory = storage.path(path)
   if (directory / checkpoints.CHECKPOINT_DIR).is_dir():
     step = checkpoints.best_step(path) if step is None else step
     config, params = checkpoints.load_params(path, step)
     cfg = model_config_from(config.model, config.compat)
     return Checkpoint(cfg, config.stage, params,
-                      {"kind": "workdir", "path": str(directory.absolute()),
+                      {"kind": "workdir", "path": str(directory),
                        "step": "latest" if step is None else int(step),
                        "detector": detectors.detector_name(config)}, config)
   if (directory / export.CONFIG_FILE).is_file():
     description = export.read_export_config(path)
     cfg, params = export.load_pretrained(path)
     return Checkpoint(cfg, description["stage"], params,
-                      {"kind": "export", "path": str(directory.absolute()),
+                      {"kind": "export", "path": str(directory),
                        "source": description.get("source", {})})
   raise CheckpointError(f"{path}: neither a training workdir (with {checkpoints.CHECKPOINT_DIR}/)"
-                        f" nor an export directory (with config.json); pass one of those, or "
-                        f"convert reference weights first with `python -m havic_jax.convert`")
+                        f", an export directory (with config.json) nor a released state_dict "
+                        f"file ({', '.join(convert.RELEASED_SUFFIXES)}); pass one of those")
 
 
 def coherence(audio_tokens: Array, video_tokens: Array, num_segments: int) -> Array:

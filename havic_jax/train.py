@@ -3,11 +3,15 @@ logging.
 
 A run in a workdir that holds checkpoints resumes from the latest one (state and input
 position), so re-running the same command after a kill continues the same run. SIGTERM
-(preemption) saves a checkpoint at the next step boundary and exits 0.
+(preemption) to any process makes every process save the same step and exit 0
+(:class:`Preemption`). The workdir may be a ``gs://`` URI; the training data is read from
+local paths.
 """
 
 from __future__ import annotations
 
+import itertools
+import os
 import pathlib
 import signal
 import time
@@ -15,20 +19,20 @@ from typing import Any, Callable, Dict, Mapping, Optional, Tuple
 
 import flax.linen as nn
 import jax
+import jax.numpy as jnp
 import numpy as np
 from absl import logging
+from flax import traverse_util
 
 from havic_jax import augment, checkpoints, detectors, input_pipeline, masking, pseudo_fakes
-from havic_jax import sharding
+from havic_jax import builder, convert, sharding, storage
 from havic_jax.metric_writer import MetricWriter, parameter_overview, train_metrics_from
 from havic_jax.models import stacking
-from havic_jax.models.config import ModelConfig, model_config_from
+from havic_jax.models.config import ModelConfig
 from havic_jax.metrics import binary_metrics
-from havic_jax.optimizer import PRETRAINED_MODULES, make_optimizer
 from havic_jax.visualize import reconstruction_images
 from havic_jax.synthetic_batches import local_batch_size, synthetic_batches
-from havic_jax.train_step import (TrainState, abstract_state, create_sharded_state,
-                                  jit_train_step, unit_video)
+from havic_jax.train_step import TrainState, unit_video
 
 
 def synthetic_corpus(path: pathlib.Path, num_videos: int, seed: int) -> pathlib.Path:
@@ -50,14 +54,15 @@ def prepared_data_path(config: Any, workdir: str) -> pathlib.Path:
   """The prepared directory ``config.data`` names (generating the synthetic corpus if asked)."""
   data_cfg = config.data
   if data_cfg.source == "synthetic_corpus":
+    location = data_cfg.path or os.path.join(workdir, "synthetic_data")
     return synthetic_corpus(
-        pathlib.Path(data_cfg.path or pathlib.Path(workdir) / "synthetic_data"),
+        pathlib.Path(storage.local_only(location, "data.path (default WORKDIR/synthetic_data)")),
         data_cfg.synthetic_videos, config.seed)
   if data_cfg.source == "prepared":
     if not data_cfg.path:
       raise ValueError("data.source='prepared' needs --config.data.path=DIR, a directory "
                        "written by `python -m data_pipelines.prepare`")
-    return pathlib.Path(data_cfg.path)
+    return pathlib.Path(storage.local_only(data_cfg.path, "data.path"))
   raise ValueError(f"data.source must be 'prepared', 'synthetic_corpus' or 'random', got "
                    f"{data_cfg.source!r}")
 
@@ -110,50 +115,126 @@ def with_identity_count(config: Any, data: Optional[input_pipeline.PreparedData]
   config.detector.num_identities = len(data.identity_vocabulary(indices))
 
 
-def load_backbone(init_from: str) -> Dict[str, Any]:
-  """Every top-level module's parameters (NumPy) of a training workdir or an export."""
-  if (pathlib.Path(init_from) / checkpoints.CHECKPOINT_DIR).is_dir():
-    _, params = checkpoints.load_params(init_from)
-  else:
-    from havic_jax.export import load_pretrained
-    _, params = load_pretrained(init_from)
-  return dict(params)
+def load_backbone(init_from: str, cfg: ModelConfig) -> Dict[str, Any]:
+  """Parameters (NumPy, per-layer layout) from ``init_from``: a training workdir, an export, or
+  a released state_dict file (HAVIC, MARLIN or AudioMAE; converted in memory for ``cfg``), or
+  several of them comma-separated (e.g. ``marlin.pth,audiomae.pth``), each giving other
+  modules."""
+  backbone: Dict[str, Any] = {}
+  for source in init_from.split(","):
+    if convert.is_released_file(source):
+      released = convert.load_released(source, cfg)
+      logging.info("init_from %s:\n%s", source, convert.summary(released.report))
+      params = released.params
+    elif (storage.path(source) / checkpoints.CHECKPOINT_DIR).is_dir():
+      _, params = checkpoints.load_params(source)
+    else:
+      from havic_jax.export import load_pretrained
+      _, params = load_pretrained(source)
+    twice = sorted(set(params) & set(backbone))
+    if twice:
+      raise ValueError(f"init_from: {source} gives modules {twice} that an earlier entry of "
+                       f"{init_from!r} gave already; name each module's source once")
+    backbone.update(params)
+  return backbone
 
 
 def with_backbone(state: TrainState, shardings: Any, backbone: Mapping[str, Any]) -> TrainState:
-  """``state`` with the modules it shares with ``backbone`` (by name) replaced by
-  ``backbone``'s, placed in their shardings; shapes must match, and every pretrained module
-  (``PRETRAINED_MODULES``) of the model must be there."""
-  params = dict(state.params)
-  shared = [name for name in backbone if name in params]
-  missing = [name for name in params if name in PRETRAINED_MODULES and name not in backbone]
-  if not shared or missing:
-    raise ValueError(f"init_from: the checkpoint has modules {sorted(backbone)}; this model "
-                     f"needs {sorted(n for n in params if n in PRETRAINED_MODULES)}; pass a "
-                     f"pretraining workdir or an export of one")
-  for name in shared:
-    tree = backbone[name]
-    expected = jax.tree.map(lambda x: x.shape, params[name])
-    if jax.tree.map(np.shape, tree) != expected:
-      raise ValueError(f"init_from: the shapes of '{name}' differ from this config's model; "
-                       f"use the model sizes the checkpoint was trained with")
-    params[name] = jax.device_put(tree, shardings.params[name])
-  return state.replace(params=params)
+  """``state`` with every parameter that ``backbone`` holds (same module and path) replaced
+  by ``backbone``'s, placed in its sharding; shapes must match. Parameters ``backbone`` lacks
+  keep their initialisation and are logged (a MARLIN or AudioMAE state_dict covers part of a
+  module; a pretraining export has no classifier)."""
+  ours = traverse_util.flatten_dict(state.params)
+  given = traverse_util.flatten_dict(dict(backbone))
+  shared = [path for path in given if path in ours]
+  if not shared:
+    raise ValueError(f"init_from: the checkpoint has modules {sorted(backbone)}, none of this "
+                     f"model's {sorted(state.params)}; pass a pretraining workdir, an export or "
+                     f"a released state_dict")
+  wrong = [f"{'/'.join(path)}: {np.shape(given[path])}, the model's {ours[path].shape}"
+           for path in shared if np.shape(given[path]) != ours[path].shape]
+  if wrong:
+    raise ValueError(f"init_from: shapes differ from this config's model ({wrong[:4]}); use "
+                     f"the model sizes the checkpoint was trained with")
+  flat_shardings = traverse_util.flatten_dict(shardings.params)
+  for path in shared:
+    ours[path] = jax.device_put(given[path], flat_shardings[path])
+  left = sorted({path[0] for path in ours if path not in given})
+  if left:
+    count = sum(path not in given for path in ours)
+    logging.warning("init_from: %d parameter tensors keep their initialisation (in modules %s)",
+                    count, ", ".join(left))
+  return state.replace(params=traverse_util.unflatten_dict(ours))
 
 
-class PreemptionFlag:
-  """Set by SIGTERM (a preemption notice); the loop checkpoints and stops at the next step."""
+class Preemption:
+  """The run's one decision to stop for a preemption notice (SIGTERM): every process saves
+  the same step, then exits 0.
 
-  def __init__(self):
-    self.raised = False
-    self.previous = signal.signal(signal.SIGTERM, self._handle)
+  A single process sets a flag from its own SIGTERM handler. Processes joined by
+  ``jax.distributed`` decide together: JAX's preemption service (on by default,
+  ``jax_enable_preemption_service``) takes SIGTERM on any process and agrees with the others
+  on one step, which Orbax's ``reached_preemption`` reports on every process at once. There no
+  Python handler is installed: it would replace the service's, and the process that got the
+  signal would start a save (a collective) that the others never join."""
+
+  def __init__(self, manager: Any):
+    self.manager, self.raised = manager, False
+    self.local = jax.process_count() == 1
+    if self.local:
+      self.previous = signal.signal(signal.SIGTERM, self._handle)
 
   def _handle(self, signum, frame):
     logging.warning("SIGTERM: saving a checkpoint at the next step boundary, then exiting")
     self.raised = True
 
+  def reached(self, step: int) -> bool:
+    """Whether the run saves and stops after ``step``; called after every step, on every
+    process."""
+    return self.raised if self.local else self.manager.reached_preemption(step)
+
   def restore(self) -> None:
-    signal.signal(signal.SIGTERM, self.previous)
+    """Puts back the SIGTERM handler the run found."""
+    if self.local:
+      signal.signal(signal.SIGTERM, self.previous)
+
+
+class FiniteCheck:
+  """Stops a diverged run. The last step through which every loss (``total``) and gradient
+  norm was finite is tracked on the device (no host wait per step) and read on the host
+  before every checkpoint save and one step after each logging window closes, so the run
+  raises naming the first non-finite step and never saves a non-finite state: the newest
+  checkpoint is the last good one."""
+
+  def __init__(self):
+    self.good, self.marked = None, None
+    self._update = jax.jit(FiniteCheck._last_good)
+
+  @staticmethod
+  def _last_good(good, step, loss, norm):
+    good = step - 1 if good is None else good  # None: the run's first step
+    return jnp.where((good == step - 1) & jnp.isfinite(loss) & jnp.isfinite(norm), step, good)
+
+  def update(self, step: jax.Array, metrics: Mapping[str, jax.Array]) -> None:
+    """After the step that brought the state to ``step``, with its metrics."""
+    self.good = self._update(self.good, step, metrics["total"], metrics["grad_norm"])
+
+  def mark(self, done: int) -> None:
+    """Starts the copy to the host of the count after step ``done``, for ``check_marked``."""
+    self.good.copy_to_host_async()
+    self.marked = (done, self.good)
+
+  def check_marked(self) -> None:
+    """``check`` of the count ``mark`` kept."""
+    self.check(*self.marked)
+
+  def check(self, done: int, good: Optional[jax.Array] = None) -> None:
+    """Raises ``FloatingPointError`` unless steps up to ``done`` were all finite."""
+    good = int(jax.device_get(self.good if good is None else good))
+    if good < done:
+      raise FloatingPointError(
+          f"step {good + 1}: the loss or the gradient norm is not finite; the run stops "
+          f"without saving it (the newest checkpoint, if any, is of step {good} or earlier)")
 
 
 class WindowLog:
@@ -243,31 +324,26 @@ def run(config: Any, workdir: str) -> Tuple[TrainState, Dict[str, float]]:
   resuming from ``workdir``'s latest checkpoint if there is one.
 
   Returns the final state and the last logged metrics."""
-  cfg = model_config_from(config.model, config.compat)
   data = open_training_data(config, workdir)
   with_identity_count(config, data)
-  model = detectors.build_model(cfg, config)
-  kind = detectors.model_kind(config)
-  optimizer, schedules = make_optimizer(config)
-  loss_fn = detectors.loss_fn(model, cfg, config)
+  mesh = sharding.make_mesh(config.mesh)
+  training = builder.build(config, mesh)
+  cfg, model, schedules = training.cfg, training.model, training.schedules
   checkpoints.write_config(workdir, config)
   data_iterator = training_iterator(data, config, cfg) if data is not None else None
-  mesh = sharding.make_mesh(config.mesh)
-  rules = tuple(tuple(rule) for rule in config.sharding_rules)
   manager = checkpoints.make_manager(workdir, config.checkpoint)
-  preemption = PreemptionFlag()
+  preemption = Preemption(manager)
   writer = None
   try:
-    with jax.set_mesh(mesh), nn.logical_axis_rules(rules):
-      rng = jax.random.PRNGKey(config.seed)
+    with training.scope():
+      shardings = training.shardings
       if manager.latest_step() is not None:
-        target, shardings = abstract_state(model, cfg, kind, optimizer, rng, mesh, rules)
-        state, start = checkpoints.restore(manager, target, data_iterator)
+        state, start = checkpoints.restore(manager, training.abstract_state(), data_iterator)
         logging.info("resumed from %s at step %d", manager.directory, start)
       else:
-        state, shardings = create_sharded_state(model, cfg, kind, optimizer, rng, mesh, rules)
+        state = training.init(jax.random.PRNGKey(config.seed))
         if config.init_from:
-          backbone = stacking.to_layout(load_backbone(config.init_from), cfg)
+          backbone = stacking.to_layout(load_backbone(config.init_from, cfg), cfg)
           state = with_backbone(state, shardings, backbone)
           logging.info("initialised %s from %s",
                        ", ".join(n for n in backbone if n in state.params), config.init_from)
@@ -275,15 +351,17 @@ def run(config: Any, workdir: str) -> Tuple[TrainState, Dict[str, float]]:
       batches = data_iterator if data_iterator is not None else synthetic_batches(
           cfg, config.stage, config.batch_size, config.seed, fixed=config.data.fixed_batch,
           start_step=start)
-      step_fn = jit_train_step(loss_fn, optimizer, schedules, shardings, mesh,
-                               config.grad_accumulation_steps)
+      first = next(batches)
+      batches = itertools.chain([first], batches)
+      step_fn = builder.compile_ahead(training, state, first, config.batch_size)
+      finite = FiniteCheck()
       scored = config.stage == "finetune" or detectors.detector_name(config) != detectors.HAVIC
       evaluates = (scored and config.eval_every
                    and data is not None)  # random batches have no eval split
       eval_step = (make_eval_step(detectors.window_scorer(cfg, config), shardings.params, mesh)
                    if evaluates else None)
       reconstruct = (make_reconstruct(model, cfg, config, shardings.params, mesh)
-                     if kind == "pretrain" and config.image_every else None)
+                     if training.kind == "pretrain" and config.image_every else None)
       writer = MetricWriter(workdir, config.num_steps, start)
       if start == 0:
         writer.write_text("parameters", parameter_overview(state.params))
@@ -298,8 +376,10 @@ def run(config: Any, workdir: str) -> Tuple[TrainState, Dict[str, float]]:
         batch = sharding.global_batch(next(batches), mesh)
         log.data_wait += time.time() - t
         state, device_metrics = step_fn(state, batch)
+        finite.update(state.step, device_metrics)
         if log.pending:  # the last window's values, read while this step runs
           metrics = log.finish()
+          finite.check_marked()
         averaged = {k: v for k, v in device_metrics.items() if k not in schedules}
         window = start_window(averaged) if window is None else accumulate(window, averaged)
         done = step + 1
@@ -307,6 +387,7 @@ def run(config: Any, workdir: str) -> Tuple[TrainState, Dict[str, float]]:
         if done % config.log_every == 0 or last:
           log.close_window(done, dict(window.compute(),
                                       **{k: device_metrics[k] for k in schedules}))
+          finite.mark(done)
           window = None
         eval_metrics = None
         if eval_step is not None and (done % config.eval_every == 0 or last):
@@ -315,9 +396,9 @@ def run(config: Any, workdir: str) -> Tuple[TrainState, Dict[str, float]]:
           eval_metrics = {f"eval/{k}": v for k, v in scores.items()}
         if reconstruct is not None and done % config.image_every == 0:
           writer.write_images(done, reconstruct(state.params, batch))
-        preempted = preemption.raised or (jax.process_count() > 1
-                                          and manager.reached_preemption(done))
+        preempted = preemption.reached(done)
         if done % config.checkpoint.every_steps == 0 or last or preempted or eval_metrics:
+          finite.check(done)
           checkpoints.save(manager, done, state, data_iterator, eval_metrics,
                            force=last or preempted)
         if preempted:
@@ -325,6 +406,7 @@ def run(config: Any, workdir: str) -> Tuple[TrainState, Dict[str, float]]:
           break
       if log.pending:
         metrics = log.finish()
+        finite.check_marked()
       if eval_metrics:
         metrics.update(eval_metrics)
     manager.wait_until_finished()

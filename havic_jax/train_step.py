@@ -65,7 +65,7 @@ def create_sharded_state(model: nn.Module, cfg: ModelConfig, kind: str,
                          optimizer: optax.GradientTransformation, rng: Array, mesh: Mesh,
                          rules: sharding.Rules) -> Tuple[TrainState, Any]:
   """Creates the state directly in its shardings. Returns (state, state shardings)."""
-  init, shardings = _sharded_init(model, cfg, kind, optimizer, rng, mesh, rules)
+  init, shardings = sharded_init(model, cfg, kind, optimizer, rng, mesh, rules)
   return init(rng), shardings
 
 
@@ -74,12 +74,15 @@ def abstract_state(model: nn.Module, cfg: ModelConfig, kind: str,
                    rules: sharding.Rules) -> Tuple[TrainState, Any]:
   """(state of ``jax.ShapeDtypeStruct`` leaves carrying their shardings, state shardings),
   without computing anything: the target of a checkpoint restore on this mesh."""
-  init, shardings = _sharded_init(model, cfg, kind, optimizer, rng, mesh, rules)
+  init, shardings = sharded_init(model, cfg, kind, optimizer, rng, mesh, rules)
   return jax.eval_shape(init, rng), shardings
 
 
-def _sharded_init(model, cfg, kind, optimizer, rng, mesh, rules):
-  """(jitted init writing the unboxed state in its shardings, those shardings)."""
+def sharded_init(model: nn.Module, cfg: ModelConfig, kind: str,
+                 optimizer: optax.GradientTransformation, rng: Any, mesh: Mesh,
+                 rules: sharding.Rules) -> Tuple[Callable[[Array], TrainState], Any]:
+  """(jitted ``key -> state`` writing the unboxed state in its shardings, those shardings).
+  ``rng`` may be abstract (a ``jax.ShapeDtypeStruct``): only its shape and dtype are read."""
   init = lambda r: init_train_state(model, cfg, kind, optimizer, r)
   shardings = sharding.logical_shardings(jax.eval_shape(init, rng), mesh, rules)
   return jax.jit(lambda r: nn.unbox(init(r)), out_shardings=shardings), shardings

@@ -3,6 +3,13 @@
 #   bash launch/tpu_pod.sh TPU_NAME ZONE WORKDIR [CONFIG] [extra --config.x=y flags]
 # WORKDIR must be shared storage (e.g. a gs:// bucket path) visible to all workers. A
 # preempted or stopped run resumes from WORKDIR when the same command is run again.
+# pretrain_base at the paper's batch 112 on a v5p-8 (compiled and sized in BENCHMARKS.md):
+#   bash launch/tpu_pod.sh NAME ZONE gs://BUCKET/runs/pretrain_base configs/pretrain_base.py \
+#     --config.data.path=/mnt/BUCKET/lrs2_prepared --config.model.dtype=bfloat16 \
+#     --config.model.scan_layers=True --config.model.remat=True \
+#     --config.model.remat_policy=nothing_saveable
+# v5p-128 / v6e-256 at global batch 4096: the same plus --config.batch_size=4096
+#   --config.num_steps=2200 (check first: python -m havic_jax.aot --topology=v5p:4x4x4 ...).
 set -euo pipefail
 tpu=$1 zone=$2 workdir=$3
 config=${4:-configs/pretrain_base.py}

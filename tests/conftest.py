@@ -1,5 +1,6 @@
 """Test set-up: 8 simulated CPU devices (set before JAX touches a device), absl flags at their
-defaults, and the prepared synthetic corpus shared by the data tests."""
+defaults, the prepared synthetic corpus shared by the data tests and a Cloud Storage
+emulator."""
 
 import os
 
@@ -35,6 +36,14 @@ def prepared_corpus(synthetic_corpus, tmp_path_factory):
   prepare.prepare("fakeavceleb", str(synthetic_corpus), str(output), workers=2,
                   videos_per_shard=3)
   return output
+
+
+@pytest.fixture(scope="session")
+def gcs_bucket():
+  """``gs://test-bucket`` on a Cloud Storage emulator (``local_services.gcs_emulator``)."""
+  from local_services import gcs_emulator
+  with gcs_emulator() as bucket:
+    yield bucket
 
 
 @pytest.fixture(scope="session")

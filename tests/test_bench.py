@@ -1,17 +1,12 @@
 """The benchmark's FLOP counter, peak table and result fields."""
 
-import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import pytest
 
 from configs import pretrain_base
-from havic_jax import bench, sharding
-from havic_jax.models.config import model_config_from
-from havic_jax.models.havic import build_model
-from havic_jax.optimizer import make_optimizer
+from havic_jax import bench, builder, sharding
 from havic_jax.synthetic_batches import synthetic_batches
-from havic_jax.train_step import abstract_state, pretrain_loss_fn, train_step
 
 
 def _flops(fn, *args):
@@ -38,21 +33,15 @@ def test_matmul_flops_of_known_programs():
 @pytest.mark.long_run  # tracing the base model takes ~25 s
 def test_the_base_pretraining_step_counts_the_release_flops():
   """Spec §13: 0.94 TFLOP per pretraining sample (forward 0.62), counted on the release."""
-  config = pretrain_base.get_config()
-  cfg = model_config_from(config.model, config.compat)
-  mesh = sharding.make_mesh({"data": 1, "fsdp": 1, "tensor": 1}, jax.devices()[:1])
-  rules = tuple(tuple(rule) for rule in config.sharding_rules)
-  model = build_model(cfg, "pretrain")
-  optimizer, schedules = make_optimizer(config)
-  loss_fn = pretrain_loss_fn(model, cfg, config)
+  training = builder.build(pretrain_base.get_config(), sharding.make_mesh(
+      {"data": 1, "fsdp": 1, "tensor": 1}, jax.devices()[:1]))
   batch = {k: jax.ShapeDtypeStruct(v.shape, v.dtype)
-           for k, v in next(synthetic_batches(cfg, "pretrain", 1, 0)).items()}
-  with jax.set_mesh(mesh), nn.logical_axis_rules(rules):
-    state, _ = abstract_state(model, cfg, "pretrain", optimizer, jax.random.PRNGKey(0), mesh,
-                              rules)
-    step = _flops(lambda s, b: train_step(s, b, loss_fn=loss_fn, optimizer=optimizer,
-                                          schedules=schedules), state, batch)
-    forward = _flops(lambda p, b: loss_fn(p, b, jax.random.PRNGKey(0)), state.params, batch)
+           for k, v in next(synthetic_batches(training.cfg, "pretrain", 1, 0)).items()}
+  state = training.abstract_state()
+  with training.scope():
+    step = _flops(training.step, state, batch)
+    forward = _flops(lambda p, b: training.loss_fn(p, b, jax.random.PRNGKey(0)), state.params,
+                     batch)
   assert step / 1e12 == pytest.approx(0.94, rel=0.01)
   assert forward / 1e12 == pytest.approx(0.62, rel=0.01)
 

@@ -13,7 +13,7 @@ import pytest
 from havic_jax.models import reference
 from havic_jax.models.config import ModelConfig
 from havic_jax.models.havic import build_model
-from reference_weights import DATA, golden_state_dict
+from reference_weights import DATA, golden_state_dict, release_tables
 
 TOLERANCE = 2e-4
 GOLDEN = dict(np.load(DATA / "havic_golden.npz"))
@@ -42,7 +42,7 @@ def summary(x) -> np.ndarray:
 def load_params(kind: str, name: str):
   cfg = ModelConfig()
   rules = reference.reference_rules(cfg, kind)
-  state_dict = golden_state_dict(name, {**rules.fixed, **rules.unused})
+  state_dict = golden_state_dict(name, {**release_tables(rules.fixed), **rules.unused})
   params, _ = reference.from_reference(state_dict, cfg, kind)
   return cfg, jax.tree.map(jnp.asarray, params)
 

@@ -10,11 +10,12 @@ import sys
 import numpy as np
 import pytest
 
-from data_pipelines import prepare, synthetic
+from data_pipelines import bench, prepare, synthetic
 from havic_jax import datasets, records
 from havic_jax.input_pipeline import open_prepared
 from havic_jax.media.decode import clip_frame_indices, read_media
-from havic_jax.media.faces import BOX_SCALE, CROP_SIZE, crop_region, mtcnn_detector
+from havic_jax.media.faces import (BOX_SCALE, CROP_SIZE, crop_faces, crop_region,
+                                   interpolated_boxes, keyframes, mtcnn_detector)
 from havic_jax.media.windows import centre_square
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
@@ -130,14 +131,6 @@ def test_prepared_corpus_manifest_and_records(prepared_corpus, synthetic_corpus)
     assert clip.identity == row[0]
 
 
-def _iou(a, b):
-  x0, y0 = max(a[0], b[0]), max(a[1], b[1])
-  x1, y1 = min(a[2], b[2]), min(a[3], b[3])
-  inter = max(0, x1 - x0) * max(0, y1 - y0)
-  area = lambda r: (r[2] - r[0]) * (r[3] - r[1])
-  return inter / (area(a) + area(b) - inter)
-
-
 def test_face_crops_contain_the_face(prepared_corpus):
   """A crop is the detector box ×1.3 resized to 224², so the face fills its central 1/1.3."""
   detect = mtcnn_detector()
@@ -152,7 +145,7 @@ def test_face_crops_contain_the_face(prepared_corpus):
     frames = records.decode(source[index]).frames
     for frame in frames[::5]:
       box = detect(frame)
-      assert box is not None and _iou(box, expected) > 0.5, (index, box)
+      assert box is not None and bench.box_iou(box, expected) > 0.5, (index, box)
 
 
 def _bad_inputs(directory, corpus):
@@ -231,3 +224,37 @@ def test_out_of_domain_folder_is_prepared_with_centre_crops(faceless_videos, tmp
   np.testing.assert_array_equal(record.frames, expected)
   with pytest.raises(ValueError, match="crop must be one of"):
     prepare.PrepareOptions(crop="faces")
+
+
+def test_detect_every_detects_keyframes_and_interpolates_between():
+  assert keyframes(16, 1).tolist() == list(range(16))
+  assert keyframes(16, 4).tolist() == [0, 4, 8, 12, 15]
+  frames = np.full((16, 120, 160, 3), 60, np.uint8)
+  for i in range(16):  # a block moving 2 px a frame to the right
+    frames[i, 30:70, 20 + 2 * i:60 + 2 * i] = 255
+  detected_frames = []
+
+  def detect(frame):
+    detected_frames.append(frame)
+    ys, xs = np.nonzero(frame[..., 0] == 255)
+    return xs.min(), ys.min(), xs.max() + 1, ys.max() + 1
+
+  every, _ = crop_faces(frames, detect)
+  detected_frames.clear()
+  sparse, detected = crop_faces(frames, detect, detect_every=4)
+  assert len(detected_frames) == 5 and detected.all()
+  np.testing.assert_array_equal(sparse, every)  # linear motion is interpolated exactly
+  # A keyframe without a face leaves the frames on either side without a box of their own.
+  a, b = (0, 0, 10, 10), (8, 0, 18, 10)
+  assert interpolated_boxes(5, [0, 2, 4], [a, None, b]) == [a, None, None, None, b]
+  assert interpolated_boxes(3, [0, 2], [a, b])[1] == (4, 0, 14, 10)
+  with pytest.raises(ValueError, match="detect_every"):
+    prepare.PrepareOptions(detect_every=0)
+
+
+def test_detect_every_crops_agree_with_every_frame_detection(synthetic_corpus):
+  """MTCNN on every 4th frame with interpolated boxes, against every frame, on real clips."""
+  video = sorted((synthetic_corpus / "FakeAVCeleb" / "RealVideo-RealAudio").rglob("*.mp4"))[0]
+  [agreement] = bench.crop_agreement([video], ["4"])
+  assert agreement["clips"] == 1 and agreement["clips_changed"] == 0
+  assert agreement["iou_mean"] > 0.9 and agreement["iou_min"] > 0.7, agreement

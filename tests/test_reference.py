@@ -16,7 +16,7 @@ def reference_state_dict(cfg, kind):
   """Random values for every key, fixed and unused tables at their sin-cos values."""
   rules = reference.reference_rules(cfg, kind)
   out = {k: golden_value(k, shape) for k, shape in reference.reference_shapes(cfg, kind).items()}
-  out.update(rules.fixed)
+  out.update(rules.fixed_values())
   out.update(rules.unused)
   return out
 

@@ -1,5 +1,6 @@
 """Runs that survive kills: SIGTERM and SIGKILL mid-run, resume, and the same numbers as an
-uninterrupted run; restore onto another mesh."""
+uninterrupted run, in a local workdir and in a ``gs://`` one (a Cloud Storage emulator);
+restore onto another mesh."""
 
 import json
 import pathlib
@@ -16,7 +17,7 @@ import numpy as np
 import pytest
 
 from configs import pretrain_tiny
-from havic_jax import checkpoints, sharding, train
+from havic_jax import checkpoints, sharding, storage, train
 from havic_jax.models.config import model_config_from
 from havic_jax.models.havic import build_model
 from havic_jax.optimizer import make_optimizer
@@ -35,7 +36,7 @@ def command(workdir, prepared):
 
 
 def logged(workdir):
-  path = pathlib.Path(workdir) / "metrics.jsonl"
+  path = storage.path(workdir) / "metrics.jsonl"
   if not path.is_file():
     return []
   return [json.loads(line) for line in path.read_text().splitlines() if line.endswith("}")]
@@ -60,16 +61,25 @@ def losses_by_step(workdir):
   return {r["step"]: r["total"] for r in logged(workdir)}
 
 
-@pytest.mark.long_run
-def test_sigterm_and_sigkill_resume_with_the_same_numbers(tmp_path, prepared_corpus):
-  reference = tmp_path / "uninterrupted"
-  result = subprocess.run(command(reference, prepared_corpus), cwd=ROOT, capture_output=True,
+@pytest.fixture(scope="module")
+def uninterrupted(tmp_path_factory, prepared_corpus):
+  """(workdir, {step: total loss}) of a run that nothing stopped."""
+  workdir = tmp_path_factory.mktemp("uninterrupted")
+  result = subprocess.run(command(workdir, prepared_corpus), cwd=ROOT, capture_output=True,
                           text=True, timeout=600)
   assert result.returncode == 0, result.stderr[-3000:]
-  expected = losses_by_step(reference)
+  expected = losses_by_step(workdir)
   assert sorted(expected) == list(range(1, STEPS + 1))
+  return workdir, expected
 
-  interrupted = tmp_path / "interrupted"
+
+@pytest.mark.long_run
+@pytest.mark.parametrize("where", ["local", "gcs"])
+def test_sigterm_and_sigkill_resume_with_the_same_numbers(where, uninterrupted, request,
+                                                          tmp_path, prepared_corpus):
+  reference, expected = uninterrupted
+  interrupted = (tmp_path / "interrupted" if where == "local"
+                 else f"{request.getfixturevalue('gcs_bucket')}/interrupted")
   code, stderr = run_until(interrupted, prepared_corpus, 3, signal.SIGTERM)
   assert code == 0, stderr[-3000:]  # preemption: checkpoint, then a clean exit
   assert "SIGTERM" in stderr
@@ -82,13 +92,14 @@ def test_sigterm_and_sigkill_resume_with_the_same_numbers(tmp_path, prepared_cor
   result = subprocess.run(command(interrupted, prepared_corpus), cwd=ROOT, capture_output=True,
                           text=True, timeout=600)
   assert result.returncode == 0, result.stderr[-3000:]
-  assert "resumed from" in result.stderr
+  assert f"resumed from {storage.path(interrupted)}" in result.stderr
   got = losses_by_step(interrupted)
   assert sorted(got) == list(range(1, STEPS + 1))
   assert got == expected  # bitwise: the same float32 losses at every step
   _, params_a = checkpoints.load_params(str(reference))
   _, params_b = checkpoints.load_params(str(interrupted))
   jax.tree.map(np.testing.assert_array_equal, params_a, params_b)
+  assert not (ROOT / "gs:").exists()  # a gs:// workdir never became a local folder
 
 
 def train_config(**changes):

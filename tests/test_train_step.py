@@ -1,6 +1,7 @@
 """The sharded train step: mesh independence, one compile, and learning on a fixed batch."""
 
 import json
+from unittest import mock
 
 import flax.linen as nn
 import jax
@@ -8,41 +9,39 @@ import numpy as np
 import pytest
 
 from configs import finetune_tiny, pretrain_tiny
-from havic_jax import sharding, train
+from havic_jax import builder, detectors, sharding, train
 from havic_jax.models.config import model_config_from
 from havic_jax.masking import pretraining_masks
 from havic_jax.models.havic import build_model, example_inputs
-from havic_jax.optimizer import make_optimizer
 from havic_jax.synthetic_batches import synthetic_batches
-from havic_jax.train_step import (create_sharded_state, finetune_loss_fn, jit_train_step,
-                                  pretrain_loss_fn, split_microbatches)
+from havic_jax.train_step import pretrain_loss_fn, split_microbatches
 
 # float32 on CPU: different meshes reduce in different orders.
 MESH_TOLERANCE = dict(rtol=2e-4, atol=2e-6)
 
 
 def run_steps(config, mesh_axes, devices, num_steps=2, counter=None):
-  """``num_steps`` pretraining steps on a mesh; returns (params, metrics) on the host."""
-  cfg = model_config_from(config.model, config.compat)
-  model = build_model(cfg, "pretrain")
-  optimizer, schedules = make_optimizer(config)
-  loss_fn = pretrain_loss_fn(model, cfg, config)
-  if counter is not None:
-    inner = loss_fn
+  """``num_steps`` pretraining steps on a mesh (``builder.build``); returns (params, metrics)
+  on the host, the state and its shardings. ``counter`` gets one item per trace of the loss."""
+  loss_of_config = detectors.loss_fn
 
-    def loss_fn(*args):
+  def counted_loss_of_config(*args):
+    inner = loss_of_config(*args)
+
+    def loss_fn(*loss_args):
       counter.append(1)
-      return inner(*args)
+      return inner(*loss_args)
+    return loss_fn
   mesh = sharding.make_mesh(mesh_axes, devices)
-  rules = tuple(config.sharding_rules)
-  batches = synthetic_batches(cfg, "pretrain", config.batch_size, seed=3)
-  with jax.set_mesh(mesh), nn.logical_axis_rules(rules):
-    state, shardings = create_sharded_state(model, cfg, "pretrain", optimizer,
-                                            jax.random.PRNGKey(0), mesh, rules)
-    step = jit_train_step(loss_fn, optimizer, schedules, shardings, mesh)
+  with mock.patch.object(detectors, "loss_fn",
+                         loss_of_config if counter is None else counted_loss_of_config):
+    training = builder.build(config, mesh)
+  batches = synthetic_batches(training.cfg, "pretrain", config.batch_size, seed=3)
+  with training.scope():
+    state = training.init(jax.random.PRNGKey(0))
     for _ in range(num_steps):
-      state, metrics = step(state, sharding.global_batch(next(batches), mesh))
-  return jax.device_get(state.params), jax.device_get(metrics), state, shardings
+      state, metrics = training.step(state, sharding.global_batch(next(batches), mesh))
+  return jax.device_get(state.params), jax.device_get(metrics), state, training.shardings
 
 
 # Parameters whose gradient is zero in exact arithmetic: key biases, and the interaction
@@ -169,20 +168,17 @@ def test_gradient_accumulation_equals_the_full_batch_step():
   config.unlock()
   config.model.video_drop_path = 0.0
   cfg = model_config_from(config.model, config.compat)
-  model = build_model(cfg, "finetune")
-  optimizer, schedules = make_optimizer(config)
   mesh = sharding.make_mesh({"data": 2, "fsdp": 4})
-  rules = tuple(config.sharding_rules)
   batch = next(synthetic_batches(cfg, "finetune", 8, seed=2))
   results = {}
-  with jax.set_mesh(mesh), nn.logical_axis_rules(rules):
-    for microbatches in (1, 4):
-      state, shardings = create_sharded_state(model, cfg, "finetune", optimizer,
-                                              jax.random.PRNGKey(0), mesh, rules)
-      step = jit_train_step(finetune_loss_fn(model), optimizer, schedules, shardings,
-                            mesh, microbatches)
-      state, metrics = step(state, sharding.global_batch(batch, mesh))
-      results[microbatches] = jax.device_get((state.params, metrics))
+  for microbatches in (1, 4):
+    config.grad_accumulation_steps = microbatches
+    training = builder.build(config, mesh)
+    with training.scope():
+      state = training.init(jax.random.PRNGKey(0))
+      state, metrics = training.step(state, sharding.global_batch(batch, mesh))
+    results[microbatches] = jax.device_get((state.params, metrics))
+  with training.scope():
     split = jax.jit(lambda b: split_microbatches(b, 4))(sharding.global_batch(batch, mesh))
   np.testing.assert_array_equal(np.asarray(split["overall_label"])[1],
                                 batch["overall_label"][1::4])

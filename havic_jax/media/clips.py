@@ -46,11 +46,12 @@ def to_int16(wave: np.ndarray) -> np.ndarray:
 
 
 def extract_clips(media: Media, detect: Detector, clip_seconds: float = CLIP_SECONDS,
-                  hop_seconds: Optional[float] = None, max_clips: Optional[int] = None
-                  ) -> Tuple[List[Clip], List[str]]:
+                  hop_seconds: Optional[float] = None, max_clips: Optional[int] = None,
+                  detect_every: int = 1) -> Tuple[List[Clip], List[str]]:
   """All usable clips of a video, and one reason per rejected clip.
 
-  Needs ``media.audio``; a clip is rejected when too few of its frames have a face.
+  Needs ``media.audio``; a clip is rejected when too few of its frames have a face;
+  ``detect_every`` is :func:`~havic_jax.media.faces.crop_faces`'s.
   """
   if media.audio is None:
     raise ValueError(f"{media.path}: no audio track")
@@ -67,7 +68,7 @@ def extract_clips(media: Media, detect: Detector, clip_seconds: float = CLIP_SEC
       continue
     chosen = media.frames[in_clip[clip_frame_indices(len(in_clip), FRAMES_PER_CLIP)]]
     try:
-      crops, detected = crop_faces(chosen, detect)
+      crops, detected = crop_faces(chosen, detect, detect_every=detect_every)
     except NoFaceError as error:
       rejected.append(f"clip at {start:.1f} s: {error}")
       continue

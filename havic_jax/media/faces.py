@@ -2,7 +2,10 @@
 about its centre and clipped to the frame, cropped (not squared) and resized to 224×224.
 
 Frames without a detection borrow the box of the nearest frame that has one; a clip is rejected
-(:class:`NoFaceError`, with the counts) only when too few of its frames have a face.
+(:class:`NoFaceError`, with the counts) only when too few of its frames have a face. With
+``detect_every=k`` the detector runs on every k-th frame and the last only, and the frames in
+between get the boxes interpolated linearly between the detected frames around them (k = 1, the
+default, detects every frame).
 
 ``mtcnn_multi_detector`` returns every face of a frame instead, for following each person of a
 video separately (``havic_jax.media.tracking``); ``centre_detector`` crops the centre square of
@@ -11,6 +14,7 @@ clips that have no face (out-of-domain pretraining data).
 
 from __future__ import annotations
 
+import itertools
 from typing import Callable, List, Optional, Sequence, Tuple
 
 import cv2
@@ -106,15 +110,42 @@ def nearest_detected(boxes: Sequence[Optional[Box]]) -> List[Box]:
   return [boxes[int(found_arr[np.argmin(np.abs(found_arr - i))])] for i in range(len(boxes))]
 
 
+def keyframes(num_frames: int, every: int) -> np.ndarray:
+  """The frames the detector runs on: every ``every``-th of ``num_frames`` and the last."""
+  return np.unique(np.append(np.arange(0, num_frames, every), num_frames - 1))
+
+
+def interpolated_boxes(num_frames: int, detected_at: Sequence[int],
+                       boxes: Sequence[Optional[Box]]) -> List[Optional[Box]]:
+  """Boxes of all ``num_frames`` frames from the ``boxes`` found at frames ``detected_at``
+  (sorted, the first 0 and the last ``num_frames − 1``): a detection frame keeps its box;
+  a frame between two detection frames gets the linear interpolation of their boxes if both
+  have one, else None."""
+  result: List[Optional[Box]] = [None] * num_frames
+  for frame, box in zip(detected_at, boxes):
+    result[frame] = box
+  for (start, box0), (end, box1) in itertools.pairwise(zip(detected_at, boxes)):
+    if box0 is None or box1 is None:
+      continue
+    for frame in range(start + 1, end):
+      t = (frame - start) / (end - start)
+      result[frame] = tuple((1 - t) * a + t * b for a, b in zip(box0, box1))
+  return result
+
+
 def crop_faces(frames: np.ndarray, detect: Detector,
-               min_detected_fraction: float = MIN_DETECTED_FRACTION, size: int = CROP_SIZE
-               ) -> Tuple[np.ndarray, np.ndarray]:
+               min_detected_fraction: float = MIN_DETECTED_FRACTION, size: int = CROP_SIZE,
+               detect_every: int = 1) -> Tuple[np.ndarray, np.ndarray]:
   """Face crops of a clip.
 
-  frames: uint8 [F, H, W, 3] RGB. Returns (crops uint8 [F, size, size, 3], detected bool [F]).
+  frames: uint8 [F, H, W, 3] RGB. Returns (crops uint8 [F, size, size, 3], detected bool [F]:
+  the frames with a box of their own, detected or interpolated). The detector runs on
+  :func:`keyframes` (every ``detect_every``-th frame and the last; all frames for 1).
   Raises NoFaceError when fewer than ``min_detected_fraction`` of the frames have a face.
   """
-  boxes = [detect(frame) for frame in frames]
+  detected_at = keyframes(len(frames), detect_every)
+  boxes = interpolated_boxes(len(frames), detected_at.tolist(),
+                             [detect(frames[i]) for i in detected_at])
   detected = np.array([b is not None for b in boxes])
   if detected.mean() < min_detected_fraction:
     raise NoFaceError(f"a face in {int(detected.sum())} of {len(frames)} frames; at least "

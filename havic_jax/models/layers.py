@@ -27,41 +27,45 @@ ACT_HEADS = "act_heads"
 LAYER_NORM_EPS = 1e-5
 SEGMENT_TOKEN_INIT_STD = 0.02
 MODALITY_INIT_STD = 0.02
+SINCOS_TEMPERATURE = 10000.0  # the 10000 of angle = p / 10000^(2k/D) (spec §3)
 
 
 # --------------------------------------------------------------------------------------------
 # Fixed sin-cos tables (NumPy, float32 arithmetic as in the released code)
 # --------------------------------------------------------------------------------------------
-def sincos_1d(positions: np.ndarray, dim: int) -> np.ndarray:
+def sincos_1d(positions: np.ndarray, dim: int, dtype: Any = np.float32) -> np.ndarray:
   """Interleaved 1-D sin-cos table: angle = p / 10000^(2k/dim); dim 2k = sin, 2k+1 = cos.
 
   Args:
     positions: [M] positions (integers).
     dim: even table width.
+    dtype: the arithmetic and result type (float32 for the model; float64 gives the exact
+      table that stored copies are checked against).
   Returns:
-    [M, dim] float32.
+    [M, dim] of ``dtype``.
   """
   if dim % 2:
     raise ValueError(f"sin-cos tables need an even width, got {dim}")
   pair = np.arange(dim) // 2
-  exponent = (2 * pair).astype(np.float32) / np.float32(dim)
-  denom = np.power(np.float32(10000.0), exponent)
-  angles = np.asarray(positions, np.float32)[:, None] / denom[None, :]
+  exponent = (2 * pair).astype(dtype) / dtype(dim)
+  denom = np.power(dtype(SINCOS_TEMPERATURE), exponent)
+  angles = np.asarray(positions, dtype)[:, None] / denom[None, :]
   table = np.empty_like(angles)
   table[:, 0::2] = np.sin(angles[:, 0::2])
   table[:, 1::2] = np.cos(angles[:, 1::2])
   return table
 
 
-def sincos_2d(mel_tokens: int, time_tokens: int, dim: int) -> np.ndarray:
+def sincos_2d(mel_tokens: int, time_tokens: int, dim: int, dtype: Any = np.float32
+              ) -> np.ndarray:
   """2-D audio table on the (mel, time) grid, flattened mel-major (index = f·time_tokens + t).
 
   The first dim/2 columns encode the time index, the last dim/2 the mel index.
-  Returns: [mel_tokens·time_tokens, dim] float32.
+  Returns: [mel_tokens·time_tokens, dim] of ``dtype``.
   """
   mel, time = np.meshgrid(np.arange(mel_tokens), np.arange(time_tokens), indexing="ij")
-  return np.concatenate([sincos_1d(time.reshape(-1), dim // 2),
-                         sincos_1d(mel.reshape(-1), dim // 2)], axis=1)
+  return np.concatenate([sincos_1d(time.reshape(-1), dim // 2, dtype),
+                         sincos_1d(mel.reshape(-1), dim // 2, dtype)], axis=1)
 
 
 # --------------------------------------------------------------------------------------------

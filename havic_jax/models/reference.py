@@ -4,8 +4,8 @@ Pure NumPy: a state_dict is a ``{key: np.ndarray}`` in PyTorch layout (``Linear.
 ``(out, in)``, conv weights ``(out, in, *kernel)``). Every reference key is either *loaded*
 into a parameter, *recomputed* (a fixed sin-cos table our model rebuilds; checked equal), or
 *unused by design* (tensors the released forward pass never reads). Anything else — a missing
-key, an unexpected key, a wrong shape, a fixed table that differs — raises
-:class:`ReferenceMappingError` naming the keys.
+key, an unexpected key, a wrong shape, a fixed table that differs from the exact one by more than
+float32 rounding allows — raises :class:`ReferenceMappingError` naming the keys.
 """
 
 from __future__ import annotations
@@ -24,7 +24,21 @@ from havic_jax.models.havic import abstract_params
 from havic_jax.models.patches import audio_token_order
 
 Path = Tuple[str, ...]
-FIXED_TABLE_ATOL = 1e-5
+
+# How far a float32 copy of a sin-cos table may be from the exact (float64) table. The release
+# computes its angles in float32 as p·(1 / 10000^e) with e = 2k/D: the exponent, the power,
+# the reciprocal and the product are each rounded (half a unit in the last place, relative
+# 2^-24, each), the library's power may add about one unit of its own (torch's and NumPy's
+# differ by one unit in some columns, by CPU), and the exponent's rounding moves the angle by
+# at most ln(10000)·e·10000^-e ≤ 0.37 of a unit. That is under 2.5 float32 epsilons (2^-23) of
+# relative angle error; FIXED_TABLE_ANGLE_EPS allows twice that. An angle error moves sin / cos
+# by at most as much, and their own evaluation and rounding add FIXED_TABLE_VALUE_EPS epsilons.
+# The largest angle of a table is its largest position (the k = 0 column has frequency 1), so a
+# 1568-row video table allows (5·1567 + 2)·2^-23 ≈ 9.3e-4: a table shifted by one position,
+# with sin and cos swapped or with another temperature differs by ~0.1 to 2.
+FIXED_TABLE_ANGLE_EPS = 5
+FIXED_TABLE_VALUE_EPS = 2
+FLOAT32_EPS = float(np.finfo(np.float32).eps)
 
 
 class ReferenceMappingError(ValueError):
@@ -68,13 +82,56 @@ def _leading_ones(n: int):
   return lambda shape: (1,) * n + tuple(shape)
 
 
+@dataclasses.dataclass(frozen=True)
+class FixedTable:
+  """A fixed sin-cos table of the reference, in its layout [1, N, width]: a 1-D table of N
+  positions (grid ``(N,)``) or the 2-D audio table (grid ``(mel, time)``, mel-major)."""
+
+  grid: Tuple[int, ...]
+  width: int
+
+  @functools.cached_property
+  def exact(self) -> np.ndarray:
+    """[1, N, width] float64."""
+    if len(self.grid) == 1:
+      return layers.sincos_1d(np.arange(self.grid[0]), self.width, np.float64)[None]
+    return layers.sincos_2d(*self.grid, self.width, np.float64)[None]
+
+  @property
+  def max_angle(self) -> float:
+    """The largest angle (radians): the largest position, at frequency 1."""
+    return float(max(self.grid) - 1)
+
+  @property
+  def values(self) -> np.ndarray:
+    """[1, N, D] float32: what a state_dict stores."""
+    return self.exact.astype(np.float32)
+
+  @property
+  def tolerance(self) -> float:
+    """The largest |difference| float32 rounding explains (see FIXED_TABLE_ANGLE_EPS)."""
+    return (FIXED_TABLE_ANGLE_EPS * self.max_angle + FIXED_TABLE_VALUE_EPS) * FLOAT32_EPS
+
+  def difference(self, value: np.ndarray) -> Tuple[float, Tuple[int, int]]:
+    """The largest |value - exact| of a same-shaped ``value`` and its (position, column);
+    inf where ``value`` is not finite."""
+    diff = np.abs(np.asarray(value, np.float64) - self.exact)
+    diff = np.where(np.isfinite(diff), diff, np.inf)
+    index = np.unravel_index(np.argmax(diff), diff.shape)
+    return float(diff[index]), (int(index[-2]), int(index[-1]))
+
+
 @dataclasses.dataclass
 class Rules:
   """Collects rules for one model; helpers mirror the reference's module layout."""
 
   rules: List[Rule] = dataclasses.field(default_factory=list)
-  fixed: Dict[str, np.ndarray] = dataclasses.field(default_factory=dict)
+  fixed: Dict[str, FixedTable] = dataclasses.field(default_factory=dict)
   unused: Dict[str, np.ndarray] = dataclasses.field(default_factory=dict)
+
+  def fixed_values(self) -> Dict[str, np.ndarray]:
+    """The fixed tables as a state_dict stores them (float32)."""
+    return {key: table.values for key, table in self.fixed.items()}
 
   def copy(self, path: Path, key: str, leading_ones: int = 0):
     """Same values; the reference adds ``leading_ones`` unit axes ([1, 1, D] tokens...)."""
@@ -110,14 +167,12 @@ class Rules:
     self.linear(path + ("mlp", "fc2"), key + ".mlp.fc2")
 
 
-def _table_1d(n: int, width: int) -> np.ndarray:
-  """A fixed 1-D table as the reference stores it: [1, n, width]."""
-  return layers.sincos_1d(np.arange(n), width)[None]
+def _table_1d(n: int, width: int) -> FixedTable:
+  return FixedTable((n,), width)
 
 
-def _table_2d(cfg: ModelConfig, width: int) -> np.ndarray:
-  """A fixed 2-D audio table as the reference stores it (mel-major): [1, N_a, width]."""
-  return layers.sincos_2d(cfg.audio_mel_tokens, cfg.audio_time_tokens, width)[None]
+def _table_2d(cfg: ModelConfig, width: int) -> FixedTable:
+  return FixedTable((cfg.audio_mel_tokens, cfg.audio_time_tokens), width)
 
 
 VIDEO_MLP = ("layers.0.linear", "layers.1.linear")
@@ -139,7 +194,7 @@ def _encoders(r: Rules, cfg: ModelConfig):
   r.copy(ae + ("modality",), "audio_encoder.modality", 2)
   r.copy(ae + ("segment_tokens",), "audio_encoder.cls_tokens", 1)
   r.norm(ae + ("norm",), "audio_encoder.norm")
-  r.unused["audio_encoder.cls_pos_embed"] = _table_1d(cfg.num_segments, d)
+  r.unused["audio_encoder.cls_pos_embed"] = _table_1d(cfg.num_segments, d).values
   for i in range(cfg.depth):
     r.qv_bias_block(ve + (f"block_{i}",), f"visual_encoder.blocks.{i}", VIDEO_MLP)
     r.qv_bias_block(ae + (f"block_{i}",), f"audio_encoder.blocks.{i}", TIMM_MLP)
@@ -158,7 +213,7 @@ def _interaction(r: Rules, cfg: ModelConfig):
     r.mlp_unit(p + (ours,), key)
   r.norm(p + ("video_out_norm",), f"{prefix}.norm_video_out")
   r.norm(p + ("audio_out_norm",), f"{prefix}.norm_audio_out")
-  # Held by the released module but never read by its forward pass (spec §10).
+  # Held and run by the released module, whose forward pass discards their outputs (spec §10).
   for stream in ("self_attn_video", "self_attn_audio"):
     key = f"{prefix}.blocks.0.{stream}"
     hidden = int(d * cfg.mlp_ratio)
@@ -171,8 +226,8 @@ def _interaction(r: Rules, cfg: ModelConfig):
       r.unused[f"{key}.{name}"] = np.zeros(shape, np.float32)
   for name in ("audio_mask_token", "audio_modality", "visual_mask_token"):
     r.unused[f"{prefix}.{name}"] = np.zeros((1, 1, d), np.float32)
-  r.unused[f"{prefix}.audio_pos_embed"] = _table_2d(cfg, d)
-  r.unused[f"{prefix}.visual_pos_embedding.emb"] = _table_1d(cfg.video_tokens, d)
+  r.unused[f"{prefix}.audio_pos_embed"] = _table_2d(cfg, d).values
+  r.unused[f"{prefix}.visual_pos_embedding.emb"] = _table_1d(cfg.video_tokens, d).values
 
 
 def _decoders(r: Rules, cfg: ModelConfig):
@@ -256,8 +311,10 @@ def reference_rules(cfg: ModelConfig, kind: str) -> Rules:
 
 @functools.lru_cache(maxsize=8)
 def param_shapes(cfg: ModelConfig, kind: str) -> Dict[Path, Tuple[int, ...]]:
-  """Our parameter shapes by path (tuple of names) for this config and model kind."""
-  params = nn.unbox(abstract_params(cfg, kind))
+  """Our parameter shapes by path (tuple of names) for this config and model kind, the same
+  inside or outside a device mesh and its sharding rules."""
+  with jax.set_mesh(None), nn.logical_axis_rules(()):
+    params = nn.unbox(abstract_params(cfg, kind))
   flat = jax.tree_util.tree_flatten_with_path(params)[0]
   return {tuple(k.key for k in path): tuple(leaf.shape) for path, leaf in flat}
 
@@ -266,7 +323,7 @@ def state_dict_shapes(r: Rules, shapes: Mapping[Path, Tuple[int, ...]]
                       ) -> Dict[str, Tuple[int, ...]]:
   """The shape of every key the rules ``r`` name, given our parameter ``shapes``."""
   out = {rule.key: rule.reference_shape(shapes[rule.path]) for rule in r.rules}
-  out.update({k: v.shape for k, v in {**r.fixed, **r.unused}.items()})
+  out.update({k: v.shape for k, v in {**r.fixed_values(), **r.unused}.items()})
   return out
 
 
@@ -324,23 +381,32 @@ def apply_rules(state_dict: Mapping[str, np.ndarray], r: Rules,
       wrong_shape[rule.key] = f"{rule.key}: got {tuple(value.shape)}, expected {want}"
       continue
     params[rule.path] = rule.to_ours(value, shapes[rule.path])
+  differing, fixed_tables = [], {}
+  for key, table in r.fixed.items():
+    if key not in state_dict:
+      continue
+    value = np.asarray(state_dict[key])
+    if value.shape != table.exact.shape:
+      wrong_shape[key] = f"{key}: got {tuple(value.shape)}, expected {table.exact.shape}"
+      continue
+    largest, (position, column) = table.difference(value)
+    fixed_tables[key] = {"max_abs_diff": largest, "tolerance": table.tolerance}
+    if not largest <= table.tolerance:
+      differing.append(f"{key}: largest |difference| {largest:.3g} at position {position}, "
+                       f"column {column} (float32 rounding explains up to "
+                       f"{table.tolerance:.2g})")
   if wrong_shape:
     problems.append(f"shape mismatches: {list(wrong_shape.values())}")
-  differing = []
-  for key, table in r.fixed.items():
-    if key in state_dict:
-      value = np.asarray(state_dict[key], np.float32)
-      if value.shape != table.shape or not np.allclose(value, table, atol=FIXED_TABLE_ATOL,
-                                                       rtol=0):
-        differing.append(key)
   if differing:
-    problems.append(f"fixed sin-cos tables that differ from the recomputed ones: {differing}")
+    problems.append("fixed sin-cos tables that are not the sin-cos tables of this model: "
+                    + "; ".join(differing))
   if problems:
     raise ReferenceMappingError(f"{description} does not match the model: "
                                 + "; ".join(problems))
   report = {"loaded": list(dict.fromkeys(rule.key for rule in r.rules)),
             "recomputed": sorted(r.fixed),
-            "unused": sorted(k for k in r.unused if k in state_dict)}
+            "unused": sorted(k for k in r.unused if k in state_dict),
+            "fixed_tables": fixed_tables}
   return _unflatten(params), report
 
 
@@ -349,8 +415,10 @@ def from_reference(state_dict: Mapping[str, np.ndarray], cfg: ModelConfig, kind:
   """Converts a reference state_dict to our parameter pytree (nested dict of float32 arrays).
 
   Returns ``(params, report)``; ``report`` lists the reference keys that were ``loaded``,
-  ``recomputed`` (fixed tables, verified equal within 1e-5) and ``unused`` (by design).
-  Raises :class:`ReferenceMappingError` naming missing, unexpected, mis-shaped or differing keys.
+  ``recomputed`` (fixed tables, checked against the exact tables within float32 rounding) and
+  ``unused`` (by design), and gives each fixed table's largest difference and tolerance
+  (``fixed_tables``). Raises :class:`ReferenceMappingError` naming missing, unexpected,
+  mis-shaped or differing keys.
   """
   r = reference_rules(cfg, kind)
   shapes = param_shapes(cfg, kind)
@@ -372,6 +440,6 @@ def to_reference(params: Mapping[str, Any], cfg: ModelConfig, kind: str
   for rule in r.rules:
     value = np.asarray(flat[rule.path], np.float32)
     out[rule.key] = rule.to_reference(value, rule.reference_shape(value.shape))
-  out.update(r.fixed)
+  out.update(r.fixed_values())
   out.update(r.unused)
   return out

@@ -33,7 +33,7 @@ def reconciliation(cfg: ModelConfig, kind: str) -> Dict[str, object]:
   shapes = {tuple(k.key for k in path): leaf.shape
             for path, leaf in jax.tree_util.tree_flatten_with_path(params)[0]}
   mapped = sum(int(np.prod(r.reference_shape(shapes[r.path]))) for r in rules.rules)
-  fixed = sum(t.size for t in rules.fixed.values())
+  fixed = sum(t.exact.size for t in rules.fixed.values())
   unused = sum(t.size for t in rules.unused.values())
   return {
       "modules": {name: size(tree) for name, tree in params.items()},

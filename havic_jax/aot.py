@@ -1,0 +1,383 @@
+"""Ahead-of-time compilation of the training step for a TPU topology, on any host (a CPU is
+enough): per-chip memory against the chip's HBM, the collectives of the compiled program, the
+model FLOPs per chip and the compile time. Nothing runs: the state, its key and the batch are
+abstract arrays on the devices of a topology description (``libtpu`` compiles, it needs no
+TPU; ``pip install "havic_jax[tpu]"``).
+
+  python -m havic_jax.aot --config=configs/pretrain_base.py --topology=v5p:4x4x4
+      [--per_chip_batch=B | --batch=GLOBAL] [--find_batch] [--output=FILE.json] [--config.x=y]
+
+The step is the one ``train.run`` compiles (``builder.build``), for the config's stage and
+detector, on ``config.mesh`` over the topology's chips. ``--find_batch`` finds the largest
+per-chip batch that fits from the linearity of memory in the batch: two compiles give the line,
+a third checks the batch it predicts (and, while that one does not fit, the line through the
+last two points predicts again).
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import math
+import os
+import re
+import time
+from typing import Any, Dict, List, Optional, Sequence, Tuple
+
+import jax
+from absl import app, flags
+from ml_collections import config_flags
+
+from havic_jax import bench, builder, cli, sharding, train
+
+FLAGS = flags.FLAGS
+GiB = 2 ** 30
+# HBM per chip by TPU generation (the part of a topology name before ":").
+HBM_BYTES = {"v4": 32 * GiB, "v5e": 16 * GiB, "v5p": 95 * GiB, "v6e": 32 * GiB}
+COLLECTIVES = ("all-gather", "reduce-scatter", "all-reduce", "all-to-all", "collective-permute")
+# The TPU compiler's out-of-memory error: "... the total memory required for HLO temporaries
+# (72.25G) exceeds available HBM (15.75G)."
+_OOM = re.compile(r"required for HLO temporaries \(([\d.]+)([KMGT]?)\) exceeds available HBM "
+                  r"\(([\d.]+)([KMGT]?)\)")
+_UNITS = {"": 1, "K": 2 ** 10, "M": 2 ** 20, "G": 2 ** 30, "T": 2 ** 40}
+_DTYPE_BYTES = {"pred": 1, "s8": 1, "u8": 1, "s16": 2, "u16": 2, "f16": 2, "bf16": 2, "s32": 4,
+                "u32": 4, "f32": 4, "s64": 8, "u64": 8, "f64": 8}
+_SHAPE = re.compile(r"\b(" + "|".join(_DTYPE_BYTES) + r")\[([\d,]*)\]")
+
+
+class AotError(ValueError):
+  """A request the tool cannot compile (unknown topology, no libtpu, bad batch)."""
+
+
+def generation(topology: str) -> str:
+  """"v5p:2x2x1" -> "v5p", checked against ``HBM_BYTES``."""
+  name = topology.split(":")[0]
+  if name not in HBM_BYTES or ":" not in topology:
+    raise AotError(f"--topology must be GENERATION:SHAPE with GENERATION one of "
+                   f"{sorted(HBM_BYTES)} (e.g. v5p:4x4x4, v6e:16x16), got {topology!r}")
+  return name
+
+
+def topology_devices(topology: str) -> List[Any]:
+  """The chips of a TPU topology (compile-only devices)."""
+  generation(topology)
+  if importlib.util.find_spec("libtpu") is None:
+    raise AotError('compiling for TPU needs libtpu: pip install "havic_jax[tpu]"')
+  # Compiling opens no chip, so libtpu's one-process-per-host lock is not needed.
+  os.environ.setdefault("ALLOW_MULTIPLE_LIBTPU_LOAD", "1")
+  from jax.experimental import topologies
+  try:
+    return list(topologies.get_topology_desc(platform="tpu", topology_name=topology).devices)
+  except Exception as error:  # libtpu's messages span lines; keep the first
+    raise AotError(f"topology {topology!r}: {str(error).splitlines()[0]}") from error
+
+
+def per_chip_bytes(tree: Any) -> int:
+  """Bytes of one device's shard of every ``jax.ShapeDtypeStruct`` leaf of ``tree`` (leaves
+  carry their shardings); the largest shard where shards differ."""
+  return int(sum(math.prod(leaf.sharding.shard_shape(leaf.shape)) * leaf.dtype.itemsize
+                 for leaf in jax.tree.leaves(tree)))
+
+
+def _computations(hlo: str) -> Dict[str, List[str]]:
+  """HLO text -> {computation name: its instruction lines}; the entry computation is
+  "ENTRY"."""
+  computations: Dict[str, List[str]] = {}
+  current = None
+  for line in hlo.splitlines():
+    header = re.match(r"^(ENTRY )?%?([\w.\-]+) .*\{$", line)
+    if header:
+      current = "ENTRY" if header.group(1) else header.group(2)
+      computations[current] = []
+    elif line.startswith("}"):
+      current = None
+    elif current is not None and " = " in line:
+      computations[current].append(line)
+  return computations
+
+
+def _trip_count(line: str, computations: Dict[str, List[str]]) -> int:
+  """Iterations of the while loop on ``line``: XLA's ``known_trip_count`` where given, else
+  the bound of its condition ``counter < N`` (a scan's counter runs 0, 1, ..., N − 1); 1 if
+  neither is there."""
+  known = re.search(r'"known_trip_count":\{"n":"(\d+)"', line)
+  if known:
+    return int(known.group(1))
+  condition = re.search(r"\bcondition=%([\w.\-]+)", line)
+  lines = computations.get(condition.group(1), ()) if condition else ()
+  bounds = [re.search(r"constant\((\d+)\)", l) for l in lines]
+  bounds = [int(b.group(1)) for b in bounds if b]
+  less_than = any("compare(" in l and "direction=LT" in l for l in lines)
+  return bounds[0] if less_than and len(bounds) == 1 else 1
+
+
+def _executions(computations: Dict[str, List[str]]) -> Dict[str, int]:
+  """How many times each computation runs per run of the entry: a while loop's body times
+  its trip count, everything else called (fusions, calls, branches: each counted, an upper
+  bound) as often as its caller."""
+  counts: Dict[str, int] = {}
+
+  def visit(name: str, times: int) -> None:
+    counts[name] = counts.get(name, 0) + times
+    for line in computations.get(name, ()):
+      for callee in re.findall(r"\b(?:calls|to_apply)=%([\w.\-]+)", line):
+        visit(callee, times)
+      for branches in re.findall(r"\bbranch_computations=\{([^}]*)\}", line):
+        for callee in re.findall(r"%([\w.\-]+)", branches):
+          visit(callee, times)
+      body = re.search(r"\bbody=%([\w.\-]+)", line)
+      if body:
+        visit(body.group(1), times * _trip_count(line, computations))
+  visit("ENTRY", 1)
+  return counts
+
+
+def _array_bytes(arrays: Sequence[Tuple[str, str]]) -> List[int]:
+  """Bytes of each (dtype, "d0,d1,...") array type (``_SHAPE`` matches)."""
+  return [_DTYPE_BYTES[dtype] * math.prod(int(d) for d in dims.split(",") if d)
+          for dtype, dims in arrays]
+
+
+def _group_size(line: str) -> int:
+  """Devices per replica group of a collective: ``replica_groups={{0,1},{2,3}}``, the iota
+  form ``[groups,size]<=[...]`` or the mesh form ``mesh['axis_0'=1,'axis_1'=4] {'axis_1'}``."""
+  mesh = re.search(r"replica_groups=mesh\[([^\]]*)\] \{([^}]*)\}", line)
+  if mesh:
+    sizes = dict(re.findall(r"'([^']+)'=(\d+)", mesh.group(1)))
+    return math.prod(int(sizes[axis]) for axis in re.findall(r"'([^']+)'", mesh.group(2)))
+  iota = re.search(r"replica_groups=\[\d+,(\d+)\]", line)
+  if iota:
+    return int(iota.group(1))
+  explicit = re.search(r"replica_groups=\{\{([\d,]*)\}", line)
+  return len(explicit.group(1).split(",")) if explicit else 1
+
+
+def collectives(hlo: str) -> Dict[str, Dict[str, int]]:
+  """{kind: {"count", "bytes"}} of the collectives of a compiled module's HLO text, per step
+  and per chip: an op inside a loop counts once per iteration. Bytes are those of the whole
+  collected buffer on one chip: the gathered output of an all-gather, the reduced input of a
+  reduce-scatter, the array of the others. The TPU compiler writes a reduce-scatter as an
+  all-reduce and a slice inside a computation named ``all-reduce-scatter*``; those count as
+  reduce-scatters."""
+  computations = _computations(hlo)
+  executions = _executions(computations)
+  totals = {kind: {"count": 0, "bytes": 0} for kind in COLLECTIVES}
+  pattern = re.compile(r" = (.*?) (" + "|".join(COLLECTIVES) + r")(-start)?\(")
+  for name, lines in computations.items():
+    times = executions.get(name, 0)
+    for line in lines:
+      op = pattern.search(line)
+      if not op or not times:
+        continue
+      kind, arrays = op.group(2), _SHAPE.findall(op.group(1))
+      if op.group(3):  # "-start" ops return (operands, outputs[, u32[] contexts])
+        arrays = [a for a in arrays if a[1] or a[0] not in ("u32", "s32")][-1:]
+      size = sum(_array_bytes(arrays))
+      if kind == "reduce-scatter":
+        size *= _group_size(line)
+      elif kind == "all-reduce" and name.startswith("all-reduce-scatter"):
+        kind = "reduce-scatter"
+      totals[kind]["count"] += times
+      totals[kind]["bytes"] += times * size
+  return totals
+
+
+def _oom_bytes(message: str) -> Optional[Tuple[int, int]]:
+  """(temporary bytes needed, capacity for them) from the TPU compiler's out-of-memory
+  error, or None."""
+  found = _OOM.search(message)
+  if not found:
+    return None
+  return (int(float(found.group(1)) * _UNITS[found.group(2)]),
+          int(float(found.group(3)) * _UNITS[found.group(4)]))
+
+
+def compile_step(config: Any, topology: str, per_chip_batch: int
+                 ) -> Tuple[Dict[str, Any], Optional[str]]:
+  """Compiles ``config``'s training step for ``topology`` at ``per_chip_batch`` samples per
+  batch shard (global batch = per_chip_batch × data × fsdp). Returns (report, the compiled
+  HLO text, or None where the compiler refused the program for lack of HBM).
+
+  The report gives per chip: the shard bytes of parameters, optimiser state, batch and
+  step + key (unpadded); the compiled program's arguments (the same arrays padded to TPU
+  tiles), temporaries, outputs, aliased outputs and generated code; their total against the
+  chip's HBM and whether it fits; the collectives per step; model TFLOPs per step; and the
+  compile time in seconds."""
+  devices = topology_devices(topology)
+  config = config.copy_and_resolve_references()
+  config.unlock()
+  mesh_sizes = sharding.mesh_shape(config.mesh, len(devices))
+  shards = mesh_sizes[0] * mesh_sizes[1]
+  config.batch_size = per_chip_batch * shards
+  train.with_identity_count(config, None)
+  training = builder.build(config, sharding.make_mesh(config.mesh, devices))
+  state = training.abstract_state()
+  batch = training.batch_spec(config.batch_size)
+  hbm = HBM_BYTES[generation(topology)]
+  cfg = training.cfg
+  report: Dict[str, Any] = {
+      "topology": topology, "chips": len(devices), "device_kind": devices[0].device_kind,
+      "config": {"stage": config.stage, "detector": config.detector.name, "dtype": cfg.dtype,
+                 "remat": cfg.remat, "remat_policy": cfg.remat_policy,
+                 "scan_layers": cfg.scan_layers,
+                 "grad_accumulation_steps": config.grad_accumulation_steps},
+      "mesh": dict(zip(sharding.MESH_AXES, mesh_sizes)),
+      "global_batch": config.batch_size, "per_chip_batch": per_chip_batch,
+      "hbm_bytes": hbm,
+  }
+  arguments = {"params": per_chip_bytes(state.params),
+               "opt_state": per_chip_bytes(state.opt_state),
+               "batch": per_chip_bytes(batch),
+               "step_and_rng": per_chip_bytes((state.step, state.rng))}
+  with training.scope():
+    started = time.perf_counter()
+    traced = training.step.trace(state, batch)
+    try:
+      compiled = traced.lower().compile()
+    except Exception as error:  # the TPU compiler refuses programs larger than HBM
+      oom = _oom_bytes(str(error))
+      if oom is None:
+        raise
+      temporaries, capacity = oom  # total: at least these and the unpadded arguments
+      report.update(compile_seconds=time.perf_counter() - started, fits=False,
+                    bytes_per_chip=dict(arguments, temporaries=temporaries,
+                                        total=temporaries + sum(arguments.values())),
+                    compiler_capacity=capacity)
+      return report, None
+    compile_seconds = time.perf_counter() - started
+  memory = compiled.memory_analysis()
+  total = builder.memory_needed(memory)
+  hlo = compiled.as_text()
+  report.update(
+      compile_seconds=compile_seconds, fits=total <= hbm,
+      bytes_per_chip=dict(arguments, arguments=int(memory.argument_size_in_bytes),
+                          temporaries=int(memory.temp_size_in_bytes),
+                          outputs=int(memory.output_size_in_bytes),
+                          aliased=int(memory.alias_size_in_bytes),
+                          generated_code=int(memory.generated_code_size_in_bytes),
+                          total=total),
+      collectives=collectives(hlo),
+      model_tflop_per_chip=bench.matmul_flops(traced.jaxpr.jaxpr) / len(devices) / 1e12)
+  return report, hlo
+
+
+def find_batch(config: Any, topology: str, first: int = 4) -> Dict[str, Any]:
+  """The largest per-chip batch whose step fits the chip's HBM, from a line through the
+  memory of two compiles (``first`` and 2 × ``first`` per chip), checked by compiling the
+  batch it predicts; while that one does not fit, the line through the last two points
+  predicts again. Returns {"per_chip_batch", "bytes_per_sample", "fixed_bytes", "compiles"}."""
+  reports = [compile_step(config, topology, first)[0],
+             compile_step(config, topology, 2 * first)[0]]
+  hbm = reports[0]["hbm_bytes"]
+  best = max((r for r in reports if r["fits"]), key=lambda r: r["per_chip_batch"], default=None)
+  for _ in range(3):
+    (b0, m0), (b1, m1) = [(r["per_chip_batch"], r["bytes_per_chip"]["total"])
+                          for r in reports[-2:]]
+    slope = (m1 - m0) / (b1 - b0)
+    predicted = int((hbm - (m1 - slope * b1)) // slope)
+    if predicted < 1 or predicted in (r["per_chip_batch"] for r in reports):
+      break
+    reports.append(compile_step(config, topology, predicted)[0])
+    if reports[-1]["fits"]:
+      best = reports[-1] if best is None or predicted > best["per_chip_batch"] else best
+      break
+    reports[-2:] = sorted(reports[-2:], key=lambda r: r["per_chip_batch"])
+  return {"per_chip_batch": None if best is None else best["per_chip_batch"],
+          "bytes_per_sample": slope, "fixed_bytes": m1 - slope * b1,
+          "compiles": reports}
+
+
+def _size(count: float) -> str:
+  """Bytes in GiB, or MiB below 1 GiB."""
+  return f"{count / GiB:.2f} GiB" if count >= GiB else f"{count / 2 ** 20:.2f} MiB"
+
+
+def table(report: Dict[str, Any]) -> str:
+  """One compile's report as aligned "name  value" lines."""
+  memory = report["bytes_per_chip"]
+  size = lambda key: _size(memory[key]) if key in memory else "n/a"
+  rows = [
+      ("topology", f"{report['topology']} ({report['chips']} × {report['device_kind']})"),
+      ("mesh", json.dumps(report["mesh"])),
+      ("config", json.dumps(report["config"])),
+      ("batch (global / per chip)", f"{report['global_batch']} / {report['per_chip_batch']}"),
+      ("compile", f"{report['compile_seconds']:.1f} s"),
+      ("params / opt state / batch", f"{size('params')} / {size('opt_state')} / "
+                                     f"{size('batch')}"),
+      ("arguments (TPU-tiled)", size("arguments")),
+      ("temporaries", size("temporaries")),
+      ("outputs (aliased)", f"{size('outputs')} ({size('aliased')})"),
+      ("total per chip", f"{size('total')} of {_size(report['hbm_bytes'])} HBM: "
+                         + ("fits" if report["fits"] else "DOES NOT FIT")),
+  ]
+  if "compiler_capacity" in report:
+    rows.append(("compiler's HBM for temporaries", _size(report["compiler_capacity"])))
+  for kind, values in report.get("collectives", {}).items():
+    rows.append((kind, f"{values['count']} per step, {_size(values['bytes'])}"))
+  if "model_tflop_per_chip" in report:
+    rows.append(("model TFLOP per chip per step", f"{report['model_tflop_per_chip']:.4f}"))
+  width = max(len(name) for name, _ in rows)
+  return "\n".join(f"{name:<{width}}  {value}" for name, value in rows)
+
+
+def main(argv: Sequence[str]) -> None:
+  if len(argv) > 1:
+    raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+  config = FLAGS.config
+  if FLAGS.batch is not None and FLAGS.per_chip_batch is not None:
+    raise app.UsageError("give --per_chip_batch or --batch, not both")
+  if FLAGS.find_batch and FLAGS.hlo:
+    raise app.UsageError("--hlo writes one compile's program, not with --find_batch")
+  try:
+    devices = topology_devices(FLAGS.topology)
+    shape = sharding.mesh_shape(config.mesh, len(devices))
+    shards = shape[0] * shape[1]
+    per_chip = FLAGS.per_chip_batch
+    if per_chip is None and (FLAGS.batch is not None or not FLAGS.find_batch):
+      # --batch, or the config's batch_size
+      global_batch = config.batch_size if FLAGS.batch is None else FLAGS.batch
+      if global_batch % shards:
+        raise AotError(f"a global batch of {global_batch} does not split over the {shards} "
+                       f"batch shards (data × fsdp) of mesh "
+                       f"{dict(zip(sharding.MESH_AXES, shape))}")
+      per_chip = global_batch // shards
+    if FLAGS.find_batch:
+      result: Dict[str, Any] = find_batch(config, FLAGS.topology, per_chip or 4)
+      for report in result["compiles"]:
+        print(table(report), end="\n\n")
+      print(f"largest per-chip batch that fits: {result['per_chip_batch']} "
+            f"({_size(result['bytes_per_sample'])} per sample + "
+            f"{_size(result['fixed_bytes'])})")
+    else:
+      result, hlo = compile_step(config, FLAGS.topology, per_chip)
+      print(table(result))
+      if FLAGS.hlo and hlo is not None:
+        with open(FLAGS.hlo, "w") as file:
+          file.write(hlo)
+  except AotError as error:
+    raise app.UsageError(str(error)) from None
+  if FLAGS.output:
+    with open(FLAGS.output, "w") as file:
+      json.dump(result, file, indent=1)
+    print(f"wrote {FLAGS.output}")
+
+
+def define_flags() -> None:
+  config_flags.DEFINE_config_file("config", None, "Training config file.")
+  flags.DEFINE_string("topology", None, "TPU topology, GENERATION:SHAPE, e.g. v5p:4x4x4, "
+                      "v5e:16x16, v6e:16x16 (generations: " + ", ".join(HBM_BYTES) + ").")
+  flags.DEFINE_integer("per_chip_batch", None, "Samples per batch shard (data × fsdp); the "
+                       "global batch is this times the shard count.", lower_bound=1)
+  flags.DEFINE_integer("batch", None, "Global batch (default: the config's batch_size).",
+                       lower_bound=1)
+  flags.DEFINE_bool("find_batch", False, "Find the largest per-chip batch that fits "
+                    "(starting from --per_chip_batch or --batch, default 4 per chip).")
+  flags.DEFINE_string("output", None, "Write the report as JSON here.")
+  flags.DEFINE_string("hlo", None, "Write the compiled program's HLO text here (one compile, "
+                      "not with --find_batch).")
+  flags.mark_flags_as_required(["config", "topology"])
+
+
+if __name__ == "__main__":
+  define_flags()
+  cli.run(main)

@@ -1,0 +1,144 @@
+"""What a training run is made of, built once from a config and a mesh: the model, the loss of
+the config's detector and stage, the optimiser, the state's shardings and the jitted step.
+
+The training loop (``train.run``), the benchmark (``bench``) and the ahead-of-time compiler
+(``aot``) all take these from :func:`build`. Nothing here allocates or runs anything on the
+mesh's devices, so the mesh may be made of devices of a TPU topology description that only
+compiles (``jax.experimental.topologies``).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+from typing import Any, Callable, Dict, Iterator, Optional
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+from absl import logging
+from jax.sharding import Mesh
+
+from havic_jax import detectors, input_pipeline, sharding
+from havic_jax.models.config import ModelConfig, model_config_from
+from havic_jax.optimizer import Schedule, make_optimizer
+from havic_jax.train_step import LossFn, TrainState, jit_train_step, sharded_init
+
+# The shape and dtype of a ``jax.random.PRNGKey`` (the run's base key in ``TrainState.rng``).
+KEY = jax.ShapeDtypeStruct((2,), jnp.uint32)
+
+
+@dataclasses.dataclass(frozen=True)
+class Training:
+  """The pieces of one training run on ``mesh``.
+
+  kind: the model's ``example_inputs`` kind (``detectors.model_kind``); init: jitted
+  ``key -> TrainState``, the fresh state written directly in ``shardings``; step: the jitted
+  ``(state, global batch) -> (state, metrics)`` (state donated). Trace, lower or call ``init``
+  and ``step`` inside :meth:`scope`."""
+
+  config: Any
+  cfg: ModelConfig
+  model: nn.Module
+  kind: str
+  loss_fn: LossFn
+  optimizer: optax.GradientTransformation
+  schedules: Dict[str, Schedule]
+  mesh: Mesh
+  rules: sharding.Rules
+  init: Callable[[jax.Array], TrainState]
+  shardings: Any
+  step: Callable
+
+  @contextlib.contextmanager
+  def scope(self) -> Iterator[None]:
+    """The mesh and logical-axis rules the model's sharding annotations resolve against."""
+    with jax.set_mesh(self.mesh), nn.logical_axis_rules(self.rules):
+      yield
+
+  def abstract_state(self) -> TrainState:
+    """The state as ``jax.ShapeDtypeStruct`` leaves carrying their shardings (computes
+    nothing): a restore target, or the state argument of an ahead-of-time compile."""
+    with self.scope():
+      return jax.eval_shape(self.init, KEY)
+
+  def batch_spec(self, global_batch: int) -> Dict[str, jax.ShapeDtypeStruct]:
+    """The global batch the input pipeline sends for this config, as abstract arrays split
+    over the batch axes: video uint8 [B, F, S, S, 3], audio float32 [B, T, M], the stage's
+    masks or labels, and ``identity`` int32 [B] for detectors that learn identities."""
+    config = self.config
+    ratios = ({"video_mask_ratio": config.pretrain.video_mask_ratio,
+               "audio_mask_ratio": config.pretrain.audio_mask_ratio}
+              if config.stage == "pretrain" else {})
+    spec = input_pipeline.example_spec(self.cfg, config.stage, **ratios)
+    if detectors.info(config).identities and config.stage == "pretrain":
+      spec["identity"] = ((), np.int32)
+    batch_sharding = sharding.batch_sharding(self.mesh)
+    return {key: jax.ShapeDtypeStruct((global_batch,) + shape, dtype, sharding=batch_sharding)
+            for key, (shape, dtype) in spec.items()}
+
+
+def build(config: Any, mesh: Mesh) -> Training:
+  """The model, loss, optimiser, state shardings and jitted step of ``config`` on ``mesh``.
+
+  ``config`` is complete: detectors with identity classifiers need
+  ``config.detector.num_identities`` set (``train.with_identity_count``)."""
+  cfg = model_config_from(config.model, config.compat)
+  model = detectors.build_model(cfg, config)
+  kind = detectors.model_kind(config)
+  optimizer, schedules = make_optimizer(config)
+  loss_fn = detectors.loss_fn(model, cfg, config)
+  rules = tuple(tuple(rule) for rule in config.sharding_rules)
+  with jax.set_mesh(mesh), nn.logical_axis_rules(rules):
+    init, shardings = sharded_init(model, cfg, kind, optimizer, KEY, mesh, rules)
+    step = jit_train_step(loss_fn, optimizer, schedules, shardings, mesh,
+                          config.grad_accumulation_steps)
+  return Training(config=config, cfg=cfg, model=model, kind=kind, loss_fn=loss_fn,
+                  optimizer=optimizer, schedules=schedules, mesh=mesh, rules=rules, init=init,
+                  shardings=shardings, step=step)
+
+
+def compile_ahead(training: Training, state: TrainState, local_batch: Dict[str, np.ndarray],
+                  global_batch: int) -> Any:
+  """``training.step`` compiled before the first step for ``state`` and batches shaped like
+  ``local_batch`` (this process's slice of a global batch of ``global_batch``); call the
+  result in its place. Logs the memory each device needs; where the runtime reports a device
+  capacity (``device_capacity``) that the step exceeds, raises at once with the batch, the
+  memory needed and the capacity instead of failing out of memory mid-run."""
+  batch_sharding = sharding.batch_sharding(training.mesh)
+  batch = {key: jax.ShapeDtypeStruct((global_batch,) + np.shape(value)[1:],
+                                     np.asarray(value).dtype, sharding=batch_sharding)
+           for key, value in local_batch.items()}
+  with training.scope():
+    compiled = training.step.lower(state, batch).compile()
+  memory = compiled.memory_analysis()
+  needed = memory_needed(memory)
+  capacity = device_capacity(jax.local_devices()[0])
+  logging.info("train step compiled: %.3f GiB per device (arguments %.3f, temporaries %.3f, "
+               "outputs %.3f, aliased %.3f) of %s", needed / 2**30,
+               memory.argument_size_in_bytes / 2**30, memory.temp_size_in_bytes / 2**30,
+               memory.output_size_in_bytes / 2**30, memory.alias_size_in_bytes / 2**30,
+               "an unreported capacity" if capacity is None else f"{capacity / 2**30:.3f} GiB")
+  if capacity is not None and needed > capacity:
+    raise ValueError(
+        f"batch_size {global_batch} does not fit: the train step needs {needed} bytes "
+        f"({needed / 2**30:.2f} GiB) per device, the device has {capacity} bytes "
+        f"({capacity / 2**30:.2f} GiB); lower batch_size, raise mesh.fsdp, or set "
+        f"model.remat=True or grad_accumulation_steps")
+  return compiled
+
+
+def memory_needed(memory: Any) -> int:
+  """Bytes per device a compiled program needs (``Compiled.memory_analysis()``): arguments +
+  outputs − outputs aliased to donated arguments + temporaries."""
+  return int(memory.argument_size_in_bytes + memory.output_size_in_bytes
+             - memory.alias_size_in_bytes + memory.temp_size_in_bytes)
+
+
+def device_capacity(device: Any) -> Optional[int]:
+  """The bytes the runtime lets ``device`` allocate (``memory_stats()["bytes_limit"]``), or
+  None where it reports none (CPUs)."""
+  stats = device.memory_stats() or {}
+  return stats.get("bytes_limit")

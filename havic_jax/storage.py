@@ -1,0 +1,66 @@
+"""Where runs, exports and reports live: local paths and ``gs://`` URIs as one path type.
+
+Every file the project writes or reads under a workdir or an output goes through
+:func:`path`, an ``etils.epath.Path``: local directories behave as ``pathlib``'s, and
+``gs://bucket/dir`` reaches Cloud Storage (gcsfs for files, tensorstore for Orbax's arrays).
+``pathlib`` must not see a URI: ``pathlib.Path("gs://b/run").absolute()`` is the local folder
+``<cwd>/gs:/b/run``. Training data and the videos the eval binary decodes stay on POSIX paths
+(ArrayRecord and FFmpeg read files): :func:`local_only` refuses a URI there with the way out,
+a bucket mounted with gcsfuse.
+
+gcsfs lists Cloud Storage directories afresh each time (its listings cache is off): other
+clients write under a run too (tensorstore, the other hosts, a resumed run), and a cached
+listing would hide their files.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Union
+
+import fsspec
+from etils import epath
+
+PathLike = Union[str, os.PathLike]
+
+# Read when gcsfs's file system is first made (etils makes one per process, on first use).
+fsspec.config.conf.setdefault("gcs", {})["use_listings_cache"] = False
+
+
+def is_remote(location: PathLike) -> bool:
+  """Whether ``location`` is a URI (``gs://...``) rather than a local path."""
+  return "://" in os.fspath(location)
+
+
+def path(location: PathLike) -> epath.Path:
+  """``location`` as an ``epath.Path``: a URI as it is, a local path made absolute.
+
+  Raises ValueError for a local path with a ``gs:`` component (a URI that lost a slash, e.g.
+  ``gs:/bucket/run``), which would otherwise become a local folder named ``gs:``."""
+  location = epath.Path(location)
+  if is_remote(location):
+    return location
+  if "gs:" in location.parts:
+    raise ValueError(f"{location}: a local path with a 'gs:' folder; write Cloud Storage "
+                     f"locations as gs://BUCKET/PATH")
+  return location.absolute()
+
+
+def local_only(location: PathLike, what: str) -> str:
+  """``location`` (returned unchanged) if it is a local path; ValueError naming ``what``
+  otherwise, since the readers of training data and videos need POSIX files."""
+  if is_remote(location):
+    raise ValueError(f"{what} must be a local path, got {location}: the readers need files; "
+                     f"mount the bucket with gcsfuse (gcsfuse --implicit-dirs BUCKET /mnt/BUCKET)"
+                     f" and pass the mounted path")
+  return os.fspath(location)
+
+
+def append_text(file: epath.Path, text: str) -> None:
+  """Appends ``text`` to ``file`` (created if missing). Object stores cannot append: there
+  the object is read and written again whole."""
+  if is_remote(file):
+    file.write_text((file.read_text() if file.exists() else "") + text)
+  else:
+    with file.open("a") as handle:
+      handle.write(text)

@@ -1,0 +1,78 @@
+"""Workdirs, exports and eval reports on Cloud Storage, against a real GCS API (the emulator of
+``local_services``): training writes every file of its workdir there, the export command and
+``load_pretrained`` read it back, the eval binary writes its report there; and components that
+need local files refuse ``gs://`` URIs."""
+
+import json
+import pathlib
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from etils import epath
+
+from configs import pretrain_tiny
+from havic_jax import checkpoints, export, input_pipeline, storage, train
+from havic_jax import eval as eval_binary
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+
+
+def test_paths_keep_uris_and_make_local_paths_absolute(tmp_path, monkeypatch):
+  monkeypatch.chdir(tmp_path)
+  assert str(storage.path("gs://bucket/run/")) == "gs://bucket/run"
+  assert storage.path("run") == epath.Path(tmp_path / "run")
+  with pytest.raises(ValueError, match="gs://BUCKET/PATH"):
+    storage.path("gs:/bucket/run")  # a URI that lost a slash: never a local folder "gs:"
+  with pytest.raises(ValueError, match="gcsfuse"):
+    input_pipeline.open_prepared("gs://bucket/prepared")
+  assert not (tmp_path / "gs:").exists()
+
+
+def test_append_text_appends_on_cloud_storage(gcs_bucket, tmp_path):
+  for base in (f"{gcs_bucket}/append", tmp_path):
+    file = storage.path(base) / "lines.txt"
+    storage.append_text(file, "one\n")
+    storage.append_text(file, "two\n")
+    assert file.read_text() == "one\ntwo\n"
+
+
+def test_a_training_workdir_on_cloud_storage_exports_and_evaluates(gcs_bucket, prepared_corpus):
+  workdir = f"{gcs_bucket}/workdir"
+  config = pretrain_tiny.get_config()
+  config.unlock()
+  config.update(num_steps=2, image_every=2)
+  config.data.update(source="prepared", path=str(prepared_corpus))
+  train.run(config, workdir)
+  root = storage.path(workdir)
+  assert [json.loads(line)["step"] for line in (root / "metrics.jsonl").read_text().splitlines()
+          ] == [1, 2]
+  assert checkpoints.read_config(workdir).num_steps == 2
+  assert "video_encoder" in (root / "parameters.txt").read_text()
+  assert len(list((root / "images" / "step_00000002").iterdir())) > 0
+  (events,) = (root / "tensorboard").iterdir()  # tensorboardX's own Cloud Storage writer
+  assert events.name.startswith("events.out.tfevents.") and events.stat().length > 0
+  _, params = checkpoints.load_params(workdir)
+
+  exported = f"{gcs_bucket}/export"
+  result = subprocess.run([sys.executable, "-m", "havic_jax.export", f"--workdir={workdir}",
+                           f"--output={exported}"], cwd=ROOT, capture_output=True, text=True,
+                          timeout=600)
+  assert result.returncode == 0, result.stderr[-3000:]
+  assert json.loads((storage.path(exported) / "config.json").read_text())["source"][
+      "workdir"] == workdir
+  cfg, loaded = export.load_pretrained(exported)
+  assert cfg.width == config.model.width
+  np.testing.assert_array_equal(loaded["video_encoder"]["block_0"]["mlp"]["fc1"]["kernel"],
+                                params["video_encoder"]["block_0"]["mlp"]["fc1"]["kernel"])
+
+  report = f"{gcs_bucket}/report"
+  outcome = eval_binary.run(exported, str(prepared_corpus), "all", report, scorer="coherence",
+                            batch_size=8)
+  assert set(outcome["files"]) == {"json", "markdown", "roc", "pr", "per_video", "per_window"}
+  for file in outcome["files"].values():
+    assert str(file).startswith(report) and file.stat().length > 0
+  summary = json.loads((storage.path(report) / "results.json").read_text())
+  assert summary["videos"]["total"] == len(outcome["videos"])
+  assert not (ROOT / "gs:").exists()
