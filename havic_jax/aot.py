@@ -316,8 +316,7 @@ def table(report: Dict[str, Any]) -> str:
     rows.append((kind, f"{values['count']} per step, {_size(values['bytes'])}"))
   if "model_tflop_per_chip" in report:
     rows.append(("model TFLOP per chip per step", f"{report['model_tflop_per_chip']:.4f}"))
-  width = max(len(name) for name, _ in rows)
-  return "\n".join(f"{name:<{width}}  {value}" for name, value in rows)
+  return bench.format_rows(rows)
 
 
 def main(argv: Sequence[str]) -> None:

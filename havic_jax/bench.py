@@ -24,7 +24,7 @@ import json
 import math
 import platform
 import time
-from typing import Any, Callable, Dict, Iterator, Optional, Sequence
+from typing import Any, Callable, Dict, Iterator, Optional, Sequence, Tuple
 
 import flax.linen as nn
 import jax
@@ -205,6 +205,12 @@ def run(config: Any, batch_size: int, steps: int, warmup: int, mode: str, data: 
   }
 
 
+def format_rows(rows: Sequence[Tuple[str, str]]) -> str:
+  """(name, value) rows as aligned text lines."""
+  width = max(len(name) for name, _ in rows)
+  return "\n".join(f"{name:<{width}}  {value}" for name, value in rows)
+
+
 def table(result: Dict[str, Any]) -> str:
   """The result as aligned "name  value" lines."""
   step = result["step_seconds"]
@@ -228,8 +234,7 @@ def table(result: Dict[str, Any]) -> str:
                               result["compiled_memory_bytes"] / 2**30, ".2f") + " GiB"),
       ("data wait", fmt(result["data_wait_fraction"], ".1%")),
   ]
-  width = max(len(name) for name, _ in rows)
-  return "\n".join(f"{name:<{width}}  {value}" for name, value in rows)
+  return format_rows(rows)
 
 
 def main(argv: Sequence[str]) -> None:
