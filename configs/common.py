@@ -8,7 +8,8 @@ import dataclasses
 
 import ml_collections
 
-from havic_jax import augment, detectors, pseudo_fakes
+from havic_jax.data import augment, pseudo_fakes
+from havic_jax import detectors
 from havic_jax.models.config import ModelConfig
 
 
@@ -37,7 +38,7 @@ def mesh_and_rules(config: ml_collections.ConfigDict) -> None:
 
 
 def data_config(stage: str) -> ml_collections.ConfigDict:
-  """Where batches come from (``havic_jax.train.training_batches``).
+  """Where batches come from (``havic_jax.training.loop.training_batches``).
 
   source: "prepared" (shards of ``data_pipelines.prepare`` in ``path``), "synthetic_corpus"
   (generate the synthetic FakeAVCeleb-like corpus and prepare it under ``path``, default
@@ -115,13 +116,13 @@ def base_config(stage: str) -> ml_collections.ConfigDict:
         "reconstruction_masked_only": None,
     })
   else:
-    # Fine-tuning augmentations (spec §11, havic_jax.augment): the video chain, the audio masks
+    # Fine-tuning augmentations (spec §11, havic_jax.data.augment): the video chain, the audio masks
     # and noise, and the widest masks (mel bins, 10 ms frames) for the 128 × 1024 input.
     config.augment = ml_collections.ConfigDict({
         "video": True, "audio": True,
         "freq_mask": augment.FREQ_MASK, "time_mask": augment.TIME_MASK,
     })
-    # Temporally-local pseudo-fakes (fine-grained detector; havic_jax.pseudo_fakes).
+    # Temporally-local pseudo-fakes (fine-grained detector; havic_jax.data.pseudo_fakes).
     config.pseudo_fakes = ml_collections.ConfigDict({
         "enabled": False, "probability": pseudo_fakes.PROBABILITY, "r_min": pseudo_fakes.R_MIN,
         "r_max": pseudo_fakes.R_MAX, "min_units": pseudo_fakes.MIN_UNITS,

@@ -30,7 +30,8 @@ import numpy as np
 from absl import app, flags
 
 from configs import common
-from havic_jax import cli, input_pipeline
+from havic_jax import cli
+from havic_jax.data import input_pipeline
 from havic_jax.models.config import ModelConfig
 
 FLAGS = flags.FLAGS
@@ -43,7 +44,7 @@ def time_preparation(videos: pathlib.Path, output: pathlib.Path, workers: int,
   ``runner`` ("beam": the DirectRunner in multi-processing mode); returns clips/s. The local
   runner hands each process whole shards, so ``videos_per_shard`` must leave a shard for
   every worker; Beam spreads single videos."""
-  from data_pipelines import prepare
+  from havic_jax.data import prepare
   beam_options = (f"--runner=DirectRunner --direct_num_workers={workers} "
                   f"--direct_running_mode=multi_processing")
   started = time.perf_counter()
@@ -81,7 +82,7 @@ def stage_times(videos: Sequence[pathlib.Path]) -> Dict[str, Any]:
   (``read_media``, every frame), face detection (MTCNN on the clip's 16 frames), the rest of
   ``extract_clips`` (frame selection, crop and resize to 224²), JPEG encoding of the record,
   and the fbank the loader computes from the clip's audio."""
-  from havic_jax import records
+  from havic_jax.data import records
   from havic_jax.media import fbank
   from havic_jax.media.clips import extract_clips
   from havic_jax.media.decode import read_media
@@ -207,7 +208,7 @@ def run(prepared: str, videos: int, prepare_workers: int, workers: Sequence[int]
   results = []
   with tempfile.TemporaryDirectory() as scratch:
     if not prepared:
-      from data_pipelines import synthetic
+      from havic_jax.data import synthetic
       corpus = pathlib.Path(scratch) / "videos"
       synthetic.generate_corpus(corpus, videos, seed=0, duration=6.4)
       if per_stage:

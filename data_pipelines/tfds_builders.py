@@ -35,7 +35,7 @@ clip (corrupt, no audio, no face, too short, or any error) is logged and left ou
 Splits are the reader's split names with ``-`` replaced by ``_`` (TFDS file names use ``-`` as
 a separator): FakeAVCeleb has ``train``, ``test`` and ``loo_<C>_train`` / ``loo_<C>_test`` per
 leave-one-out category C (e.g. ``loo_FVRA_WL_test``), with the seeded 70/30 split of
-``havic_jax.datasets`` (seed 0, by video); LRS2 has ``train``, ``val``, ``test``, ``pretrain``
+``havic_jax.data.sources`` (seed 0, by video); LRS2 has ``train``, ``val``, ``test``, ``pretrain``
 (and ``unlisted``); VoxCeleb2 has ``dev`` and ``test``; a CSV list has ``full`` (the reader's
 ``all``, a name TFDS reserves for the union of all splits). A split whose videos were all
 left out is not written. Splits may share videos (every FakeAVCeleb video is in ``train`` or
@@ -61,9 +61,10 @@ import tensorflow_datasets as tfds
 import tqdm
 from absl import app, flags, logging
 
-from data_pipelines.prepare import PrepareOptions, process_video
-from havic_jax import cli, datasets, records
-from havic_jax.datasets import VideoEntry
+from havic_jax.data.prepare import PrepareOptions, process_video
+from havic_jax import cli
+from havic_jax.data import sources, records
+from havic_jax.data.sources import VideoEntry
 from havic_jax.media.decode import CLIP_SECONDS, FRAMES_PER_CLIP, SAMPLE_RATE
 from havic_jax.media.faces import CROP_SIZE
 
@@ -99,7 +100,7 @@ def clip_examples(video_id: str, encoded: Sequence[bytes]
 def video_examples(line: str) -> Iterator[Tuple[str, Dict[str, Any]]]:
   """The :func:`clip_examples` of one video of a Beam build's list (a JSON line of
   ``beam_prepare.entry_fields``); a rejected video yields none (logged)."""
-  from data_pipelines.beam_prepare import entry_from_fields
+  from havic_jax.data.beam import entry_from_fields
   entry = entry_from_fields(json.loads(line))
   yield from clip_examples(entry.video_id, process_video(entry, CLIP_OPTIONS).records)
 
@@ -233,7 +234,7 @@ class HavicBuilder(tfds.core.GeneratorBasedBuilder):
     in a JSON-lines file under the download directory, read and spread over the workers,
     and every worker extracts the clips of its videos (:func:`video_examples`)."""
     import apache_beam as beam  # the [beam] extra
-    from data_pipelines.beam_prepare import entry_fields, read_listing
+    from havic_jax.data.beam import entry_fields, read_listing
     videos_per_split: Dict[str, List[VideoEntry]] = {}
     for entry in entries:
       for split in entry.splits:
@@ -264,7 +265,7 @@ class HavicFakeAVCeleb(HavicBuilder):
   """
 
   def _read_videos(self, manual_dir: pathlib.Path) -> List[VideoEntry]:
-    return datasets.read_fakeavceleb(str(manual_dir))
+    return sources.read_fakeavceleb(str(manual_dir))
 
 
 class HavicLrs2(HavicBuilder):
@@ -280,7 +281,7 @@ class HavicLrs2(HavicBuilder):
   """
 
   def _read_videos(self, manual_dir: pathlib.Path) -> List[VideoEntry]:
-    return datasets.read_lrs2(str(manual_dir))
+    return sources.read_lrs2(str(manual_dir))
 
 
 class HavicVoxceleb2(HavicBuilder):
@@ -296,7 +297,7 @@ class HavicVoxceleb2(HavicBuilder):
   """
 
   def _read_videos(self, manual_dir: pathlib.Path) -> List[VideoEntry]:
-    return datasets.read_voxceleb2(str(manual_dir))
+    return sources.read_voxceleb2(str(manual_dir))
 
 
 class HavicCsv(HavicBuilder):
@@ -310,7 +311,7 @@ class HavicCsv(HavicBuilder):
   """
 
   def _read_videos(self, manual_dir: pathlib.Path) -> List[VideoEntry]:
-    return datasets.read_csv(str(manual_dir / CSV_LIST_NAME))
+    return sources.read_csv(str(manual_dir / CSV_LIST_NAME))
 
 
 BUILDERS = {builder.name: builder

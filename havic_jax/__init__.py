@@ -7,6 +7,6 @@
 
 def __getattr__(name: str):
   if name == "load_pretrained":
-    from havic_jax.export import load_pretrained
+    from havic_jax.checkpoints.exported import load_pretrained
     return load_pretrained
   raise AttributeError(f"module 'havic_jax' has no attribute {name!r}")

@@ -7,7 +7,7 @@ TPU; ``pip install "havic_jax[tpu]"``).
   python -m havic_jax.aot --config=configs/pretrain_base.py --topology=v5p:4x4x4
       [--per_chip_batch=B | --batch=GLOBAL] [--find_batch] [--output=FILE.json] [--config.x=y]
 
-The step is the one ``train.run`` compiles (``builder.build``), for the config's stage and
+The step is the one ``loop.run`` compiles (``builder.build``), for the config's stage and
 detector, on ``config.mesh`` over the topology's chips. ``--find_batch`` finds the largest
 per-chip batch that fits from the linearity of memory in the batch: two compiles give the line,
 a third checks the batch it predicts (and, while that one does not fit, the line through the
@@ -28,7 +28,8 @@ import jax
 from absl import app, flags
 from ml_collections import config_flags
 
-from havic_jax import bench, builder, cli, sharding, train
+from havic_jax import bench, cli, sharding
+from havic_jax.training import builder, loop
 
 FLAGS = flags.FLAGS
 GiB = 2 ** 30
@@ -209,7 +210,7 @@ def compile_step(config: Any, topology: str, per_chip_batch: int
   mesh_sizes = sharding.mesh_shape(config.mesh, len(devices))
   shards = mesh_sizes[0] * mesh_sizes[1]
   config.batch_size = per_chip_batch * shards
-  train.with_identity_count(config, None)
+  loop.with_identity_count(config, None)
   training = builder.build(config, sharding.make_mesh(config.mesh, devices))
   state = training.abstract_state()
   batch = training.batch_spec(config.batch_size)

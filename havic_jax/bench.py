@@ -34,11 +34,12 @@ from absl import app, flags
 from jax.extend import core as jax_core
 from ml_collections import config_flags
 
-from havic_jax import builder, cli, detectors, sharding, train
+from havic_jax.training import builder, loop
+from havic_jax import cli, detectors, sharding
 from havic_jax.models.config import model_config_from
 from havic_jax.models.havic import build_model
-from havic_jax.synthetic_batches import synthetic_batches
-from havic_jax.train_step import create_sharded_state, unit_video
+from havic_jax.data.random_batches import synthetic_batches
+from havic_jax.training.train_step import create_sharded_state, unit_video
 
 FLAGS = flags.FLAGS
 # Peak dense bf16 FLOP/s per chip (vendor figures, no sparsity), by a substring of device_kind.
@@ -127,13 +128,13 @@ def run(config: Any, batch_size: int, steps: int, warmup: int, mode: str, data: 
   rules = tuple(tuple(rule) for rule in config.sharding_rules)
   cfg = model_config_from(config.model, config.compat)
   if data == "pipeline":
-    prepared = train.open_training_data(config, workdir)
-    batches = train.training_iterator(prepared, config, cfg)
+    prepared = loop.open_training_data(config, workdir)
+    batches = loop.training_iterator(prepared, config, cfg)
   else:
     batches = synthetic_batches(cfg, stage, batch_size, config.seed)
 
   if mode == "train":
-    train.with_identity_count(config, prepared if data == "pipeline" else None)
+    loop.with_identity_count(config, prepared if data == "pipeline" else None)
     training = builder.build(config, mesh)
     with training.scope():
       state = training.init(jax.random.PRNGKey(config.seed))

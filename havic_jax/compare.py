@@ -85,28 +85,30 @@ def train_recipe(detector: str, configs: Sequence[Tuple[str, Any]], workdir: epa
                  ) -> Tuple[epath.Path, List[StageRun]]:
   """Runs the stages in order (each from the previous one's workdir) -> the last workdir and
   the runs."""
-  from havic_jax import checkpoints, train
+  from havic_jax.checkpoints import runs
+  from havic_jax.training import loop
   previous: Optional[epath.Path] = None
-  runs = []
+  stage_runs = []
   for name, config in configs:
     stage_dir = workdir / detector / config.stage
     if previous is not None:
       config.init_from = str(previous)
     seconds = None
-    if not (stage_dir / checkpoints.CHECKPOINT_DIR / str(config.num_steps)).is_dir():
+    if not (stage_dir / runs.CHECKPOINT_DIR / str(config.num_steps)).is_dir():
       logging.info("%s: %s for %d steps in %s", detector, name, config.num_steps, stage_dir)
       start = time.time()
-      train.run(config, str(stage_dir))
+      loop.run(config, str(stage_dir))
       seconds = time.time() - start
-    runs.append(StageRun(config.stage, name, config.num_steps, seconds))
+    stage_runs.append(StageRun(config.stage, name, config.num_steps, seconds))
     previous = stage_dir
-  return previous, runs
+  return previous, stage_runs
 
 
 def summary_row(detector: str, runs: Sequence[StageRun], outcome: Dict[str, Any]
                 ) -> Dict[str, Any]:
   """The comparison row of one detector from its runs and the eval binary's outcome."""
-  from havic_jax import detectors, reports
+  from havic_jax import detectors
+  from havic_jax.evaluation import reports
   overall = outcome["results"][0]
   row: Dict[str, Any] = {
       "detector": detector, "paper": detectors.DETECTORS[detector].paper,

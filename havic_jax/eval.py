@@ -42,13 +42,15 @@ import numpy as np
 import tqdm
 from absl import app, flags
 
-from havic_jax import cli, datasets, detectors, input_pipeline, metrics, records, reports
+from havic_jax import cli, detectors
+from havic_jax.data import sources, input_pipeline, records
+from havic_jax.evaluation import metrics, reports
 from havic_jax import sharding, storage
 from havic_jax.detectors import fakeout
 from havic_jax.media import decode, fbank, reencode, tracking, windows
 from havic_jax.media.faces import mtcnn_detector, mtcnn_multi_detector
 from havic_jax.models.config import ModelConfig
-from havic_jax.scoring import Checkpoint, WindowScorer, load_checkpoint
+from havic_jax.evaluation.scoring import Checkpoint, WindowScorer, load_checkpoint
 
 FLAGS = flags.FLAGS
 PROTOCOLS = ("all", "fakeavceleb_intra", "fakeavceleb_loo", "kodf", "hifi_avdf", "robustness")
@@ -112,7 +114,7 @@ class WindowInputs:
   tracks: Optional[np.ndarray] = None
 
 
-def _entry_video(entry: datasets.VideoEntry) -> EvalVideo:
+def _entry_video(entry: sources.VideoEntry) -> EvalVideo:
   return EvalVideo(entry.video_id, entry.path, entry.overall_label, entry.category,
                    entry.method, entry.splits)
 
@@ -131,7 +133,7 @@ def _file_size(path: str) -> int:
     return -1
 
 
-def load_data(path: str, split_seed: int = datasets.FAKEAVCELEB_SPLIT_SEED,
+def load_data(path: str, split_seed: int = sources.FAKEAVCELEB_SPLIT_SEED,
               split_by: str = "video") -> EvalData:
   """The videos of a CSV, a FakeAVCeleb directory or a prepared-shards directory (local paths:
   the decoders read files)."""
@@ -154,20 +156,20 @@ def load_data(path: str, split_seed: int = datasets.FAKEAVCELEB_SPLIT_SEED,
     digest = hashlib.sha256((location / input_pipeline.MANIFEST).read_bytes()).hexdigest()
     return EvalData("prepared", str(location.absolute()), tuple(videos), digest, prepared)
   if location.is_file():
-    videos, kind = tuple(_entry_video(e) for e in datasets.read_csv(path)), "csv"
-  elif datasets.fakeavceleb_meta(path) is not None:
-    videos = tuple(_entry_video(e) for e in datasets.read_fakeavceleb(path, split_seed,
+    videos, kind = tuple(_entry_video(e) for e in sources.read_csv(path)), "csv"
+  elif sources.fakeavceleb_meta(path) is not None:
+    videos = tuple(_entry_video(e) for e in sources.read_fakeavceleb(path, split_seed,
                                                                       split_by))
     kind = "fakeavceleb"
   elif location.is_dir():  # any folder of videos, unlabelled: scores and statuses only
     videos = tuple(EvalVideo(p.relative_to(location).as_posix(), str(p), None, "", "", ("all",))
-                   for p in datasets.videos_under(location))
+                   for p in sources.videos_under(location))
     kind = "csv"
     if not videos:
-      raise datasets.DatasetError(f"{path}: no videos ({', '.join(datasets.VIDEO_SUFFIXES)}), "
+      raise sources.DatasetError(f"{path}: no videos ({', '.join(sources.VIDEO_SUFFIXES)}), "
                                   f"meta_data.csv or manifest.json in this directory")
   else:
-    raise datasets.DatasetError(f"{path}: no such file or directory; --data takes a CSV, a "
+    raise sources.DatasetError(f"{path}: no such file or directory; --data takes a CSV, a "
                                 f"FakeAVCeleb directory, prepared shards or a folder of videos")
   digest = _sha256(f"{v.video_id}\t{v.label}\t{_file_size(v.path)}" for v in videos)
   return EvalData(kind, str(location.absolute()), videos, digest)
@@ -370,19 +372,19 @@ def protocol_videos(protocol: str, data: EvalData, split: Optional[str]
   split = split or (None if data.kind == "csv" else "test")
   if protocol == "fakeavceleb_loo":
     if data.kind == "csv":
-      raise datasets.DatasetError("fakeavceleb_loo needs FakeAVCeleb splits: give --data a "
+      raise sources.DatasetError("fakeavceleb_loo needs FakeAVCeleb splits: give --data a "
                                   "FakeAVCeleb directory or its prepared shards")
     return {c: [v for v in data.videos if f"loo-{c}-test" in v.splits]
-            for c in datasets.LEAVE_ONE_OUT_CATEGORIES}
+            for c in sources.LEAVE_ONE_OUT_CATEGORIES}
   if protocol == "fakeavceleb_intra" and data.kind == "csv":
-    raise datasets.DatasetError("fakeavceleb_intra needs the FakeAVCeleb 70/30 split: give "
+    raise sources.DatasetError("fakeavceleb_intra needs the FakeAVCeleb 70/30 split: give "
                                 "--data a FakeAVCeleb directory or its prepared shards")
   if split is None:
     return {ALL: list(data.videos)}
   # Videos rejected at preparation have no split; they are listed with every split's report.
   chosen = [v for v in data.videos if split in v.splits or v.rejected]
   if not chosen:
-    raise datasets.DatasetError(f"{data.path}: no videos in split {split!r}")
+    raise sources.DatasetError(f"{data.path}: no videos in split {split!r}")
   return {ALL: chosen}
 
 
@@ -423,7 +425,7 @@ def protocol_results(protocol: str, method: str,
     categories = [REAL if label == 0 else generators.get(i) or "fake"
                   for label, i in zip(labels, ids)]
   per_group = metrics.group_metrics(scores, labels, categories, real_group=REAL,
-                                    order=datasets.LEAVE_ONE_OUT_CATEGORIES)
+                                    order=sources.LEAVE_ONE_OUT_CATEGORIES)
   if per_group and (len(per_group) > 1 or protocol == "hifi_avdf"):
     group_curves = {name: (np.concatenate([scores[labels == 0],
                                            scores[np.array(categories) == name]]),
@@ -447,9 +449,9 @@ def parse_checkpoints(value: str) -> Dict[Optional[str], str]:
   mapping = {}
   for part in value.split(","):
     category, _, path = part.partition("=")
-    if category not in datasets.LEAVE_ONE_OUT_CATEGORIES or not path:
+    if category not in sources.LEAVE_ONE_OUT_CATEGORIES or not path:
       raise ValueError(f"--checkpoint: {part!r} is not CATEGORY=PATH with CATEGORY one of "
-                       f"{datasets.LEAVE_ONE_OUT_CATEGORIES}")
+                       f"{sources.LEAVE_ONE_OUT_CATEGORIES}")
     mapping[category] = path
   return mapping
 
@@ -469,7 +471,7 @@ def versions() -> Dict[str, str]:
 def run(checkpoint: str, data_path: str, protocol: str, output: str, *, scorer: str = "classifier",
         step: Optional[int] = None, split: Optional[str] = None, no_audio: bool = False,
         max_seconds: float = windows.MAX_SECONDS, batch_size: int = 32, workers: int = 0,
-        limit: Optional[int] = None, split_seed: int = datasets.FAKEAVCELEB_SPLIT_SEED,
+        limit: Optional[int] = None, split_seed: int = sources.FAKEAVCELEB_SPLIT_SEED,
         split_by: str = "video") -> Dict[str, Any]:
   """Scores ``protocol`` on ``data_path`` with ``checkpoint``; writes the report to ``output``.
 
@@ -581,7 +583,7 @@ def define_flags() -> None:
   flags.DEFINE_integer("workers", 0, "Processes decoding videos and finding faces (0: this one).",
                        lower_bound=0)
   flags.DEFINE_integer("limit", None, "Score at most this many videos per column (a quick look).")
-  flags.DEFINE_integer("split_seed", datasets.FAKEAVCELEB_SPLIT_SEED,
+  flags.DEFINE_integer("split_seed", sources.FAKEAVCELEB_SPLIT_SEED,
                        "Seed of FakeAVCeleb's 70/30 split (raw FakeAVCeleb directories).")
   flags.DEFINE_enum("split_by", "video", ["video", "identity"],
                     "FakeAVCeleb split drawn by video (the paper) or by identity.")

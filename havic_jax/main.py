@@ -42,8 +42,8 @@ def main(argv):
     jax.distributed.initialize(FLAGS.coordinator_address, FLAGS.num_processes, FLAGS.process_id)
   elif FLAGS.multihost:
     jax.distributed.initialize()
-  from havic_jax import train
-  train.run(FLAGS.config, FLAGS.workdir)
+  from havic_jax.training import loop
+  loop.run(FLAGS.config, FLAGS.workdir)
 
 
 if __name__ == "__main__":

@@ -22,7 +22,7 @@ SYNTHETIC_SECONDS = 3.5  # one 3.2 s clip per video
 @pytest.fixture(scope="session")
 def synthetic_corpus(tmp_path_factory):
   """Directory holding a synthetic FakeAVCeleb/ tree of 8 videos (two of each type)."""
-  from data_pipelines import synthetic
+  from havic_jax.data import synthetic
   root = tmp_path_factory.mktemp("synthetic_corpus")
   synthetic.generate_corpus(root, SYNTHETIC_VIDEOS, seed=3, duration=SYNTHETIC_SECONDS)
   return root
@@ -31,7 +31,7 @@ def synthetic_corpus(tmp_path_factory):
 @pytest.fixture(scope="session")
 def prepared_corpus(synthetic_corpus, tmp_path_factory):
   """The synthetic corpus prepared into ArrayRecord shards (3 shards, 2 worker processes)."""
-  from data_pipelines import prepare
+  from havic_jax.data import prepare
   output = tmp_path_factory.mktemp("prepared")
   prepare.prepare("fakeavceleb", str(synthetic_corpus), str(output), workers=2,
                   videos_per_shard=3)
@@ -51,7 +51,7 @@ def faceless_videos(tmp_path_factory):
   """A folder (two sub-folders) of two 3.6 s videos without faces: 320×160 frames of a moving
   colour gradient, with noise for audio (out-of-domain clips)."""
   import numpy as np
-  from data_pipelines import synthetic
+  from havic_jax.data import synthetic
   root = tmp_path_factory.mktemp("faceless")
   rng = np.random.default_rng(5)
   x = np.linspace(0, 255, 320)[None, :, None]

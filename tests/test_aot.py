@@ -10,7 +10,8 @@ import numpy as np
 import pytest
 
 from configs import pretrain_tiny
-from havic_jax import aot, builder, sharding
+from havic_jax import aot, sharding
+from havic_jax.training import builder
 
 pytest.importorskip("libtpu", reason='the AOT tests compile for TPU topologies and need libtpu: '
                                      'pip install -e ".[tpu]"')

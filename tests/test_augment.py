@@ -9,7 +9,7 @@ import cv2
 import numpy as np
 import pytest
 
-from havic_jax import augment
+from havic_jax.data import augment
 
 H, W = 48, 64  # non-square frames, so a swapped (height, width) shows
 GREY = np.array([0.2989, 0.587, 0.114])  # torchvision's rgb_to_grayscale weights

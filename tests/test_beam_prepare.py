@@ -11,8 +11,9 @@ import sys
 
 import pytest
 
-from data_pipelines import beam_prepare, prepare
-from havic_jax import datasets, storage
+from havic_jax.data import prepare
+from havic_jax.data import sources
+from havic_jax import storage
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 VIDEOS_PER_SHARD = 3  # 8 videos: shards of 3, 3 and 2
@@ -33,7 +34,7 @@ def corpus(synthetic_corpus, tmp_path_factory):
   """(directory, corrupt entry): the synthetic corpus with one video cut to its first 3 kB."""
   root = tmp_path_factory.mktemp("beam_corpus")
   shutil.copytree(synthetic_corpus, root, dirs_exist_ok=True)
-  corrupt = datasets.read_fakeavceleb(str(root))[2]
+  corrupt = sources.read_fakeavceleb(str(root))[2]
   video = pathlib.Path(corrupt.path)
   video.write_bytes(video.read_bytes()[:3000])
   return root, corrupt
@@ -101,18 +102,18 @@ def test_rerun_does_nothing_and_an_interrupted_run_resumes(corpus, local, beam, 
 
 
 def test_listing_round_trips_entries(corpus):
-  entries = datasets.read_fakeavceleb(str(corpus[0]))
-  lines = beam_prepare.listing_lines({4: entries[:2], 1: entries[2:3]})
+  entries = sources.read_fakeavceleb(str(corpus[0]))
+  lines = beam.listing_lines({4: entries[:2], 1: entries[2:3]})
   items = [json.loads(line) for line in lines]
   assert [(item["shard"], item["position"]) for item in items] == [(1, 0), (4, 0), (4, 1)]
-  assert [beam_prepare.entry_from_fields(item["entry"]) for item in items] == [
+  assert [beam.entry_from_fields(item["entry"]) for item in items] == [
       entries[2], entries[0], entries[1]]
 
 
 def test_beam_reads_and_writes_cloud_storage(corpus, tmp_path, gcs_bucket):
   """Videos read from gs:// (--input_uri; --input lists them), shards written to gs://."""
   root, corrupt = corpus
-  good = [e for e in datasets.read_fakeavceleb(str(root)) if e is not corrupt][:2]
+  good = [e for e in sources.read_fakeavceleb(str(root)) if e is not corrupt][:2]
   listing = root / "three_videos.csv"
   listing.write_text("video_path,overall_label\n" + "".join(
       f"{pathlib.Path(e.path).relative_to(root)},{e.overall_label}\n" for e in good + [corrupt]))

@@ -9,7 +9,7 @@ import pytest
 import tensorflow_datasets as tfds
 
 from data_pipelines import tfds_builders
-from havic_jax import datasets
+from havic_jax.data import sources
 
 NAME = "havic_voxceleb2"
 
@@ -57,7 +57,7 @@ def test_beam_build_has_the_plain_builds_clips(voxceleb2, tmp_path):
 def test_beam_generators_are_ptransforms(voxceleb2, tmp_path):
   builder = tfds_builders.HavicVoxceleb2(data_dir=str(tmp_path), file_format="array_record")
   builder._scratch = tmp_path  # as during a build with Beam options
-  generators = builder._beam_generators(datasets.read_voxceleb2(str(voxceleb2)))
+  generators = builder._beam_generators(sources.read_voxceleb2(str(voxceleb2)))
   assert sorted(generators) == ["dev", "test"]
   assert all(isinstance(g, beam.PTransform) for g in generators.values())
   assert len((tmp_path / f"{NAME}_dev{tfds_builders.BEAM_LISTING_SUFFIX}").read_text()

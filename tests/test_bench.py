@@ -5,8 +5,9 @@ import jax.numpy as jnp
 import pytest
 
 from configs import pretrain_base
-from havic_jax import bench, builder, sharding
-from havic_jax.synthetic_batches import synthetic_batches
+from havic_jax import bench, sharding
+from havic_jax.training import builder
+from havic_jax.data.random_batches import synthetic_batches
 
 
 def _flops(fn, *args):

@@ -17,7 +17,7 @@ from safetensors.numpy import load_file, save_file
 
 from configs import finetune_tiny
 from configs.tiny import tiny_model
-from havic_jax import convert, export
+from havic_jax.checkpoints import released, exported
 from havic_jax.models import reference
 from havic_jax.models.config import ModelConfig, model_config_from
 from havic_jax.models.patches import patchify_audio, patchify_video
@@ -25,17 +25,17 @@ from reference_weights import golden_value, read_key_shapes
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 TINY = model_config_from(tiny_model())
-RULES = {"marlin": convert.marlin_rules, "audiomae": convert.audiomae_rules}
+RULES = {"marlin": released.marlin_rules, "audiomae": released.audiomae_rules}
 
 
 def source_state_dict(cfg, source):
   """Random values for every key of ``source``; fixed tables at their sin-cos values, tensors
   unused by design as zeros."""
-  sd = {k: golden_value(k, shape) for k, shape in convert.source_shapes(cfg, source).items()}
+  sd = {k: golden_value(k, shape) for k, shape in released.source_shapes(cfg, source).items()}
   if source in RULES:
     rules = RULES[source](cfg)
   else:
-    rules = reference.reference_rules(cfg, convert.HAVIC_SOURCES[source])
+    rules = reference.reference_rules(cfg, released.HAVIC_SOURCES[source])
   sd.update(rules.fixed_values())
   sd.update(rules.unused)
   return sd
@@ -50,12 +50,12 @@ def accounted_for(report, state_dict):
 @pytest.mark.parametrize("source,name", [("marlin", "MARLIN_vit_base"),
                                          ("audiomae", "AudioMAE_vit_base")])
 def test_base_mapping_covers_the_released_key_lists(source, name):
-  assert convert.source_shapes(ModelConfig(), source) == read_key_shapes(name)
+  assert released.source_shapes(ModelConfig(), source) == read_key_shapes(name)
 
 
 def test_marlin_lands_in_the_video_encoder_and_decoder():
   sd = source_state_dict(TINY, "marlin")
-  params, report = convert.convert_state_dict(sd, TINY, "marlin")
+  params, report = released.convert_state_dict(sd, TINY, "marlin")
   accounted_for(report, sd)
   assert report["recomputed"] == ["decoder.pos_embedding.emb", "encoder.pos_embedding.emb"]
   assert report["unused"] == []
@@ -96,7 +96,7 @@ def test_audiomae_lands_in_the_audio_encoder(segments):
   sd["pos_embed"][0, 0] = 7.0  # the CLS row, recognisable
   sd["blocks.1.attn.qkv.bias"][d + 3] = 5.0  # the largest k bias of the encoder
   sd["decoder_blocks.0.attn.qkv.bias"][:] = 9.0  # the decoder's is not the encoder's
-  params, report = convert.convert_state_dict(sd, cfg, "audiomae")
+  params, report = released.convert_state_dict(sd, cfg, "audiomae")
   accounted_for(report, sd)
   assert report["recomputed"] == []
   assert "cls_token" in report["unused"] and "decoder_blocks.15.attn.tau" in report["unused"]
@@ -140,14 +140,14 @@ def test_errors_name_the_offending_keys(source, missing, wrong):
   sd = source_state_dict(TINY, source)
   without = {k: v for k, v in sd.items() if k != missing}
   with pytest.raises(reference.ReferenceMappingError, match=rf"missing keys: \['{missing}'\]"):
-    convert.convert_state_dict(without, TINY, source)
+    released.convert_state_dict(without, TINY, source)
   extra = dict(sd, **{"encoder.extra_head.weight": np.zeros(3, np.float32)})
   with pytest.raises(reference.ReferenceMappingError,
                      match=r"unexpected keys: \['encoder.extra_head.weight'\]"):
-    convert.convert_state_dict(extra, TINY, source)
+    released.convert_state_dict(extra, TINY, source)
   mis_shaped = dict(sd, **{wrong: np.zeros(7, np.float32)})
   with pytest.raises(reference.ReferenceMappingError, match=rf"\['{wrong}: got \(7,\)"):
-    convert.convert_state_dict(mis_shaped, TINY, source)
+    released.convert_state_dict(mis_shaped, TINY, source)
 
 
 def test_marlin_position_table_must_be_the_sin_cos_one():
@@ -155,7 +155,7 @@ def test_marlin_position_table_must_be_the_sin_cos_one():
   sd["decoder.pos_embedding.emb"] = sd["decoder.pos_embedding.emb"] + 1e-3
   with pytest.raises(reference.ReferenceMappingError,
                      match="not the sin-cos tables.*decoder.pos_embedding.emb: largest"):
-    convert.convert_state_dict(sd, TINY, "marlin")
+    released.convert_state_dict(sd, TINY, "marlin")
 
 
 @pytest.fixture(scope="module")
@@ -166,7 +166,7 @@ def pretrain_params():
 
 
 def assert_trees_equal(actual, expected):
-  flat_actual, flat_expected = export.flatten_params(actual), export.flatten_params(expected)
+  flat_actual, flat_expected = exported.flatten_params(actual), exported.flatten_params(expected)
   assert flat_actual.keys() == flat_expected.keys()
   for key, value in flat_expected.items():
     np.testing.assert_array_equal(flat_actual[key], value, err_msg=key)
@@ -174,59 +174,59 @@ def assert_trees_equal(actual, expected):
 
 @pytest.mark.parametrize("compat", ["reference", "paper"])
 def test_export_round_trip_through_orbax_and_safetensors(pretrain_params, tmp_path, compat):
-  out = export.export_params(pretrain_params, tiny_model(), "pretrain", compat, tmp_path / "x",
+  out = exported.export_params(pretrain_params, tiny_model(), "pretrain", compat, tmp_path / "x",
                              source={"workdir": "/runs/a"})
   backbone = {name: pretrain_params[name]
               for name in ("video_encoder", "audio_encoder", "interaction")}
-  description = json.loads((out / export.CONFIG_FILE).read_text())
+  description = json.loads((out / exported.CONFIG_FILE).read_text())
   assert description["modules"] == ["video_encoder", "audio_encoder", "interaction"]
   assert description["stage"] == "pretrain" and description["compat"] == compat
   assert description["left_at_initialisation"] == []
   assert description["source"] == {"workdir": "/runs/a"}
-  flat = load_file(str(out / export.SAFETENSORS_FILE))
+  flat = load_file(str(out / exported.SAFETENSORS_FILE))
   np.testing.assert_array_equal(flat["video_encoder/block_0/attn/qkv/kernel"],
                                 pretrain_params["video_encoder"]["block_0"]["attn"]["qkv"]["kernel"])
   expected_cfg = model_config_from(tiny_model(), compat)
   assert expected_cfg.audio_segments == {"reference": "frequency_bands", "paper": "time"}[compat]
 
-  cfg, params = export.load_pretrained(str(out))  # Orbax
+  cfg, params = exported.load_pretrained(str(out))  # Orbax
   assert cfg == expected_cfg
   assert_trees_equal(params, backbone)
-  shutil.rmtree(out / export.ORBAX_DIR)
-  cfg, params = export.load_pretrained(str(out))  # safetensors
+  shutil.rmtree(out / exported.ORBAX_DIR)
+  cfg, params = exported.load_pretrained(str(out))  # safetensors
   assert cfg == expected_cfg
   assert_trees_equal(params, backbone)
 
 
 def test_export_errors(pretrain_params, tmp_path):
-  with pytest.raises(export.ExportError, match=r"no modules \['classifier'\]"):
-    export.export_params(pretrain_params, tiny_model(), "pretrain", "reference", tmp_path / "a",
+  with pytest.raises(exported.ExportError, match=r"no modules \['classifier'\]"):
+    exported.export_params(pretrain_params, tiny_model(), "pretrain", "reference", tmp_path / "a",
                          modules=("video_encoder", "classifier"))
   bad = {"video_encoder": dict(pretrain_params["video_encoder"], extra=np.zeros(2))}
-  with pytest.raises(export.ExportError, match=r"unknown \['video_encoder/extra'\]"):
-    export.export_params(bad, tiny_model(), "pretrain", "reference", tmp_path / "b",
+  with pytest.raises(exported.ExportError, match=r"unknown \['video_encoder/extra'\]"):
+    exported.export_params(bad, tiny_model(), "pretrain", "reference", tmp_path / "b",
                          modules=("video_encoder",))
   norm = dict(pretrain_params["video_encoder"]["norm"], scale=np.ones(3, np.float32))
   bad = {"video_encoder": dict(pretrain_params["video_encoder"], norm=norm)}
-  with pytest.raises(export.ExportError, match=r"video_encoder/norm/scale: \(3,\)"):
-    export.export_params(bad, tiny_model(), "pretrain", "reference", tmp_path / "c",
+  with pytest.raises(exported.ExportError, match=r"video_encoder/norm/scale: \(3,\)"):
+    exported.export_params(bad, tiny_model(), "pretrain", "reference", tmp_path / "c",
                          modules=("video_encoder",))
   (tmp_path / "d").mkdir()
   (tmp_path / "d" / "other").write_text("x")
   with pytest.raises(FileExistsError, match="not empty"):
-    export.export_params(pretrain_params, tiny_model(), "pretrain", "reference", tmp_path / "d")
+    exported.export_params(pretrain_params, tiny_model(), "pretrain", "reference", tmp_path / "d")
   with pytest.raises(FileNotFoundError, match="config.json: missing"):
-    export.load_pretrained(str(tmp_path / "d"))
+    exported.load_pretrained(str(tmp_path / "d"))
 
 
 def test_partial_export_lists_what_it_lacks(tmp_path):
   sd = source_state_dict(TINY, "audiomae")
-  params, report = convert.convert_state_dict(sd, TINY, "audiomae")
-  out = export.export_params(params, tiny_model(), "pretrain", "reference", tmp_path / "x",
+  params, report = released.convert_state_dict(sd, TINY, "audiomae")
+  out = exported.export_params(params, tiny_model(), "pretrain", "reference", tmp_path / "x",
                              modules=("audio_encoder",))
-  description = export.read_export_config(str(out))
+  description = exported.read_export_config(str(out))
   assert description["left_at_initialisation"] == report["left_at_initialisation"]
-  _, loaded = export.load_pretrained(str(out))
+  _, loaded = exported.load_pretrained(str(out))
   assert_trees_equal(loaded, params)
 
 
@@ -236,7 +236,7 @@ def test_reads_wrapped_and_data_parallel_state_dicts(tmp_path, monkeypatch):
   np.savez(tmp_path / "sd.npz", **{f"module.{k}": v for k, v in weights.items()})
   save_file(weights, str(tmp_path / "sd.safetensors"))
   for name in ("sd.npz", "sd.safetensors"):
-    sd = convert.read_state_dict(str(tmp_path / name))
+    sd = released.read_state_dict(str(tmp_path / name))
     assert sd.keys() == weights.keys() and sd["b.bias"].dtype == np.float32
     np.testing.assert_array_equal(sd["a.weight"], weights["a.weight"])
 
@@ -261,12 +261,12 @@ def test_reads_wrapped_and_data_parallel_state_dicts(tmp_path, monkeypatch):
     calls.append(kwargs)
     return {"epoch": 3, "model": {f"module.{k}": FakeTensor(v) for k, v in weights.items()}}
   monkeypatch.setitem(sys.modules, "torch", types.SimpleNamespace(load=load))
-  sd = convert.read_state_dict(str(tmp_path / "model.pth"))
+  sd = released.read_state_dict(str(tmp_path / "model.pth"))
   assert calls == [{"map_location": "cpu", "weights_only": True}]
   assert sd.keys() == weights.keys()
   np.testing.assert_array_equal(sd["a.weight"], weights["a.weight"])
   with pytest.raises(ValueError, match="unknown checkpoint format '.h5'"):
-    convert.read_state_dict(str(tmp_path / "model.h5"))
+    released.read_state_dict(str(tmp_path / "model.h5"))
 
 
 def test_pth_without_torch_names_the_install_command(tmp_path, monkeypatch):
@@ -274,7 +274,7 @@ def test_pth_without_torch_names_the_install_command(tmp_path, monkeypatch):
   path = tmp_path / "release.pth"
   path.write_bytes(b"not read")
   with pytest.raises(ImportError, match=r'pip install "havic_jax\[torch\]"'):
-    convert.read_state_dict(str(path))
+    released.read_state_dict(str(path))
 
 
 def run(*args):
@@ -296,12 +296,12 @@ def test_convert_cli_writes_a_report_and_an_export(tmp_path):
                f"--input={tmp_path / 'havic_ft.npz'}", f"--output={tmp_path / 'out'}",
                "--config=configs/finetune_tiny.py")
   assert result.returncode == 0, result.stderr[-3000:]
-  report = json.loads((tmp_path / "out" / convert.REPORT_FILE).read_text())
+  report = json.loads((tmp_path / "out" / released.REPORT_FILE).read_text())
   accounted_for(report, sd)
   assert f"{len(sd)} keys: {len(report['loaded'])} loaded" in result.stdout
-  cfg, params = export.load_pretrained(str(tmp_path / "out"))
+  cfg, params = exported.load_pretrained(str(tmp_path / "out"))
   assert cfg == model_config_from(finetune_tiny.get_config().model)  # TINY but its dropout
   expected, _ = reference.from_reference(sd, TINY, "finetune")
   assert_trees_equal(params, expected)
-  assert export.read_export_config(str(tmp_path / "out"))["source"]["converted_from"] == (
+  assert exported.read_export_config(str(tmp_path / "out"))["source"]["converted_from"] == (
       "havic_finetune")

@@ -11,7 +11,9 @@ import pytest
 
 from configs import (consistency_tiny, fakeout_tiny, fine_grained_tiny, voice_face_finetune_tiny,
                      voice_face_pretrain_tiny)
-from havic_jax import detectors, input_pipeline, train
+from havic_jax import detectors
+from havic_jax.data import input_pipeline
+from havic_jax.training import loop
 from havic_jax import eval as eval_binary
 from havic_jax.detectors import consistency, fakeout, features, voice_face
 from havic_jax.models.config import model_config_from
@@ -146,7 +148,7 @@ def test_identity_groups_and_real_only(prepared_corpus):
   config = consistency_tiny.get_config()
   config.data.split = ""
   cfg = model_config_from(config.model, config.compat)
-  batch = next(train.training_iterator(data, config, cfg))
+  batch = next(loop.training_iterator(data, config, cfg))
   assert batch["identity"].dtype == np.int32 and len(batch["identity"]) == config.batch_size
   names = {i: n for n, i in data.identity_vocabulary(indices).items()}
   pairs = batch["identity"].reshape(-1, 2)
@@ -159,7 +161,7 @@ def test_pseudo_fakes_in_the_fine_tuning_pipeline(prepared_corpus):
   config.data.split, config.data.balanced = "", False
   config.pseudo_fakes.probability = 1.0
   cfg = model_config_from(config.model, config.compat)
-  batch = next(train.training_iterator(data, config, cfg))
+  batch = next(loop.training_iterator(data, config, cfg))
   assert (batch["overall_label"] == 1).all()  # every clip became (or was) a fake
   assert (np.maximum(batch["audio_label"], batch["visual_label"]) == 1).all()
 
@@ -176,7 +178,7 @@ def test_each_detector_trains_and_the_eval_binary_scores_it(name, prepared_corpu
   config = CONFIGS[name].get_config()
   config.num_steps, config.eval_every, config.data.split = 2, 2, ""
   config.data.source, config.data.path = "prepared", str(prepared_corpus)
-  state, metrics = train.run(config, str(tmp_path / "run"))
+  state, metrics = loop.run(config, str(tmp_path / "run"))
   assert int(state.step) == 2 and np.isfinite(metrics["total"])
   assert 0.0 <= metrics["eval/auc"] <= 1.0
   outcome = eval_binary.run(str(tmp_path / "run"), str(prepared_corpus), "all",

@@ -12,9 +12,11 @@ import numpy as np
 import pytest
 
 from configs.tiny import tiny_model
-from data_pipelines import synthetic
+from havic_jax.data import synthetic
 from havic_jax import eval as eval_binary
-from havic_jax import export, metrics, reports, scoring, sharding
+from havic_jax.checkpoints import exported
+from havic_jax.evaluation import metrics, reports, scoring
+from havic_jax import sharding
 from havic_jax.models.config import model_config_from
 from havic_jax.models.havic import build_model, example_inputs
 
@@ -26,7 +28,7 @@ def _export(tmp_path_factory, stage):
   params = nn.unbox(build_model(TINY, stage).init(jax.random.key(1),
                                                    *example_inputs(TINY, stage))["params"])
   directory = tmp_path_factory.mktemp(f"{stage}_export") / "export"
-  export.export_params(params, tiny_model(), stage, "reference", directory, modules=list(params))
+  exported.export_params(params, tiny_model(), stage, "reference", directory, modules=list(params))
   return directory
 
 

@@ -10,12 +10,13 @@ import pytest
 
 from configs import finetune_tiny, pretrain_tiny
 from configs.tiny import tiny_model
-from data_pipelines import prepare, synthetic
-from havic_jax import checkpoints, export, train
+from havic_jax.data import prepare, synthetic
+from havic_jax.checkpoints import runs, exported
+from havic_jax.training import loop
 from havic_jax import eval as eval_binary
 from havic_jax.models.config import model_config_from
 from havic_jax.models.havic import build_model, example_inputs
-from havic_jax.optimizer import PRETRAINED_MODULES
+from havic_jax.models.havic import PRETRAINED_MODULES
 
 TINY = model_config_from(tiny_model())
 
@@ -37,24 +38,24 @@ def _finetune_config(data_path, init_from, num_steps):
 def test_finetuning_starts_from_the_export_and_keeps_the_best(prepared_corpus, tmp_path):
   params = nn.unbox(build_model(TINY, "pretrain").init(
       jax.random.key(7), *example_inputs(TINY, "pretrain"))["params"])
-  exported = export.export_params(params, tiny_model(), "pretrain", "reference",
-                                  tmp_path / "export")
-  config = _finetune_config(prepared_corpus, exported, num_steps=3)
+  export = exported.export_params(params, tiny_model(), "pretrain", "reference",
+                                 tmp_path / "export")
+  config = _finetune_config(prepared_corpus, export, num_steps=3)
   config.optimizer.pretrained_learning_rate = 0.0  # the backbone stays the export's (up to the
   # schedule's 1e-9 floor)
   config.eval_every = 1
   config.data.eval_split = "train"  # both classes, so every AUC is defined
   config.checkpoint.update(every_steps=1, keep=1, keep_best=1)
   workdir = tmp_path / "finetune"
-  train.run(config, str(workdir))
+  loop.run(config, str(workdir))
 
-  _, tuned = checkpoints.load_params(str(workdir))
+  _, tuned = runs.load_params(str(workdir))
   for name in PRETRAINED_MODULES:
     jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=0, atol=1e-7), tuned[name],
                  params[name])
   aucs = {r["step"]: r["eval/auc"] for r in _logged(workdir) if "eval/auc" in r}
   assert sorted(aucs) == [1, 2, 3]
-  best = checkpoints.best_step(str(workdir))
+  best = runs.best_step(str(workdir))
   assert aucs[best] == max(aucs.values())
   kept = sorted(int(p.name) for p in (workdir / "checkpoints").iterdir() if p.name.isdigit())
   assert kept == sorted({best, 3})  # the latest plus the best
@@ -70,13 +71,13 @@ def test_pretrain_export_finetune_eval_detects_the_synthetic_fakes(tmp_path):
   pretrain.unlock()
   pretrain.num_steps, pretrain.log_every = 200, 50
   pretrain.data.source, pretrain.data.path = "prepared", str(tmp_path / "prepared")
-  train.run(pretrain, str(tmp_path / "pretrain"))
-  _, params = checkpoints.load_params(str(tmp_path / "pretrain"))
-  exported = export.export_params(params, pretrain.model, "pretrain", pretrain.compat,
-                                  tmp_path / "export")
-  config = _finetune_config(tmp_path / "prepared", exported, num_steps=600)
+  loop.run(pretrain, str(tmp_path / "pretrain"))
+  _, params = runs.load_params(str(tmp_path / "pretrain"))
+  export = exported.export_params(params, pretrain.model, "pretrain", pretrain.compat,
+                                 tmp_path / "export")
+  config = _finetune_config(tmp_path / "prepared", export, num_steps=600)
   config.log_every, config.eval_every = 50, 100
-  train.run(config, str(tmp_path / "finetune"))
+  loop.run(config, str(tmp_path / "finetune"))
   outcome = eval_binary.run(str(tmp_path / "finetune"), str(tmp_path / "videos"),
                             "fakeavceleb_intra", str(tmp_path / "eval"), workers=2)
   overall, per_category = outcome["results"]

@@ -57,7 +57,7 @@ def assert_matches(results: dict):
 
 @pytest.mark.slow
 def test_pretraining_model_matches_release():
-  from havic_jax import losses
+  from havic_jax.detectors import havic_losses
   from havic_jax.models.patches import patchify_audio, patchify_video
   cfg, params = load_params("pretrain", "HAVIC_PT")
   video, audio, ids_v, ids_a = golden_inputs()
@@ -65,7 +65,7 @@ def test_pretraining_model_matches_release():
   @jax.jit
   def forward(params, video, audio, ids_v, ids_a):
     out = build_model(cfg, "pretrain").apply({"params": params}, video, audio, ids_v, ids_a)
-    _, metrics = losses.pretraining_loss(
+    _, metrics = havic_losses.pretraining_loss(
         out, patchify_video(video, cfg), patchify_audio(audio, cfg), ids_v, ids_a,
         num_segments=cfg.num_segments,
         weights={"reconstruction": 1.0, "contrastive": 0.01, "cross_modal": 1.0})

@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 
 from configs.tiny import tiny_model
-from havic_jax import input_pipeline as ip
-from havic_jax import records
+from havic_jax.data import input_pipeline as ip
+from havic_jax.data import records
 from havic_jax.media import fbank
 from havic_jax.media.clips import INT16_SCALE
 from havic_jax.models.config import ModelConfig, model_config_from
@@ -152,7 +152,7 @@ def test_missing_manifest_and_unknown_split_are_explained(tmp_path, data):
 
 
 def test_mixture_shares_each_process_stream_and_resumes(data, faceless_videos, tmp_path):
-  from data_pipelines import prepare
+  from havic_jax.data import prepare
   prepare.prepare("folder", str(faceless_videos), str(tmp_path / "ood"),
                   options=prepare.PrepareOptions(crop="centre"))
   other = ip.open_prepared(str(tmp_path / "ood"))

@@ -6,7 +6,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from havic_jax import losses, masking
+from havic_jax.detectors import havic_losses
+from havic_jax.data import masking
 from havic_jax.models.config import ModelConfig
 from havic_jax.models.havic import HAVICPretrain
 
@@ -64,14 +65,14 @@ def np_bce(logit, label):
 # --------------------------------------------------------------------------------------------
 def test_reconstruction_over_all_tokens_matches_numpy():
   predictions, target = [randn(2, 10, 6) for _ in range(4)], randn(2, 10, 6)
-  got = losses.reconstruction_loss([jnp.asarray(p) for p in predictions], jnp.asarray(target))
+  got = havic_losses.reconstruction_loss([jnp.asarray(p) for p in predictions], jnp.asarray(target))
   np.testing.assert_allclose(got, np_reconstruction(predictions, target), rtol=1e-5)
 
 
 def test_reconstruction_over_masked_tokens_matches_numpy():
   predictions, target = [randn(2, 10, 6) for _ in range(4)], randn(2, 10, 6)
   ids_keep = np.array([[3, 0, 7], [9, 4, 1]], np.int32)
-  got = losses.reconstruction_loss([jnp.asarray(p) for p in predictions], jnp.asarray(target),
+  got = havic_losses.reconstruction_loss([jnp.asarray(p) for p in predictions], jnp.asarray(target),
                                    jnp.asarray(ids_keep))
   want = np_reconstruction(predictions, target, ids_keep)
   np.testing.assert_allclose(got, want, rtol=1e-5)
@@ -80,7 +81,7 @@ def test_reconstruction_over_masked_tokens_matches_numpy():
 
 def test_reconstruction_is_float32_for_bfloat16_inputs():
   predictions, target = [randn(2, 10, 6)], randn(2, 10, 6)
-  got = losses.reconstruction_loss([jnp.asarray(predictions[0], jnp.bfloat16)],
+  got = havic_losses.reconstruction_loss([jnp.asarray(predictions[0], jnp.bfloat16)],
                                    jnp.asarray(target, jnp.bfloat16))
   assert got.dtype == jnp.float32
 
@@ -89,7 +90,7 @@ def test_reconstruction_is_float32_for_bfloat16_inputs():
 # Contrastive
 # --------------------------------------------------------------------------------------------
 def test_soft_negative_weights_golden_values():
-  w = np.asarray(losses.soft_negative_weights(8))
+  w = np.asarray(havic_losses.soft_negative_weights(8))
   assert w.shape == (8, 8) and w.dtype == np.float32
   np.testing.assert_array_equal(np.diag(w), np.ones(8))
   np.testing.assert_allclose(w, w.T)
@@ -103,19 +104,19 @@ def test_soft_negative_weights_golden_values():
 
 def test_contrastive_matches_numpy_loops():
   audio, video = randn(3, 8, 16), randn(3, 8, 16)
-  loss, accuracy = losses.contrastive_loss(jnp.asarray(audio), jnp.asarray(video))
+  loss, accuracy = havic_losses.contrastive_loss(jnp.asarray(audio), jnp.asarray(video))
   want_loss, want_accuracy = np_contrastive(audio, video)
   np.testing.assert_allclose(loss, want_loss, rtol=1e-5)
   np.testing.assert_allclose(accuracy, want_accuracy, atol=1e-6)
-  loss, _ = losses.contrastive_loss(jnp.asarray(audio), jnp.asarray(video), temperature=0.5)
+  loss, _ = havic_losses.contrastive_loss(jnp.asarray(audio), jnp.asarray(video), temperature=0.5)
   np.testing.assert_allclose(loss, np_contrastive(audio, video, 0.5)[0], rtol=1e-5)
 
 
 def test_aligned_pairs_beat_shuffled_pairs():
   audio = randn(4, 8, 32)
-  aligned, accuracy = losses.contrastive_loss(jnp.asarray(audio), jnp.asarray(audio))
+  aligned, accuracy = havic_losses.contrastive_loss(jnp.asarray(audio), jnp.asarray(audio))
   shuffled_video = audio[[1, 2, 3, 0]]  # every row paired with another sample's segment
-  shuffled, shuffled_accuracy = losses.contrastive_loss(jnp.asarray(audio),
+  shuffled, shuffled_accuracy = havic_losses.contrastive_loss(jnp.asarray(audio),
                                                         jnp.asarray(shuffled_video))
   assert float(aligned) < float(shuffled)
   assert float(accuracy) == 1.0 and float(shuffled_accuracy) == 0.0
@@ -123,7 +124,7 @@ def test_aligned_pairs_beat_shuffled_pairs():
 
 def test_segment_means():
   tokens = randn(2, 8 * 5, 4)
-  got = losses.segment_means(jnp.asarray(tokens), 8)
+  got = havic_losses.segment_means(jnp.asarray(tokens), 8)
   want = np.stack([[tokens[b, 5 * t:5 * t + 5].mean(0) for t in range(8)] for b in range(2)])
   np.testing.assert_allclose(got, want, rtol=1e-6)
 
@@ -133,7 +134,7 @@ def test_segment_means():
 # --------------------------------------------------------------------------------------------
 def test_cross_modal_is_plain_mse():
   prediction, target = randn(2, 7, 5), randn(2, 7, 5)
-  got = losses.cross_modal_loss(jnp.asarray(prediction, jnp.bfloat16), jnp.asarray(target))
+  got = havic_losses.cross_modal_loss(jnp.asarray(prediction, jnp.bfloat16), jnp.asarray(target))
   assert got.dtype == jnp.float32
   want = np.mean((np.asarray(jnp.asarray(prediction, jnp.bfloat16), np.float32) - target) ** 2)
   np.testing.assert_allclose(got, want, rtol=1e-5)
@@ -158,7 +159,7 @@ def test_pretraining_loss_is_the_weighted_sum_of_its_parts(masked_only):
   ids_v = jnp.asarray(np.stack([RNG.permutation(40)[:24] for _ in range(2)]), jnp.int32)
   ids_a = jnp.asarray(np.stack([RNG.permutation(24)[:8] for _ in range(2)]), jnp.int32)
   weights = {"reconstruction": 1.0, "contrastive": 0.01, "cross_modal": 0.5}
-  total, m = losses.pretraining_loss(out, video_patches, audio_patches, ids_v, ids_a,
+  total, m = havic_losses.pretraining_loss(out, video_patches, audio_patches, ids_v, ids_a,
                                      num_segments=8, weights=weights, masked_only=masked_only)
   assert set(m) == {"rec_loss_video", "rec_loss_audio", "nce_loss", "nce_acc",
                     "cross_loss_video", "cross_loss_audio", "reconstruction", "cross_modal",
@@ -237,7 +238,7 @@ def test_no_gradient_reaches_the_encoders_through_the_targets():
 
 def test_cross_modal_loss_stops_the_target_gradient():
   prediction, target = jnp.asarray(randn(2, 7, 5)), jnp.asarray(randn(2, 7, 5))
-  d_prediction, d_target = jax.grad(losses.cross_modal_loss, argnums=(0, 1))(prediction, target)
+  d_prediction, d_target = jax.grad(havic_losses.cross_modal_loss, argnums=(0, 1))(prediction, target)
   np.testing.assert_array_equal(d_target, np.zeros_like(d_target))
   np.testing.assert_allclose(d_prediction, 2 * (prediction - target) / prediction.size,
                              rtol=1e-5)
@@ -250,7 +251,7 @@ def test_finetune_loss_matches_numpy_bce():
   logits = {k: randn(6) * 3 for k in ("logit", "audio_logit", "video_logit")}
   labels = {k: RNG.integers(0, 2, 6).astype(np.float32)
             for k in ("overall_label", "audio_label", "visual_label")}
-  total, m = losses.finetune_loss({k: jnp.asarray(v) for k, v in logits.items()},
+  total, m = havic_losses.finetune_loss({k: jnp.asarray(v) for k, v in logits.items()},
                                   {k: jnp.asarray(v) for k, v in labels.items()})
   assert set(m) == {"bce_overall", "bce_audio", "bce_visual", "total", "accuracy"}
   want = {"bce_overall": np_bce(logits["logit"], labels["overall_label"]),
@@ -268,9 +269,9 @@ def test_finetune_loss_is_stable_for_large_logits():
   big = jnp.asarray([100.0, -100.0], jnp.bfloat16)
   outputs = {"logit": big, "audio_logit": big, "video_logit": big}
   right = {k: jnp.asarray([1.0, 0.0]) for k in ("overall_label", "audio_label", "visual_label")}
-  total, m = losses.finetune_loss(outputs, right)
+  total, m = havic_losses.finetune_loss(outputs, right)
   assert total.dtype == jnp.float32 and np.isfinite(total) and float(total) < 1e-6
   wrong = {k: 1.0 - v for k, v in right.items()}
-  total, m = losses.finetune_loss(outputs, wrong)
+  total, m = havic_losses.finetune_loss(outputs, wrong)
   np.testing.assert_allclose(total, 300.0, rtol=1e-3)
   assert float(m["accuracy"]) == 0.0

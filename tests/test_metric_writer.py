@@ -14,8 +14,8 @@ import pytest
 from jax.sharding import NamedSharding, PartitionSpec
 from tensorboardX.proto import event_pb2
 
-from havic_jax import metric_writer
-from havic_jax.metric_writer import MetricWriter
+from havic_jax.training import metric_writer
+from havic_jax.training.metric_writer import MetricWriter
 
 
 def read_events(workdir):

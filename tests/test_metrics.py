@@ -5,7 +5,7 @@ on a hand-made example; ROC and PR points."""
 import numpy as np
 import pytest
 
-from havic_jax import metrics
+from havic_jax.evaluation import metrics
 
 # Fixed scores with ties inside each class and across classes (0.5 and 0.7 are both).
 SCORES = np.array([0.9, 0.7, 0.7, 0.5, 0.5, 0.5, 0.3, 0.2, 0.2, 0.1])

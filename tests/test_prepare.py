@@ -10,9 +10,10 @@ import sys
 import numpy as np
 import pytest
 
-from data_pipelines import bench, prepare, synthetic
-from havic_jax import datasets, records
-from havic_jax.input_pipeline import open_prepared
+from data_pipelines import bench
+from havic_jax.data import prepare, synthetic
+from havic_jax.data import sources, records
+from havic_jax.data.input_pipeline import open_prepared
 from havic_jax.media.decode import clip_frame_indices, read_media
 from havic_jax.media.faces import (BOX_SCALE, CROP_SIZE, crop_faces, crop_region,
                                    interpolated_boxes, keyframes, mtcnn_detector)
@@ -39,7 +40,7 @@ def test_record_round_trip():
 
 
 def test_fakeavceleb_categories():
-  category = datasets.fakeavceleb_category
+  category = sources.fakeavceleb_category
   assert category("RealVideo-RealAudio", "real") == "real"
   assert category("RealVideo-FakeAudio", "rtvc") == "RVFA"
   assert category("FakeVideo-RealAudio", "wav2lip") == "FVRA-WL"
@@ -47,19 +48,19 @@ def test_fakeavceleb_categories():
   assert category("FakeVideo-FakeAudio", "faceswap-wav2lip") == "FVFA-FS"
   assert category("FakeVideo-FakeAudio", "fsgan-wav2lip") == "FVFA-GAN"
   assert category("FakeVideo-FakeAudio", "wav2lip") == "FVFA-WL"
-  with pytest.raises(datasets.DatasetError):
+  with pytest.raises(sources.DatasetError):
     category("RealVideo-Fake", "real")
 
 
 def _entries(n):
   kinds = ["real", "RVFA", "FVRA-WL", "FVFA-FS", "FVFA-GAN", "FVFA-WL", "FVRA-FS"]
-  return [datasets.VideoEntry(f"/v{i}.mp4", f"v{i:03d}", 0, 0, int(i % 7 > 0), kinds[i % 7],
+  return [sources.VideoEntry(f"/v{i}.mp4", f"v{i:03d}", 0, 0, int(i % 7 > 0), kinds[i % 7],
                               f"id{i % 23}") for i in range(n)]
 
 
 @pytest.mark.parametrize("by", ["video", "identity"])
 def test_fakeavceleb_splits(by):
-  entries = datasets.fakeavceleb_splits(_entries(700), seed=5, by=by)
+  entries = sources.fakeavceleb_splits(_entries(700), seed=5, by=by)
   train = {e.video_id for e in entries if "train" in e.splits}
   test = {e.video_id for e in entries if "test" in e.splits}
   assert train.isdisjoint(test) and len(train | test) == 700
@@ -69,11 +70,11 @@ def test_fakeavceleb_splits(by):
     train_ids = {e.identity for e in entries if "train" in e.splits}
     assert train_ids.isdisjoint({e.identity for e in entries if "test" in e.splits})
     assert len(train_ids) == 16  # round(0.7 · 23)
-  again = datasets.fakeavceleb_splits(_entries(700), seed=5, by=by)
+  again = sources.fakeavceleb_splits(_entries(700), seed=5, by=by)
   assert [e.splits for e in again] == [e.splits for e in entries]  # seeded
-  other = datasets.fakeavceleb_splits(_entries(700), seed=6, by=by)
+  other = sources.fakeavceleb_splits(_entries(700), seed=6, by=by)
   assert [e.splits for e in other] != [e.splits for e in entries]
-  for category in datasets.LEAVE_ONE_OUT_CATEGORIES:
+  for category in sources.LEAVE_ONE_OUT_CATEGORIES:
     loo_train = [e for e in entries if f"loo-{category}-train" in e.splits]
     loo_test = [e for e in entries if f"loo-{category}-test" in e.splits]
     assert all(e.category != category and e.video_id in train for e in loo_train)
@@ -91,7 +92,7 @@ def test_lrs2_and_voxceleb2_layouts(tmp_path):
     (lrs2 / rel).write_bytes(b"")
   (lrs2 / "train.txt").write_text("100/00001\n100/00002\n")
   (lrs2 / "test.txt").write_text("200/00001 NF\n")
-  entries = {e.video_id: e for e in datasets.read_lrs2(str(lrs2))}
+  entries = {e.video_id: e for e in sources.read_lrs2(str(lrs2))}
   assert entries["main/100/00002.mp4"].splits == ("train",)
   assert entries["main/200/00001.mp4"].splits == ("test",)
   assert entries["pretrain/300/00001.mp4"].splits == ("pretrain",)
@@ -101,11 +102,11 @@ def test_lrs2_and_voxceleb2_layouts(tmp_path):
               "test/mp4/id00099/xyz/00001.mp4"):
     (vox / rel).parent.mkdir(parents=True, exist_ok=True)
     (vox / rel).write_bytes(b"")
-  entries = datasets.read_voxceleb2(str(vox))
+  entries = sources.read_voxceleb2(str(vox))
   assert [(e.identity, e.splits) for e in entries] == [
       ("id00012", ("dev",)), ("id00012", ("dev",)), ("id00099", ("test",))]
-  with pytest.raises(datasets.DatasetError, match="no videos"):
-    datasets.read_voxceleb2(str(lrs2))
+  with pytest.raises(sources.DatasetError, match="no videos"):
+    sources.read_voxceleb2(str(lrs2))
 
 
 def test_prepared_corpus_manifest_and_records(prepared_corpus, synthetic_corpus):
@@ -203,7 +204,7 @@ def test_prepare_help_and_bad_dataset():
   result = subprocess.run([sys.executable, "-m", "data_pipelines.prepare", "--help"], cwd=ROOT,
                           capture_output=True, text=True, timeout=120)
   assert result.returncode == 0 and "--videos_per_shard" in result.stdout
-  with pytest.raises(datasets.DatasetError, match="meta_data.csv"):
+  with pytest.raises(sources.DatasetError, match="meta_data.csv"):
     prepare.prepare("fakeavceleb", "/nonexistent", "/tmp/unused_output")
 
 

@@ -7,8 +7,8 @@ import grain
 import numpy as np
 import pytest
 
-from havic_jax import pseudo_fakes as pf
-from havic_jax import records
+from havic_jax.data import pseudo_fakes as pf
+from havic_jax.data import records
 
 FRAMES, SIZE, SPU = 16, 4, 3200  # 16 frames of 4×4 pixels, 3200 samples (0.2 s) per frame
 REAL = {"audio_label": 0, "visual_label": 0, "overall_label": 0}

@@ -6,7 +6,7 @@ import av
 import numpy as np
 import pytest
 
-from data_pipelines.synthetic import write_mp4
+from havic_jax.data.synthetic import write_mp4
 from havic_jax.media.decode import MediaError, read_media
 from havic_jax.media.reencode import CONDITIONS, reencode
 

@@ -13,7 +13,9 @@ import pytest
 from safetensors.numpy import save_file
 
 from configs import pretrain_tiny
-from havic_jax import checkpoints, convert, export, scoring, train
+from havic_jax.checkpoints import runs, released, exported
+from havic_jax.evaluation import scoring
+from havic_jax.training import loop
 from havic_jax.models import reference
 from havic_jax.models.config import ModelConfig, model_config_from
 from reference_weights import (golden_value, release_sincos_1d, release_sincos_2d,
@@ -22,16 +24,16 @@ from reference_weights import (golden_value, release_sincos_1d, release_sincos_2
 BASE = ModelConfig()
 VIDEO_TABLE = "visual_encoder.pos_embedding.emb"
 # The released HAVIC pretraining model's tables, the MARLIN names of its video tables.
-RULES = {"marlin": convert.marlin_rules, "audiomae": convert.audiomae_rules}
+RULES = {"marlin": released.marlin_rules, "audiomae": released.audiomae_rules}
 
 
 def release_state_dict(cfg, source, power_ulps=0):
   """Random weights for every key of ``source`` at ``cfg``'s sizes; fixed tables as the release
   computes them (its power function ``power_ulps`` float32 units away), unused tensors as the
   rules give them."""
-  sd = {k: golden_value(k, shape) for k, shape in convert.source_shapes(cfg, source).items()}
+  sd = {k: golden_value(k, shape) for k, shape in released.source_shapes(cfg, source).items()}
   rules = (RULES[source](cfg) if source in RULES
-           else reference.reference_rules(cfg, convert.HAVIC_SOURCES[source]))
+           else reference.reference_rules(cfg, released.HAVIC_SOURCES[source]))
   sd.update(rules.unused)
   sd.update(release_tables(rules.fixed, power_ulps))
   return sd
@@ -50,9 +52,9 @@ def test_a_released_base_file_converts_with_every_key_accounted_for(source, powe
   sd = release_state_dict(BASE, source, power_ulps)
   path = tmp_path / f"{source}.safetensors"
   save_file(sd, str(path))
-  released = convert.load_released(str(path))
-  assert released.source == source and released.cfg == BASE
-  report = released.report
+  loaded = released.load_released(str(path))
+  assert loaded.source == source and loaded.cfg == BASE
+  report = loaded.report
   statuses = [set(report[s]) for s in ("loaded", "recomputed", "unused")]
   assert sum(len(s) for s in statuses) == len(sd) and set().union(*statuses) == set(sd)
   # Each table's largest difference is recorded: not zero (the release's float32 arithmetic
@@ -63,9 +65,9 @@ def test_a_released_base_file_converts_with_every_key_accounted_for(source, powe
     assert 0 < table["max_abs_diff"] <= table["tolerance"], key
     assert table["tolerance"] < 1e-3 * max(rows, 8) / 1568, key  # tight: scales with length
   # Every parameter has this config's shape (no allocation: shapes only).
-  left = export.leaves_left_out(released.params, BASE, released.stage)
-  assert (left == []) == (source in convert.HAVIC_SOURCES)
-  params = jax.tree.leaves(released.params)
+  left = exported.leaves_left_out(loaded.params, BASE, loaded.stage)
+  assert (left == []) == (source in released.HAVIC_SOURCES)
+  params = jax.tree.leaves(loaded.params)
   assert all(np.all(np.isfinite(p)) for p in params)
 
 
@@ -138,7 +140,7 @@ def test_a_file_of_another_model_names_its_keys(tmp_path):
                     "fc.bias": np.zeros(1000, np.float32)})
   with pytest.raises(ValueError, match=r"neither a HAVIC .* nor AudioMAE state_dict: its keys "
                                        r"\['conv1.weight', 'fc.bias'\]"):
-    convert.load_released(str(path))
+    released.load_released(str(path))
 
 
 @pytest.mark.slow
@@ -173,8 +175,8 @@ def test_pretraining_starts_from_released_marlin_and_audiomae_files(tmp_path):
   config.init_from = ",".join(str(f) for f in files)
   config.num_steps, config.data.source = 1, "random"
   config.optimizer.peak_learning_rate = 0.0  # the step leaves the loaded values as they are
-  train.run(config, str(tmp_path / "run"))
-  _, params = checkpoints.load_params(str(tmp_path / "run"))
+  loop.run(config, str(tmp_path / "run"))
+  _, params = runs.load_params(str(tmp_path / "run"))
   marlin = release_state_dict(cfg, "marlin")
   np.testing.assert_allclose(params["video_encoder"]["block_0"]["attn"]["proj"]["kernel"],
                              marlin["encoder.blocks.0.attn.proj.weight"].T, atol=1e-6)

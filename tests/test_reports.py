@@ -9,8 +9,8 @@ import struct
 import numpy as np
 import pytest
 
-from havic_jax import reports
-from havic_jax.reports import ProtocolResult, VideoResult
+from havic_jax.evaluation import reports
+from havic_jax.evaluation.reports import ProtocolResult, VideoResult
 
 NAN = float("nan")
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"

@@ -17,12 +17,14 @@ import numpy as np
 import pytest
 
 from configs import pretrain_tiny
-from havic_jax import checkpoints, sharding, storage, train
+from havic_jax.checkpoints import runs
+from havic_jax import sharding, storage
+from havic_jax.training import loop
 from havic_jax.models.config import model_config_from
 from havic_jax.models.havic import build_model
-from havic_jax.optimizer import make_optimizer
-from havic_jax.synthetic_batches import synthetic_batches
-from havic_jax.train_step import abstract_state, pretrain_loss_fn
+from havic_jax.training.optimizer import make_optimizer
+from havic_jax.data.random_batches import synthetic_batches
+from havic_jax.training.train_step import abstract_state, pretrain_loss_fn
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 STEPS = 8
@@ -85,7 +87,7 @@ def test_sigterm_and_sigkill_resume_with_the_same_numbers(where, uninterrupted, 
   assert "SIGTERM" in stderr
   stopped = max(r["step"] for r in logged(interrupted))
   assert stopped < STEPS
-  with checkpoints.make_manager(str(interrupted), train_config().checkpoint) as manager:
+  with runs.make_manager(str(interrupted), train_config().checkpoint) as manager:
     assert manager.latest_step() == stopped  # saved exactly where it stopped
   code, _ = run_until(interrupted, prepared_corpus, stopped + 2, signal.SIGKILL)
   assert code == -signal.SIGKILL
@@ -96,8 +98,8 @@ def test_sigterm_and_sigkill_resume_with_the_same_numbers(where, uninterrupted, 
   got = losses_by_step(interrupted)
   assert sorted(got) == list(range(1, STEPS + 1))
   assert got == expected  # bitwise: the same float32 losses at every step
-  _, params_a = checkpoints.load_params(str(reference))
-  _, params_b = checkpoints.load_params(str(interrupted))
+  _, params_a = runs.load_params(str(reference))
+  _, params_b = runs.load_params(str(interrupted))
   jax.tree.map(np.testing.assert_array_equal, params_a, params_b)
   assert not (ROOT / "gs:").exists()  # a gs:// workdir never became a local folder
 
@@ -121,9 +123,9 @@ def test_restore_onto_another_mesh(tmp_path):
   """Saved on 8 data-parallel devices, restored with fsdp 4 × data 2: the same state, and the
   loss of the next step (its batch and key) equals the one the original mesh logged."""
   workdir, continued = tmp_path / "run", tmp_path / "continued"
-  train.run(train_config(num_steps=2), str(workdir))
+  loop.run(train_config(num_steps=2), str(workdir))
   shutil.copytree(workdir, continued)
-  _, logged_metrics = train.run(train_config(num_steps=3), str(continued))  # step 3 on 8 × data
+  _, logged_metrics = loop.run(train_config(num_steps=3), str(continued))  # step 3 on 8 × data
   config = train_config(**{"num_steps": 3, "mesh.data": 2, "mesh.fsdp": 4})
   cfg = model_config_from(config.model, config.compat)
   model = build_model(cfg, "pretrain")
@@ -133,12 +135,12 @@ def test_restore_onto_another_mesh(tmp_path):
   with jax.set_mesh(mesh), nn.logical_axis_rules(rules):
     target, _ = abstract_state(model, cfg, "pretrain", optimizer, jax.random.PRNGKey(0), mesh,
                                rules)
-    with checkpoints.make_manager(str(workdir), config.checkpoint) as manager:
-      restored, step = checkpoints.restore(manager, target)
+    with runs.make_manager(str(workdir), config.checkpoint) as manager:
+      restored, step = runs.restore(manager, target)
     assert step == 2
     kernel = restored.params["video_encoder"]["block_0"]["mlp"]["fc1"]["kernel"]
     assert kernel.sharding.spec[0] == "fsdp" and kernel.addressable_shards[0].data.shape[0] == 16
-    _, saved = checkpoints.load_params(str(workdir))
+    _, saved = runs.load_params(str(workdir))
     jax.tree.map(np.testing.assert_array_equal, jax.device_get(restored.params), saved)
     batch = next(synthetic_batches(cfg, "pretrain", config.batch_size, config.seed,
                                    start_step=2))

@@ -12,12 +12,13 @@ import pytest
 
 from configs import pretrain_tiny
 from configs.tiny import tiny_model
-from havic_jax import export, sharding
+from havic_jax.checkpoints import exported
+from havic_jax import sharding
 from havic_jax.models import stacking
 from havic_jax.models.config import model_config_from
 from havic_jax.models.havic import build_model, example_inputs
-from havic_jax.optimizer import make_optimizer
-from havic_jax.train_step import abstract_state
+from havic_jax.training.optimizer import make_optimizer
+from havic_jax.training.train_step import abstract_state
 
 # Depth 4 tapped after layers 1, 2 and 4: groups of 1, 1 and 2 blocks.
 DEEP = dataclasses.replace(model_config_from(tiny_model()), depth=4, tap_layers=(1, 2, 4),
@@ -85,11 +86,11 @@ def test_layouts_round_trip_and_exports_are_per_layer(tmp_path):
                stacked)
   # An export of the scanned run is per-layer and loads into either layout.
   model_dict = {f.name: getattr(scanned_cfg, f.name) for f in dataclasses.fields(scanned_cfg)}
-  directory = export.export_params(stacked, model_dict, "finetune", "reference",
+  directory = exported.export_params(stacked, model_dict, "finetune", "reference",
                                    tmp_path / "export")
-  description = json.loads((directory / export.CONFIG_FILE).read_text())
+  description = json.loads((directory / exported.CONFIG_FILE).read_text())
   assert description["model"]["scan_layers"] is False
-  cfg, loaded = export.load_pretrained(str(directory))
+  cfg, loaded = exported.load_pretrained(str(directory))
   assert not cfg.scan_layers
   jax.tree.map(np.testing.assert_array_equal, loaded,
                {k: per_layer[k] for k in description["modules"]})

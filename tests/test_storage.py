@@ -13,7 +13,10 @@ import pytest
 from etils import epath
 
 from configs import pretrain_tiny
-from havic_jax import checkpoints, export, input_pipeline, storage, train
+from havic_jax.checkpoints import runs, exported
+from havic_jax.data import input_pipeline
+from havic_jax import storage
+from havic_jax.training import loop
 from havic_jax import eval as eval_binary
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
@@ -44,31 +47,31 @@ def test_a_training_workdir_on_cloud_storage_exports_and_evaluates(gcs_bucket, p
   config.unlock()
   config.update(num_steps=2, image_every=2)
   config.data.update(source="prepared", path=str(prepared_corpus))
-  train.run(config, workdir)
+  loop.run(config, workdir)
   root = storage.path(workdir)
   assert [json.loads(line)["step"] for line in (root / "metrics.jsonl").read_text().splitlines()
           ] == [1, 2]
-  assert checkpoints.read_config(workdir).num_steps == 2
+  assert runs.read_config(workdir).num_steps == 2
   assert "video_encoder" in (root / "parameters.txt").read_text()
   assert len(list((root / "images" / "step_00000002").iterdir())) > 0
   (events,) = (root / "tensorboard").iterdir()  # tensorboardX's own Cloud Storage writer
   assert events.name.startswith("events.out.tfevents.") and events.stat().length > 0
-  _, params = checkpoints.load_params(workdir)
+  _, params = runs.load_params(workdir)
 
-  exported = f"{gcs_bucket}/export"
+  export_dir = f"{gcs_bucket}/export"
   result = subprocess.run([sys.executable, "-m", "havic_jax.export", f"--workdir={workdir}",
-                           f"--output={exported}"], cwd=ROOT, capture_output=True, text=True,
+                           f"--output={export_dir}"], cwd=ROOT, capture_output=True, text=True,
                           timeout=600)
   assert result.returncode == 0, result.stderr[-3000:]
-  assert json.loads((storage.path(exported) / "config.json").read_text())["source"][
+  assert json.loads((storage.path(export_dir) / "config.json").read_text())["source"][
       "workdir"] == workdir
-  cfg, loaded = export.load_pretrained(exported)
+  cfg, loaded = exported.load_pretrained(export_dir)
   assert cfg.width == config.model.width
   np.testing.assert_array_equal(loaded["video_encoder"]["block_0"]["mlp"]["fc1"]["kernel"],
                                 params["video_encoder"]["block_0"]["mlp"]["fc1"]["kernel"])
 
   report = f"{gcs_bucket}/report"
-  outcome = eval_binary.run(exported, str(prepared_corpus), "all", report, scorer="coherence",
+  outcome = eval_binary.run(export_dir, str(prepared_corpus), "all", report, scorer="coherence",
                             batch_size=8)
   assert set(outcome["files"]) == {"json", "markdown", "roc", "pr", "per_video", "per_window"}
   for file in outcome["files"].values():

@@ -9,7 +9,7 @@ import av
 import numpy as np
 import pytest
 
-from data_pipelines import synthetic
+from havic_jax.data import synthetic
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 DURATION = 3.3

@@ -13,8 +13,9 @@ import numpy as np
 import pytest
 import tensorflow_datasets as tfds
 
-from data_pipelines import prepare, synthetic, tfds_builders
-from havic_jax import datasets, records
+from havic_jax.data import prepare, synthetic
+from data_pipelines import tfds_builders
+from havic_jax.data import sources, records
 from havic_jax.media.faces import mtcnn_detector
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
@@ -85,7 +86,7 @@ def test_names():
 
 
 def test_splits_follow_the_reader(corpus, data_dir):
-  entries = datasets.read_fakeavceleb(str(corpus[0]))
+  entries = sources.read_fakeavceleb(str(corpus[0]))
   builder = tfds.builder(NAME, data_dir=str(data_dir))
   assert builder.info.file_format.value == "array_record"
   assert {split: info.num_examples for split, info in builder.info.splits.items()} == (
@@ -99,7 +100,7 @@ def test_splits_follow_the_reader(corpus, data_dir):
 
 def test_clips_equal_plain_preparation(corpus, data_dir):
   root, rows = corpus
-  entries = {e.video_id: e for e in datasets.read_fakeavceleb(str(root))}
+  entries = {e.video_id: e for e in sources.read_fakeavceleb(str(root))}
   row_of = {f"{row['folder'].split('/', 1)[1]}/{row['path']}": row for row in rows}
   detect = mtcnn_detector()
   clips = read_split(data_dir, "train") + read_split(data_dir, "test")
@@ -125,7 +126,7 @@ def test_clips_equal_plain_preparation(corpus, data_dir):
 def test_command_skips_a_corrupt_video_without_tensorflow(corpus, data_dir, tmp_path):
   broken = tmp_path / "corpus"
   shutil.copytree(corpus[0], broken)
-  entries = datasets.read_fakeavceleb(str(broken))
+  entries = sources.read_fakeavceleb(str(broken))
   corrupt = next(e for e in entries if "train" in e.splits)
   pathlib.Path(corrupt.path).write_bytes(b"not a video " * 100)
   stub = tmp_path / "stub" / "tensorflow"

@@ -8,7 +8,7 @@ import itertools
 import numpy as np
 import pytest
 
-from data_pipelines import synthetic
+from havic_jax.data import synthetic
 from havic_jax.media.faces import mtcnn_multi_detector
 from havic_jax.media.tracking import detect_tracks, iou, track_crops, track_faces
 

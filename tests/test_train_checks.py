@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 
 from configs import pretrain_tiny
-from havic_jax import builder, checkpoints, train
+from havic_jax.training import builder, loop
+from havic_jax.checkpoints import runs
 
 
 def tiny_run(num_steps):
@@ -24,18 +25,18 @@ def test_a_nonfinite_loss_stops_the_run_and_keeps_the_last_good_checkpoint(tmp_p
                                                                              monkeypatch):
   """NaN audio in the 4th batch: the run raises naming step 4, and the newest checkpoint is
   step 3's, with finite parameters."""
-  random_batches = train.synthetic_batches
+  random_batches = loop.synthetic_batches
 
   def planted(*args, **kwargs):
     for index, batch in enumerate(random_batches(*args, **kwargs)):
       yield dict(batch, audio=np.full_like(batch["audio"], np.nan)) if index == 3 else batch
-  monkeypatch.setattr(train, "synthetic_batches", planted)
+  monkeypatch.setattr(loop, "synthetic_batches", planted)
   with pytest.raises(FloatingPointError, match=r"^step 4: the loss or the gradient norm is "
                                                r"not finite"):
-    train.run(tiny_run(8), str(tmp_path))
-  directory = tmp_path / checkpoints.CHECKPOINT_DIR
+    loop.run(tiny_run(8), str(tmp_path))
+  directory = tmp_path / runs.CHECKPOINT_DIR
   assert max(int(p.name) for p in directory.iterdir() if p.name.isdigit()) == 3
-  _, params = checkpoints.load_params(str(tmp_path))
+  _, params = runs.load_params(str(tmp_path))
   assert all(np.isfinite(leaf).all() for leaf in jax.tree.leaves(params))
 
 
@@ -44,9 +45,9 @@ def test_a_batch_that_cannot_fit_fails_before_the_first_step(tmp_path, monkeypat
   step with the batch, the bytes needed and the capacity."""
   monkeypatch.setattr(builder, "device_capacity", lambda device: 2 ** 20)
   with pytest.raises(ValueError, match="does not fit") as raised:
-    train.run(tiny_run(2), str(tmp_path))
+    loop.run(tiny_run(2), str(tmp_path))
   found = re.match(r"batch_size 8 does not fit: the train step needs (\d+) bytes .* per "
                    r"device, the device has 1048576 bytes", str(raised.value))
   assert found and int(found.group(1)) > 2 ** 20
-  directory = tmp_path / checkpoints.CHECKPOINT_DIR
+  directory = tmp_path / runs.CHECKPOINT_DIR
   assert not any(p.name.isdigit() for p in directory.iterdir()) if directory.exists() else True

@@ -9,12 +9,13 @@ import numpy as np
 import pytest
 
 from configs import finetune_tiny, pretrain_tiny
-from havic_jax import builder, detectors, sharding, train
+from havic_jax.training import builder, loop
+from havic_jax import detectors, sharding
 from havic_jax.models.config import model_config_from
-from havic_jax.masking import pretraining_masks
+from havic_jax.data.masking import pretraining_masks
 from havic_jax.models.havic import build_model, example_inputs
-from havic_jax.synthetic_batches import synthetic_batches
-from havic_jax.train_step import pretrain_loss_fn, split_microbatches
+from havic_jax.data.random_batches import synthetic_batches
+from havic_jax.training.train_step import pretrain_loss_fn, split_microbatches
 
 # float32 on CPU: different meshes reduce in different orders.
 MESH_TOLERANCE = dict(rtol=2e-4, atol=2e-6)
@@ -99,13 +100,13 @@ def logged(workdir):
 
 @pytest.mark.long_run  # 200 steps, ~2 min on 2 cores
 def test_tiny_pretraining_overfits_a_fixed_batch(tmp_path):
-  train.run(fixed_batch_config(pretrain_tiny, 200), str(tmp_path))
+  loop.run(fixed_batch_config(pretrain_tiny, 200), str(tmp_path))
   records = logged(tmp_path)
   assert records[-1]["total"] <= 0.5 * records[0]["total"], (records[0], records[-1])
 
 
 def test_tiny_finetuning_learns_fixed_labels(tmp_path):
-  train.run(fixed_batch_config(finetune_tiny, 60), str(tmp_path))
+  loop.run(fixed_batch_config(finetune_tiny, 60), str(tmp_path))
   records = logged(tmp_path)
   first, last = records[0], records[-1]
   assert last["bce_overall"] < 0.5 * first["bce_overall"], (first, last)
@@ -154,7 +155,7 @@ def test_bfloat16_training_tracks_float32_over_100_steps(tmp_path):
     config.num_steps, config.log_every = 100, 1
     config.data.source = "random"
     config.model.dtype = dtype
-    train.run(config, str(tmp_path / dtype))
+    loop.run(config, str(tmp_path / dtype))
     totals[dtype] = np.array([r["total"] for r in logged(tmp_path / dtype)])
   assert len(totals["float32"]) == 100
   assert totals["float32"][-1] < 0.8 * totals["float32"][0]  # it trains

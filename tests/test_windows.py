@@ -170,7 +170,7 @@ def test_short_video_is_padded_to_one_window():
 
 
 def test_mtcnn_windows_of_a_synthetic_talking_face(tmp_path):
-  from data_pipelines import synthetic
+  from havic_jax.data import synthetic
   from havic_jax.media.decode import read_media
   from havic_jax.media.faces import mtcnn_detector
   identities = synthetic.make_identities(2, seed=0)

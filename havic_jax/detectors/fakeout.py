@@ -19,11 +19,11 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from havic_jax import losses
+from havic_jax.detectors import havic_losses
 from havic_jax.detectors import features
 from havic_jax.models.classifier import ClassifierMLP
 from havic_jax.models.config import ModelConfig
-from havic_jax.train_step import unit_video
+from havic_jax.training.train_step import unit_video
 
 Array = jax.Array
 
@@ -57,9 +57,9 @@ def loss_fn(model: nn.Module, cfg: ModelConfig, config: Any):
   """Binary cross-entropy of the overall label (the two-way softmax's loss)."""
   def compute(params, batch, key):
     out = features.training_outputs(model, params, batch, key)
-    total = losses.binary_cross_entropy(out["logit"], batch["overall_label"])
+    total = havic_losses.binary_cross_entropy(out["logit"], batch["overall_label"])
     return total, {"total": total, "bce_overall": total,
-                   "accuracy": losses.binary_accuracy(out["logit"], batch["overall_label"])}
+                   "accuracy": havic_losses.binary_accuracy(out["logit"], batch["overall_label"])}
   return compute
 
 

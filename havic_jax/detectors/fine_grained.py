@@ -6,7 +6,7 @@ encoders:
 - a spatially-local head (``local_head.LocalInconsistencyHead``): for every position of the
   video token grid, the distance between the audio and that position's features over the clip,
   re-weighted by audio-to-position attention, read by a linear classifier;
-- temporally-local pseudo-fakes in the fine-tuning data (``havic_jax.pseudo_fakes``, switched on
+- temporally-local pseudo-fakes in the fine-tuning data (``havic_jax.data.pseudo_fakes``, switched on
   by ``config.pseudo_fakes``).
 
 The overall logit adds the local head's logit to a linear head on the pooled audio and video
@@ -23,12 +23,12 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from havic_jax import losses
+from havic_jax.detectors import havic_losses
 from havic_jax.detectors import features
 from havic_jax.detectors.local_head import LocalInconsistencyHead
 from havic_jax.models import layers
 from havic_jax.models.config import ModelConfig
-from havic_jax.train_step import unit_video
+from havic_jax.training.train_step import unit_video
 
 Array = jax.Array
 
@@ -65,7 +65,7 @@ def loss_fn(model: nn.Module, cfg: ModelConfig, config: Any):
   """The fine-tuning stage's three BCEs (labels ``overall``, ``audio``, ``visual``)."""
   def compute(params, batch, key):
     out = features.training_outputs(model, params, batch, key)
-    return losses.finetune_loss(out, batch)
+    return havic_losses.finetune_loss(out, batch)
   return compute
 
 

@@ -25,7 +25,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from havic_jax.losses import _l2_normalise
+from havic_jax.detectors.havic_losses import _l2_normalise
 
 Array = jax.Array
 

@@ -16,6 +16,8 @@ from havic_jax.models.encoders import AudioEncoder, VideoEncoder
 from havic_jax.models.interaction import InteractionModule
 
 Array = jax.Array
+# Top-level parameter collections initialised from pretraining in the fine-tuning model.
+PRETRAINED_MODULES = ("video_encoder", "audio_encoder", "interaction")
 
 
 class AudioVisualBackbone(nn.Module):

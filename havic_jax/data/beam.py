@@ -31,9 +31,9 @@ from apache_beam.metrics import Metrics
 from apache_beam.options.pipeline_options import PipelineOptions
 from etils import epath
 
-from data_pipelines.prepare import PrepareOptions, VideoOutcome, process_video, write_shard
+from havic_jax.data.prepare import PrepareOptions, VideoOutcome, process_video, write_shard
 from havic_jax import storage
-from havic_jax.datasets import VideoEntry
+from havic_jax.data.sources import VideoEntry
 
 LISTING = "_beam_listing.jsonl"  # the pending videos, one JSON object a line
 COUNTER_NAMESPACE = "prepare"

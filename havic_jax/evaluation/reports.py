@@ -30,7 +30,8 @@ from etils import epath
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
-from havic_jax import metrics, storage
+from havic_jax.evaluation import metrics
+from havic_jax import storage
 
 STATUS_MEANINGS = {
     "ok": "a face in every sampled frame and at least one full window; scored",

@@ -21,10 +21,11 @@ import optax
 from absl import logging
 from jax.sharding import Mesh
 
-from havic_jax import detectors, input_pipeline, sharding
+from havic_jax import detectors, sharding
+from havic_jax.data import input_pipeline
 from havic_jax.models.config import ModelConfig, model_config_from
-from havic_jax.optimizer import Schedule, make_optimizer
-from havic_jax.train_step import LossFn, TrainState, jit_train_step, sharded_init
+from havic_jax.training.optimizer import Schedule, make_optimizer
+from havic_jax.training.train_step import LossFn, TrainState, jit_train_step, sharded_init
 
 # The shape and dtype of a ``jax.random.PRNGKey`` (the run's base key in ``TrainState.rng``).
 KEY = jax.ShapeDtypeStruct((2,), jnp.uint32)

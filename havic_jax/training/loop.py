@@ -24,15 +24,19 @@ import numpy as np
 from absl import logging
 from flax import traverse_util
 
-from havic_jax import augment, checkpoints, detectors, input_pipeline, masking, pseudo_fakes
-from havic_jax import builder, convert, sharding, storage
-from havic_jax.metric_writer import MetricWriter, parameter_overview, train_metrics_from
+from havic_jax.data import augment, input_pipeline, masking, pseudo_fakes
+from havic_jax.checkpoints import runs
+from havic_jax import detectors
+from havic_jax.training import builder
+from havic_jax.checkpoints import released
+from havic_jax import sharding, storage
+from havic_jax.training.metric_writer import MetricWriter, parameter_overview, train_metrics_from
 from havic_jax.models import stacking
 from havic_jax.models.config import ModelConfig
-from havic_jax.metrics import binary_metrics
-from havic_jax.visualize import reconstruction_images
-from havic_jax.synthetic_batches import local_batch_size, synthetic_batches
-from havic_jax.train_step import TrainState, unit_video
+from havic_jax.evaluation.metrics import binary_metrics
+from havic_jax.training.visualize import reconstruction_images
+from havic_jax.data.random_batches import local_batch_size, synthetic_batches
+from havic_jax.training.train_step import TrainState, unit_video
 
 
 def synthetic_corpus(path: pathlib.Path, num_videos: int, seed: int) -> pathlib.Path:
@@ -43,7 +47,7 @@ def synthetic_corpus(path: pathlib.Path, num_videos: int, seed: int) -> pathlib.
     if jax.process_count() > 1:
       raise ValueError("data.source='synthetic_corpus' is a single-process demo; prepare data "
                        "with data_pipelines.prepare and use data.source='prepared'")
-    from data_pipelines import prepare, synthetic
+    from havic_jax.data import prepare, synthetic
     logging.info("generating %d synthetic videos in %s", num_videos, path)
     synthetic.generate_corpus(path / "videos", num_videos, seed=seed)
     prepare.prepare("fakeavceleb", str(path / "videos"), str(prepared), workers=1)
@@ -122,14 +126,14 @@ def load_backbone(init_from: str, cfg: ModelConfig) -> Dict[str, Any]:
   modules."""
   backbone: Dict[str, Any] = {}
   for source in init_from.split(","):
-    if convert.is_released_file(source):
-      released = convert.load_released(source, cfg)
-      logging.info("init_from %s:\n%s", source, convert.summary(released.report))
-      params = released.params
-    elif (storage.path(source) / checkpoints.CHECKPOINT_DIR).is_dir():
-      _, params = checkpoints.load_params(source)
+    if released.is_released_file(source):
+      loaded = released.load_released(source, cfg)
+      logging.info("init_from %s:\n%s", source, released.summary(loaded.report))
+      params = loaded.params
+    elif (storage.path(source) / runs.CHECKPOINT_DIR).is_dir():
+      _, params = runs.load_params(source)
     else:
-      from havic_jax.export import load_pretrained
+      from havic_jax.checkpoints.exported import load_pretrained
       _, params = load_pretrained(source)
     twice = sorted(set(params) & set(backbone))
     if twice:
@@ -329,16 +333,16 @@ def run(config: Any, workdir: str) -> Tuple[TrainState, Dict[str, float]]:
   mesh = sharding.make_mesh(config.mesh)
   training = builder.build(config, mesh)
   cfg, model, schedules = training.cfg, training.model, training.schedules
-  checkpoints.write_config(workdir, config)
+  runs.write_config(workdir, config)
   data_iterator = training_iterator(data, config, cfg) if data is not None else None
-  manager = checkpoints.make_manager(workdir, config.checkpoint)
+  manager = runs.make_manager(workdir, config.checkpoint)
   preemption = Preemption(manager)
   writer = None
   try:
     with training.scope():
       shardings = training.shardings
       if manager.latest_step() is not None:
-        state, start = checkpoints.restore(manager, training.abstract_state(), data_iterator)
+        state, start = runs.restore(manager, training.abstract_state(), data_iterator)
         logging.info("resumed from %s at step %d", manager.directory, start)
       else:
         state = training.init(jax.random.PRNGKey(config.seed))
@@ -399,7 +403,7 @@ def run(config: Any, workdir: str) -> Tuple[TrainState, Dict[str, float]]:
         preempted = preemption.reached(done)
         if done % config.checkpoint.every_steps == 0 or last or preempted or eval_metrics:
           finite.check(done)
-          checkpoints.save(manager, done, state, data_iterator, eval_metrics,
+          runs.save(manager, done, state, data_iterator, eval_metrics,
                            force=last or preempted)
         if preempted:
           logging.warning("stopped at step %d after a preemption notice", done)

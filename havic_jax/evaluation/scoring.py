@@ -20,13 +20,14 @@ import numpy as np
 from absl import logging
 from flax import traverse_util
 
-from havic_jax import checkpoints, convert, detectors, export, sharding, storage
-from havic_jax.losses import segment_means
+from havic_jax.checkpoints import runs, released, exported
+from havic_jax import detectors, sharding, storage
+from havic_jax.detectors.havic_losses import segment_means
 from havic_jax.models import layers
 from havic_jax.models.config import ModelConfig, model_config_from
 from havic_jax.models.havic import build_model
 from havic_jax.models.reference import param_shapes
-from havic_jax.train_step import unit_video
+from havic_jax.training.train_step import unit_video
 
 Array = jax.Array
 HEADS = {"overall": "logit", "audio": "audio_logit", "video": "video_logit"}
@@ -66,19 +67,19 @@ class Checkpoint:
 
 
 def load_released(path: str) -> Checkpoint:
-  """A released HAVIC state_dict file, converted in memory (``convert.load_released``)."""
+  """A released HAVIC state_dict file, converted in memory (``released.load_released``)."""
   try:
-    released = convert.load_released(path, sources=tuple(convert.HAVIC_SOURCES))
-  except convert.LayoutError as error:
+    loaded = released.load_released(path, sources=tuple(released.HAVIC_SOURCES))
+  except released.LayoutError as error:
     raise CheckpointError(f"{error}: scoring needs a HAVIC checkpoint (a MARLIN or AudioMAE "
                           f"state_dict initialises training: --config.init_from={path})") from error
-  logging.info("%s", convert.summary(released.report))
-  report = released.report
-  description = {"kind": "released", "path": report["input"], "source": released.source,
+  logging.info("%s", released.summary(loaded.report))
+  report = loaded.report
+  description = {"kind": "released", "path": report["input"], "source": loaded.source,
                  "keys": {status: len(report[status])
                           for status in ("loaded", "recomputed", "unused")},
                  "fixed_tables": report["fixed_tables"]}
-  return Checkpoint(released.cfg, released.stage, released.params, description)
+  return Checkpoint(loaded.cfg, loaded.stage, loaded.params, description)
 
 
 def load_checkpoint(path: str, step: Optional[int] = None) -> Checkpoint:
@@ -86,26 +87,26 @@ def load_checkpoint(path: str, step: Optional[int] = None) -> Checkpoint:
   ``checkpoint.best_metric`` if it kept one, else the latest), an export directory
   (``python -m havic_jax.export`` / ``python -m havic_jax.convert``) or a released HAVIC
   state_dict file (``.pth``, ``.safetensors``, ``.npz``: converted in memory)."""
-  if convert.is_released_file(path):
+  if released.is_released_file(path):
     return load_released(path)
   directory = storage.path(path)
-  if (directory / checkpoints.CHECKPOINT_DIR).is_dir():
-    step = checkpoints.best_step(path) if step is None else step
-    config, params = checkpoints.load_params(path, step)
+  if (directory / runs.CHECKPOINT_DIR).is_dir():
+    step = runs.best_step(path) if step is None else step
+    config, params = runs.load_params(path, step)
     cfg = model_config_from(config.model, config.compat)
     return Checkpoint(cfg, config.stage, params,
                       {"kind": "workdir", "path": str(directory),
                        "step": "latest" if step is None else int(step),
                        "detector": detectors.detector_name(config)}, config)
-  if (directory / export.CONFIG_FILE).is_file():
-    description = export.read_export_config(path)
-    cfg, params = export.load_pretrained(path)
+  if (directory / exported.CONFIG_FILE).is_file():
+    description = exported.read_export_config(path)
+    cfg, params = exported.load_pretrained(path)
     return Checkpoint(cfg, description["stage"], params,
                       {"kind": "export", "path": str(directory),
                        "source": description.get("source", {})})
-  raise CheckpointError(f"{path}: neither a training workdir (with {checkpoints.CHECKPOINT_DIR}/)"
+  raise CheckpointError(f"{path}: neither a training workdir (with {runs.CHECKPOINT_DIR}/)"
                         f", an export directory (with config.json) nor a released state_dict "
-                        f"file ({', '.join(convert.RELEASED_SUFFIXES)}); pass one of those")
+                        f"file ({', '.join(released.RELEASED_SUFFIXES)}); pass one of those")
 
 
 def coherence(audio_tokens: Array, video_tokens: Array, num_segments: int) -> Array:

@@ -26,13 +26,14 @@ import cv2
 import grain
 import numpy as np
 
-from havic_jax import augment, pseudo_fakes, records, storage
-from havic_jax.masking import host_pretraining_masks, kept_per_group
+from havic_jax.data import augment, pseudo_fakes, records
+from havic_jax import storage
+from havic_jax.data.masking import host_pretraining_masks, kept_per_group
 from havic_jax.media.clips import INT16_SCALE
 from havic_jax.media.fbank import audio_features as audio_features_of_wave
 from havic_jax.media.fbank import log_mel, normalise
 from havic_jax.models.config import ModelConfig
-from havic_jax.records import LABEL_KEYS
+from havic_jax.data.records import LABEL_KEYS
 
 ENDLESS = 2 ** 62  # length of the position range of endless samplers
 
@@ -352,7 +353,7 @@ def training_dataset(data: PreparedData, split: Optional[str], cfg: ModelConfig,
   :func:`training_records` (``balanced``, ``clips_per_identity``, ``mixture``: pretraining only,
   not with identity groups); ``augmentation`` picks the fine-tuning augmentations; ``identities`` adds each
   clip's ``identity`` id; ``pseudo_fake_options`` turns clips into temporally-local
-  pseudo-fakes (``havic_jax.pseudo_fakes``) before featurising. ``workers`` > 0 decodes in that
+  pseudo-fakes (``havic_jax.data.pseudo_fakes``) before featurising. ``workers`` > 0 decodes in that
   many processes.
   """
   if stage not in ("pretrain", "finetune"):

@@ -15,8 +15,8 @@ from typing import Any, Callable, Dict, Mapping, Optional, Tuple
 import grain
 import numpy as np
 
-from havic_jax import records
-from havic_jax.records import LABEL_KEYS
+from havic_jax.data import records
+from havic_jax.data.records import LABEL_KEYS
 
 PROBABILITY = 0.5    # share of clips that become pseudo-fakes
 R_MIN = 0.0          # shortest span as a share of the clip's units (before MIN_UNITS)

@@ -17,7 +17,9 @@ import jax.numpy as jnp
 import optax
 from jax.sharding import Mesh, PartitionSpec
 
-from havic_jax import losses, masking, sharding
+from havic_jax.detectors import havic_losses
+from havic_jax.data import masking
+from havic_jax import sharding
 from havic_jax.models.config import ModelConfig
 from havic_jax.models.havic import example_inputs
 from havic_jax.models.patches import patchify_audio, patchify_video
@@ -107,7 +109,7 @@ def pretrain_loss_fn(model: nn.Module, cfg: ModelConfig, config: Any) -> LossFn:
                                                pcfg.video_mask_ratio, pcfg.audio_mask_ratio)
     out = model.apply({"params": params}, video, audio, ids_v, ids_a, deterministic=False,
                       rngs={"dropout": dropout_key})
-    return losses.pretraining_loss(
+    return havic_losses.pretraining_loss(
         out, patchify_video(video, cfg), patchify_audio(audio, cfg), ids_v, ids_a,
         num_segments=cfg.num_segments, weights=weights, temperature=pcfg.temperature,
         masked_only=masked_only)
@@ -120,7 +122,7 @@ def finetune_loss_fn(model: nn.Module) -> LossFn:
   def loss_fn(params, batch, key):
     out = model.apply({"params": params}, unit_video(batch["video"]), batch["audio"],
                       deterministic=False, rngs={"dropout": key})
-    return losses.finetune_loss(out, batch)
+    return havic_losses.finetune_loss(out, batch)
   return loss_fn
 
 

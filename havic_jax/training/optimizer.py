@@ -8,10 +8,9 @@ import jax
 import jax.numpy as jnp
 import optax
 
-Schedule = Callable[[jax.Array], jax.Array]
-# Top-level parameter collections initialised from pretraining in the fine-tuning model.
-PRETRAINED_MODULES = ("video_encoder", "audio_encoder", "interaction")
+from havic_jax.models.havic import PRETRAINED_MODULES
 
+Schedule = Callable[[jax.Array], jax.Array]
 
 def cosine_warm_restarts(peak: float, period: int, floor: float) -> Schedule:
   """Cosine from ``peak`` to ``floor`` over ``period`` steps, restarting every period."""

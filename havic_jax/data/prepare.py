@@ -1,0 +1,409 @@
+"""Raw videos -> ArrayRecord shards of 3.2 s clips and a manifest.json.
+
+  python -m data_pipelines.prepare --dataset=fakeavceleb --input=DIR --output=DIR [--workers=N]
+  python -m data_pipelines.prepare ... --runner=beam [--beam_options="--runner=DirectRunner
+      --direct_num_workers=2 --direct_running_mode=multi_processing"]
+
+Each video is decoded, cut into clips, face-cropped and written as clip records
+(``havic_jax.data.records``) by :func:`process_video`. Videos go to shards in a fixed order,
+``--videos_per_shard`` each; a shard is written to a temporary file, renamed when complete (a
+``gs://`` object is uploaded whole) and described by a ``.json`` file beside it, so re-running
+the command skips the finished shards (resume). A video that cannot be used (corrupt, not a
+video, no audio, no face, too short) is listed in the manifest with its reason; the run goes
+on and exits 0.
+
+``--runner=local`` (default) runs the shards on ``--workers`` processes of this machine;
+``--runner=beam`` runs the same per-video function and shard writer as an Apache Beam pipeline
+(``havic_jax.data.beam``; DirectRunner, Dataflow, Flink, Spark), which writes the same
+files. The output may be a ``gs://`` location (``havic_jax.storage``). The videos are listed
+from ``--input``, a local (or mounted) path; ``--input_uri`` makes the workers read them from
+the same places under a ``gs://`` location instead.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime
+import json
+import multiprocessing
+import os
+import pathlib
+import queue
+import shutil
+import tempfile
+import traceback
+from typing import Any, Dict, Iterable, Iterator, List, Optional, Sequence, Tuple
+
+import tqdm
+from absl import logging
+from etils import epath
+
+from havic_jax import storage
+from havic_jax.data import records
+from havic_jax.data.sources import READERS, VideoEntry, read_fakeavceleb
+from havic_jax.media.clips import extract_clips
+from havic_jax.media.decode import CLIP_SECONDS, Media, MediaError, read_media
+from havic_jax.media.faces import Detector, centre_detector, mtcnn_detector
+
+MANIFEST = "manifest.json"
+SHARD_PREFIX = "clips"
+# Why a video yields no clip; the manifest counts videos per reason.
+REJECT_REASONS = ("unreadable", "no_audio", "too_short", "no_face", "error")
+RUNNERS = ("local", "beam")  # this machine's worker processes, or an Apache Beam pipeline
+
+
+def shard_name(index: int, count: int) -> str:
+  return f"{SHARD_PREFIX}-{index:05d}-of-{count:05d}.array_record"
+
+
+class VideoRejected(Exception):
+  """A video that yields no clip; ``code`` is one of REJECT_REASONS."""
+
+  def __init__(self, code: str, message: str):
+    super().__init__(message)
+    self.code = code
+
+
+CROPS = ("face", "centre")  # MTCNN face crops, or every frame's centre square (no faces)
+
+
+@dataclasses.dataclass(frozen=True)
+class PrepareOptions:
+  """frame_encoding: "jpeg" or "raw"; clip_hop: seconds between clip starts (None: back to
+  back); max_clips: per video (None: all); crop: "face" (MTCNN, spec §1) or "centre" (the
+  frame's centre square, for out-of-domain clips without faces); detect_every: run the face
+  detector on every k-th frame of a clip (and its last) and interpolate the boxes between
+  (1: every frame; see ``havic_jax.media.faces.crop_faces``)."""
+
+  frame_encoding: str = "jpeg"
+  clip_hop: Optional[float] = None
+  max_clips: Optional[int] = None
+  crop: str = "face"
+  detect_every: int = 1
+
+  def __post_init__(self):
+    if self.crop not in CROPS:
+      raise ValueError(f"crop must be one of {CROPS}, got {self.crop!r}")
+    if self.detect_every < 1:
+      raise ValueError(f"detect_every must be at least 1, got {self.detect_every}")
+
+
+def read_video(path: str) -> Media:
+  """``read_media`` of a local file, or of a ``gs://`` object copied to a temporary file
+  first; errors (MediaError) name ``path``."""
+  if not storage.is_remote(path):
+    return read_media(path)
+  with tempfile.TemporaryDirectory() as scratch:
+    local = os.path.join(scratch, storage.path(path).name)
+    try:
+      with storage.path(path).open("rb") as source, open(local, "wb") as target:
+        shutil.copyfileobj(source, target)
+      return dataclasses.replace(read_media(local), path=path)
+    except MediaError as error:
+      raise MediaError(str(error).replace(local, path)) from error
+    except OSError as error:
+      raise MediaError(f"{path}: cannot read ({error})") from error
+
+
+def rebased(entries: Sequence[VideoEntry], root: str, uri: str) -> List[VideoEntry]:
+  """``entries`` (files under the directory ``root``) with each path moved to the same place
+  under ``uri`` (e.g. ``gs://BUCKET/DIR``): where workers that do not see ``root`` read them."""
+  moved = []
+  for entry in entries:
+    relative = os.path.relpath(entry.path, root)
+    if relative.startswith(os.pardir):
+      raise ValueError(f"{entry.path}: not under --input={root}, so --input_uri cannot locate "
+                       f"it; list only videos under --input")
+    moved.append(dataclasses.replace(entry, path=f"{uri.rstrip('/')}/{relative}"))
+  return moved
+
+
+def video_records(entry: VideoEntry, detect: Detector, options: PrepareOptions
+                  ) -> tuple[List[bytes], List[str]]:
+  """(serialised clip records, reasons of rejected clips) of one video.
+
+  Raises :class:`VideoRejected` when the video yields no clip at all."""
+  try:
+    media = read_video(entry.path)
+  except MediaError as error:
+    raise VideoRejected("unreadable", str(error)) from error
+  if media.audio is None:
+    raise VideoRejected("no_audio", f"{entry.path}: no audio track")
+  clips, rejected = extract_clips(media, detect, hop_seconds=options.clip_hop,
+                                  max_clips=options.max_clips,
+                                  detect_every=options.detect_every)
+  if not clips:
+    if media.duration < CLIP_SECONDS or not rejected:
+      raise VideoRejected("too_short", f"{entry.path}: {media.duration:.2f} s is shorter than "
+                                       f"one {CLIP_SECONDS} s clip")
+    code = "no_face" if any("face" in reason for reason in rejected) else "too_short"
+    raise VideoRejected(code, f"{entry.path}: no usable clip ({rejected[0]})")
+  encoded = [records.encode(records.ClipRecord(
+      frames=clip.frames, audio=clip.audio, audio_label=entry.audio_label,
+      visual_label=entry.visual_label, overall_label=entry.overall_label,
+      category=entry.category, identity=entry.identity, video_id=entry.video_id,
+      clip_start=clip.start), options.frame_encoding) for clip in clips]
+  return encoded, rejected
+
+
+@dataclasses.dataclass(frozen=True)
+class VideoOutcome:
+  """What :func:`process_video` made of one video: its serialised clip records and the number
+  of clips it dropped, or (``rejection`` set, no records) why it yields no clip at all."""
+
+  video_id: str
+  records: Tuple[bytes, ...] = ()
+  clips_rejected: int = 0
+  rejection: Optional[Dict[str, str]] = None
+
+
+_WORKER: Dict[str, Any] = {}
+
+
+def _init_worker(progress: Optional[Any]) -> None:
+  """Per-process state: the progress queue (the detector is loaded on first use)."""
+  _WORKER["progress"] = progress
+
+
+def _detector(crop: str) -> Detector:
+  """This process's detector for ``crop`` (MTCNN loaded once per process)."""
+  if crop not in _WORKER:
+    _WORKER[crop] = mtcnn_detector() if crop == "face" else centre_detector()
+  return _WORKER[crop]
+
+
+def process_video(entry: VideoEntry, options: PrepareOptions) -> VideoOutcome:
+  """The clips of one video, or why it has none; never raises for a bad file (any error is
+  recorded as reason ``error`` with its traceback). The one per-video step of both runners."""
+  try:
+    encoded, dropped = video_records(entry, _detector(options.crop), options)
+  except VideoRejected as error:
+    logging.warning("skipping %s: %s", entry.video_id, error)
+    return VideoOutcome(entry.video_id, rejection={
+        "video_id": entry.video_id, "path": entry.path, "reason": error.code,
+        "message": str(error)})
+  except Exception as error:  # pylint: disable=broad-except
+    # One bad file must never stop a long preparation run: record it and go on.
+    logging.error("failed on %s: %s", entry.video_id, error)
+    return VideoOutcome(entry.video_id, rejection={
+        "video_id": entry.video_id, "path": entry.path, "reason": "error",
+        "message": f"{type(error).__name__}: {error}",
+        "traceback": traceback.format_exc(limit=5)})
+  return VideoOutcome(entry.video_id, tuple(encoded), len(dropped))
+
+
+def _staged(path: epath.Path) -> epath.Path:
+  """Where to write ``path`` so that it appears complete or not at all: a local file is
+  written as ``<name>.partial`` and renamed (:func:`_publish`); an object store's upload is
+  already all or nothing, so a ``gs://`` object is written in place (a rename there is a copy)."""
+  return path if storage.is_remote(path) else path.with_name(path.name + ".partial")
+
+
+def _publish(staged: epath.Path, path: epath.Path) -> None:
+  """Moves the file :func:`_staged` gave for ``path`` into place."""
+  if staged != path:
+    staged.replace(path)
+
+
+def _write_array_record(path: epath.Path, data: Iterable[bytes]) -> None:
+  """Writes ``data`` as an ArrayRecord file at ``path``; the writer needs a local file, so a
+  remote ``path`` is written in the temporary directory first and then uploaded."""
+  from array_record.python.array_record_module import ArrayRecordWriter
+  if not storage.is_remote(path):
+    writer = ArrayRecordWriter(os.fspath(path), "group_size:1")
+    try:
+      for item in data:
+        writer.write(item)
+    finally:
+      writer.close()
+    return
+  with tempfile.TemporaryDirectory() as scratch:
+    local = pathlib.Path(scratch) / path.name
+    _write_array_record(epath.Path(local), data)
+    with local.open("rb") as source, path.open("wb") as target:
+      shutil.copyfileobj(source, target)
+
+
+def write_shard(output: storage.PathLike, index: int, count: int,
+                outcomes: Iterable[VideoOutcome]) -> Dict[str, Any]:
+  """Writes the records of ``outcomes`` (the shard's videos, in order; an iterator is
+  consumed as it is written) as shard ``index`` of ``count`` and its ``.json`` description;
+  returns the description."""
+  path = storage.path(output) / shard_name(index, count)
+  staged = _staged(path)
+  videos, rejected, clip_rejections = [], [], 0
+  num_records = 0
+
+  def shard_records() -> Iterator[bytes]:
+    nonlocal num_records, clip_rejections
+    for outcome in outcomes:
+      if outcome.rejection is not None:
+        rejected.append(outcome.rejection)
+        continue
+      yield from outcome.records
+      videos.append({"video_id": outcome.video_id, "first_record": num_records,
+                     "clips": len(outcome.records), "clips_rejected": outcome.clips_rejected})
+      num_records += len(outcome.records)
+      clip_rejections += outcome.clips_rejected
+
+  _write_array_record(staged, shard_records())
+  _publish(staged, path)
+  description = {"file": path.name, "records": num_records, "videos": videos,
+                 "rejected": rejected, "clips_rejected": clip_rejections}
+  sidecar = path.with_suffix(".json")
+  staged = _staged(sidecar)
+  staged.write_text(json.dumps(description))
+  _publish(staged, sidecar)
+  return description
+
+
+def _reported(outcomes: Iterable[VideoOutcome]) -> Iterator[VideoOutcome]:
+  """``outcomes``, counting each on this worker's progress queue (if any) as it passes."""
+  for outcome in outcomes:
+    yield outcome
+    if _WORKER.get("progress") is not None:
+      _WORKER["progress"].put(1)
+
+
+def _shard_task(args) -> Dict[str, Any]:
+  """Prepares and writes one shard: (output, index, count, entries, options)."""
+  output, index, count, entries, options = args
+  return write_shard(output, index, count,
+                     _reported(process_video(entry, options) for entry in entries))
+
+
+def split_into_shards(entries: Sequence[VideoEntry], videos_per_shard: int
+                      ) -> List[List[VideoEntry]]:
+  return [list(entries[i:i + videos_per_shard])
+          for i in range(0, len(entries), videos_per_shard)]
+
+
+def finished_shard(output: epath.Path, index: int, count: int,
+                   entries: Sequence[VideoEntry]) -> Optional[Dict[str, Any]]:
+  """The description of a shard a previous run completed for the same videos, else None."""
+  sidecar = (output / shard_name(index, count)).with_suffix(".json")
+  if not sidecar.is_file() or not (output / shard_name(index, count)).is_file():
+    return None
+  description = json.loads(sidecar.read_text())
+  done = [v["video_id"] for v in description["videos"]] + [
+      r["video_id"] for r in description["rejected"]]
+  return description if sorted(done) == sorted(e.video_id for e in entries) else None
+
+
+def _run_pool(tasks: List[tuple], workers: int, total_videos: int) -> List[Dict[str, Any]]:
+  """Runs shard tasks on ``workers`` processes with a per-video progress bar."""
+  bar = tqdm.tqdm(total=total_videos, desc="videos", unit="video", smoothing=0.05)
+  if workers <= 1:
+    _init_worker(None)
+    results = []
+    for task in tasks:
+      results.append(_shard_task(task))
+      bar.update(len(task[3]))
+    bar.close()
+    return results
+  context = multiprocessing.get_context("spawn")
+  progress = context.Manager().Queue()
+  with context.Pool(workers, initializer=_init_worker, initargs=(progress,)) as pool:
+    pending = [pool.apply_async(_shard_task, (task,)) for task in tasks]
+    while not all(p.ready() for p in pending):
+      try:
+        bar.update(progress.get(timeout=0.5))
+      except queue.Empty:
+        pass
+    results = [p.get() for p in pending]  # re-raises a worker's crash
+  bar.update(total_videos - bar.n)
+  bar.close()
+  return results
+
+
+def build_manifest(dataset: str, source: str, options: PrepareOptions,
+                   entries: Sequence[VideoEntry], shards: Sequence[Dict[str, Any]]
+                   ) -> Dict[str, Any]:
+  """The dataset description the input pipelines read: shards, per-video record ranges and
+  labels, splits (video ids), rejected videos with reasons, and counts."""
+  by_id = {e.video_id: e for e in entries}
+  videos, rejected, offset = [], [], 0
+  for shard_index, shard in enumerate(shards):
+    for video in shard["videos"]:
+      entry = by_id[video["video_id"]]
+      videos.append({"video_id": entry.video_id, "path": entry.path, "shard": shard_index,
+                     "first_record": offset + video["first_record"], "clips": video["clips"],
+                     "clips_rejected": video["clips_rejected"],
+                     "audio_label": entry.audio_label, "visual_label": entry.visual_label,
+                     "overall_label": entry.overall_label, "category": entry.category,
+                     "identity": entry.identity, "method": entry.method})
+    rejected.extend({k: v for k, v in r.items() if k != "traceback"} for r in shard["rejected"])
+    offset += shard["records"]
+  kept = {v["video_id"] for v in videos}
+  splits: Dict[str, List[str]] = {}
+  for entry in entries:
+    for split in entry.splits:
+      splits.setdefault(split, [])
+      if entry.video_id in kept:
+        splits[split].append(entry.video_id)
+  reasons = {code: sum(r["reason"] == code for r in rejected) for code in REJECT_REASONS}
+  return {
+      "format_version": records.FORMAT_VERSION,
+      "dataset": dataset,
+      "source": str(source),
+      "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+      "frame_encoding": options.frame_encoding,
+      "options": dataclasses.asdict(options),
+      "counts": {"videos": len(entries), "videos_prepared": len(videos),
+                 "videos_rejected": len(rejected), "rejected_by_reason": reasons,
+                 "clips": offset, "clips_rejected": sum(s["clips_rejected"] for s in shards)},
+      "shards": [{"file": s["file"], "records": s["records"]} for s in shards],
+      "splits": splits,
+      "videos": videos,
+      "rejected": rejected,
+  }
+
+
+def prepare(dataset: str, source: str, output: storage.PathLike, workers: int = 1,
+            videos_per_shard: int = 64, options: PrepareOptions = PrepareOptions(),
+            split_seed: int = 0, split_by: str = "video", runner: str = "local",
+            beam_options: str = "", input_uri: str = "") -> Dict[str, Any]:
+  """Prepares ``dataset`` from ``source`` into ``output`` (a local path or ``gs://`` URI);
+  returns (and writes) the manifest.
+
+  runner: "local" (``workers`` processes) or "beam" (an Apache Beam pipeline with the
+  command-line ``beam_options``, e.g. ``"--runner=DirectRunner --direct_num_workers=2"``;
+  ``workers`` is then unused). Both write the same shards and manifest. input_uri: where the
+  videos are read (``gs://BUCKET/DIR`` holding what the directory ``source``, or a CSV
+  ``source``'s folder, holds; "": ``source`` itself); the listing, labels and splits still
+  come from ``source``."""
+  if dataset not in READERS:
+    raise ValueError(f"--dataset must be one of {sorted(READERS)}, got {dataset!r}")
+  if runner not in RUNNERS:
+    raise ValueError(f"--runner must be one of {RUNNERS}, got {runner!r}")
+  source = storage.local_only(source, "--input")
+  entries = (read_fakeavceleb(source, split_seed, split_by) if dataset == "fakeavceleb"
+             else READERS[dataset](source))
+  out = storage.path(output)
+  out.mkdir(parents=True, exist_ok=True)
+  groups = split_into_shards(entries, videos_per_shard)
+  done = {i: finished_shard(out, i, len(groups), g) for i, g in enumerate(groups)}
+  root = source if os.path.isdir(source) else os.path.dirname(source)  # a CSV's folder
+  pending = {i: (rebased(g, root, input_uri) if input_uri else g)
+             for i, g in enumerate(groups) if not done[i]}
+  if len(pending) < len(groups):
+    logging.info("resuming: %d of %d shards already written", len(groups) - len(pending),
+                 len(groups))
+  if runner == "beam" and pending:
+    from data_pipelines import beam_prepare  # the [beam] extra
+    beam_prepare.run(out, len(groups), pending, options, beam_options)
+    for i, group in pending.items():
+      done[i] = finished_shard(out, i, len(groups), group)
+      if done[i] is None:
+        raise RuntimeError(f"{out / shard_name(i, len(groups))}: the Beam pipeline finished "
+                           f"without writing this shard; re-run the command to resume")
+  elif pending:
+    tasks = [(os.fspath(out), i, len(groups), g, options) for i, g in pending.items()]
+    for result in _run_pool(tasks, workers, sum(len(g) for g in pending.values())):
+      done[int(result["file"].split("-")[1])] = result
+  manifest = build_manifest(dataset, source, options, entries,
+                            [done[i] for i in range(len(groups))])
+  staged = _staged(out / MANIFEST)
+  staged.write_text(json.dumps(manifest, indent=1))
+  _publish(staged, out / MANIFEST)
+  return manifest

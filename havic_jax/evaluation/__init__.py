@@ -1,0 +1,1 @@
+"""Evaluation: window scoring, metrics and reports of the deepfake benchmarks."""
