@@ -10,8 +10,9 @@ setup(
     long_description=open("README.md", encoding="utf-8").read(),
     long_description_content_type="text/markdown",
     python_requires=">=3.10",
-    packages=find_packages(include=["havic_jax", "havic_jax.*", "configs", "data_pipelines",
-                                    "data_pipelines.*"]),
+    # configs/ (data) and data_pipelines/ (command-line entry points) are run from the
+    # repository root, like big_vision's; only the library is installed.
+    packages=find_packages(include=["havic_jax", "havic_jax.*"]),
     install_requires=[
         "jax>=0.10.2,<0.11",
         "flax>=0.12.8,<0.13",
@@ -30,7 +31,7 @@ setup(
         "scikit-image>=0.22",  # sample face photo for the synthetic corpus
         "matplotlib>=3.8",     # second sample face photo (and, later, report plots)
         "tqdm>=4.66",          # progress bars on long jobs
-        "tensorboardX>=2.6",   # TensorBoard event files (havic_jax/metric_writer.py), no TF
+        "tensorboardX>=2.6",   # TensorBoard event files (havic_jax/training/metric_writer.py), no TF
         "scikit-learn>=1.4",   # AP / AUC exactly as the eval protocol defines them
         "tensorflow-datasets>=4.9.9",  # TFDS builders (data_pipelines/tfds_builders.py), no TF
         "importlib_resources>=6",  # imported by tensorflow-datasets 4.9.x but not declared

@@ -39,7 +39,8 @@ from havic_jax import cli, detectors, sharding
 from havic_jax.models.config import model_config_from
 from havic_jax.models.havic import build_model
 from havic_jax.data.random_batches import synthetic_batches
-from havic_jax.training.train_step import create_sharded_state, unit_video
+from havic_jax.training.train_step import create_sharded_state
+from havic_jax.models.inputs import unit_video
 
 FLAGS = flags.FLAGS
 # Peak dense bf16 FLOP/s per chip (vendor figures, no sparsity), by a substring of device_kind.

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from havic_jax.detectors import havic_losses
-from havic_jax.data import masking
+from havic_jax.models import masking
 from havic_jax.models.config import ModelConfig
 from havic_jax.models.havic import HAVICPretrain
 

@@ -3,7 +3,7 @@
 import jax
 import numpy as np
 
-from havic_jax.data import masking
+from havic_jax.models import masking
 from havic_jax.models.config import ModelConfig
 
 CFG = ModelConfig()

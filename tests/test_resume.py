@@ -24,7 +24,8 @@ from havic_jax.models.config import model_config_from
 from havic_jax.models.havic import build_model
 from havic_jax.training.optimizer import make_optimizer
 from havic_jax.data.random_batches import synthetic_batches
-from havic_jax.training.train_step import abstract_state, pretrain_loss_fn
+from havic_jax.detectors.havic import pretrain_loss_fn
+from havic_jax.training.train_step import abstract_state
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 STEPS = 8

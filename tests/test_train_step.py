@@ -12,10 +12,11 @@ from configs import finetune_tiny, pretrain_tiny
 from havic_jax.training import builder, loop
 from havic_jax import detectors, sharding
 from havic_jax.models.config import model_config_from
-from havic_jax.data.masking import pretraining_masks
+from havic_jax.models.masking import pretraining_masks
 from havic_jax.models.havic import build_model, example_inputs
 from havic_jax.data.random_batches import synthetic_batches
-from havic_jax.training.train_step import pretrain_loss_fn, split_microbatches
+from havic_jax.detectors.havic import pretrain_loss_fn
+from havic_jax.training.train_step import split_microbatches
 
 # float32 on CPU: different meshes reduce in different orders.
 MESH_TOLERANCE = dict(rtol=2e-4, atol=2e-6)

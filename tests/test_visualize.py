@@ -7,7 +7,7 @@ import pytest
 
 from configs.tiny import tiny_model
 from havic_jax.training import visualize
-from havic_jax.data.masking import host_pretraining_masks
+from havic_jax.models.masking import host_pretraining_masks
 from havic_jax.models.config import model_config_from
 from havic_jax.models.patches import patchify_audio, patchify_video
 

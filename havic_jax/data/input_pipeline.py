@@ -28,7 +28,7 @@ import numpy as np
 
 from havic_jax.data import augment, pseudo_fakes, records
 from havic_jax import storage
-from havic_jax.data.masking import host_pretraining_masks, kept_per_group
+from havic_jax.models.masking import host_pretraining_masks, kept_per_group
 from havic_jax.media.clips import INT16_SCALE
 from havic_jax.media.fbank import audio_features as audio_features_of_wave
 from havic_jax.media.fbank import log_mel, normalise

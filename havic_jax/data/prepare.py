@@ -390,8 +390,8 @@ def prepare(dataset: str, source: str, output: storage.PathLike, workers: int = 
     logging.info("resuming: %d of %d shards already written", len(groups) - len(pending),
                  len(groups))
   if runner == "beam" and pending:
-    from data_pipelines import beam_prepare  # the [beam] extra
-    beam_prepare.run(out, len(groups), pending, options, beam_options)
+    from havic_jax.data import beam  # the [beam] extra
+    beam.run(out, len(groups), pending, options, beam_options)
     for i, group in pending.items():
       done[i] = finished_shard(out, i, len(groups), group)
       if done[i] is None:

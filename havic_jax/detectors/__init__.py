@@ -113,9 +113,9 @@ def loss_fn(model: nn.Module, cfg: ModelConfig, config: Any) -> Callable:
   info(config)
   name = detector_name(config)
   if name == HAVIC:
-    from havic_jax.training.train_step import finetune_loss_fn, pretrain_loss_fn
-    return (pretrain_loss_fn(model, cfg, config) if config.stage == "pretrain"
-            else finetune_loss_fn(model))
+    from havic_jax.detectors import havic
+    return (havic.pretrain_loss_fn(model, cfg, config) if config.stage == "pretrain"
+            else havic.finetune_loss_fn(model))
   return _module(name).loss_fn(model, cfg, config)
 
 
@@ -126,7 +126,7 @@ def window_scorer(cfg: ModelConfig, config: Any) -> Callable:
   name = detector_name(config)
   if name == HAVIC:
     from havic_jax.models.havic import build_model as build_havic
-    from havic_jax.training.train_step import unit_video
+    from havic_jax.models.inputs import unit_video
     model = build_havic(cfg, "finetune")
 
     def havic_scores(params, video, audio):

@@ -23,7 +23,7 @@ from havic_jax.detectors import havic_losses
 from havic_jax.detectors import features
 from havic_jax.models.classifier import ClassifierMLP
 from havic_jax.models.config import ModelConfig
-from havic_jax.training.train_step import unit_video
+from havic_jax.models.inputs import unit_video
 
 Array = jax.Array
 

@@ -18,7 +18,7 @@ from havic_jax.models import layers
 from havic_jax.models.config import ModelConfig
 from havic_jax.models.encoders import AudioEncoder, VideoEncoder
 from havic_jax.models.patches import audio_token_order
-from havic_jax.training.train_step import unit_video
+from havic_jax.models.inputs import unit_video
 
 Array = jax.Array
 

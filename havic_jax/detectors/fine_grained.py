@@ -28,7 +28,7 @@ from havic_jax.detectors import features
 from havic_jax.detectors.local_head import LocalInconsistencyHead
 from havic_jax.models import layers
 from havic_jax.models.config import ModelConfig
-from havic_jax.training.train_step import unit_video
+from havic_jax.models.inputs import unit_video
 
 Array = jax.Array
 

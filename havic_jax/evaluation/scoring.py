@@ -27,7 +27,7 @@ from havic_jax.models import layers
 from havic_jax.models.config import ModelConfig, model_config_from
 from havic_jax.models.havic import build_model
 from havic_jax.models.reference import param_shapes
-from havic_jax.training.train_step import unit_video
+from havic_jax.models.inputs import unit_video
 
 Array = jax.Array
 HEADS = {"overall": "logit", "audio": "audio_logit", "video": "video_logit"}

@@ -24,7 +24,8 @@ import numpy as np
 from absl import logging
 from flax import traverse_util
 
-from havic_jax.data import augment, input_pipeline, masking, pseudo_fakes
+from havic_jax.data import augment, input_pipeline, pseudo_fakes
+from havic_jax.models import masking
 from havic_jax.checkpoints import runs
 from havic_jax import detectors
 from havic_jax.training import builder
@@ -36,7 +37,8 @@ from havic_jax.models.config import ModelConfig
 from havic_jax.evaluation.metrics import binary_metrics
 from havic_jax.training.visualize import reconstruction_images
 from havic_jax.data.random_batches import local_batch_size, synthetic_batches
-from havic_jax.training.train_step import TrainState, unit_video
+from havic_jax.training.train_step import TrainState
+from havic_jax.models.inputs import unit_video
 
 
 def synthetic_corpus(path: pathlib.Path, num_videos: int, seed: int) -> pathlib.Path:

@@ -1,0 +1,97 @@
+"""The package's imports point down its layers (read from the source, nothing imported).
+
+Layers, lowest first; a module may import its own package and lower layers only (a binary may
+also run another binary):
+
+  foundation   cli, storage, sharding
+  media, models
+  data, detectors      (siblings: neither imports the other)
+  checkpoints
+  evaluation
+  training
+  binaries     main, eval, bench, aot, compare, export, convert
+
+``havic_jax`` never imports ``configs`` or ``data_pipelines`` (the configs and the command-line
+entry points stand above the package).
+"""
+
+import ast
+import pathlib
+import sys
+
+import pytest
+
+ROOT = pathlib.Path(__file__).resolve().parent.parent
+PACKAGE = "havic_jax"
+LAYERS = (
+    ("cli", "storage", "sharding"),
+    ("media", "models"),
+    ("data", "detectors"),
+    ("checkpoints",),
+    ("evaluation",),
+    ("training",),
+    ("main", "eval", "bench", "aot", "compare", "export", "convert"),
+)
+RANK = {part: rank for rank, parts in enumerate(LAYERS) for part in parts}
+
+
+def imported_modules(path: pathlib.Path):
+  """(line, dotted module) of every import in the file, top level or nested."""
+  tree = ast.parse(path.read_text(), str(path))
+  for node in ast.walk(tree):
+    if isinstance(node, ast.Import):
+      for alias in node.names:
+        yield node.lineno, alias.name
+    elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+      yield node.lineno, node.module
+      for alias in node.names:  # "from havic_jax import data" names a submodule
+        yield node.lineno, f"{node.module}.{alias.name}"
+
+
+def part_of(dotted: str):
+  """The top-level part of havic_jax a dotted name lies in (None: the package itself)."""
+  names = dotted.split(".")
+  return names[1] if len(names) > 1 and names[0] == PACKAGE else None
+
+
+def package_files():
+  return sorted((ROOT / PACKAGE).rglob("*.py"))
+
+
+def test_every_package_file_lies_in_a_layer():
+  parts = {path.relative_to(ROOT / PACKAGE).parts[0].removesuffix(".py")
+           for path in package_files()} - {"__init__"}
+  assert parts <= set(RANK), f"modules in no layer: {sorted(parts - set(RANK))}"
+
+
+def test_the_package_imports_point_down_its_layers():
+  wrong = []
+  for path in package_files():
+    relative = path.relative_to(ROOT / PACKAGE)
+    own = relative.parts[0].removesuffix(".py")
+    for line, module in imported_modules(path):
+      top = module.split(".")[0]
+      if top in ("configs", "data_pipelines"):
+        wrong.append(f"{relative}:{line} imports {module} (outside the package)")
+        continue
+      target = part_of(module)
+      if target is None or target not in RANK or own == "__init__" or target == own:
+        continue
+      if RANK[target] > RANK[own] or (RANK[target] == RANK[own] < len(LAYERS) - 1):
+        wrong.append(f"{relative}:{line} ({own}, layer {RANK[own]}) imports {module} "
+                     f"({target}, layer {RANK[target]})")
+  assert not wrong, "imports against the layers:\n" + "\n".join(sorted(set(wrong)))
+
+
+@pytest.mark.parametrize("source, expected", [
+    ("from havic_jax.training import loop\n", "imports havic_jax.training"),
+    ("from configs import common\n", "outside the package"),
+])
+def test_an_upward_import_is_found(tmp_path, monkeypatch, source, expected):
+  """The scan itself can fail: a planted upward import in a data module is reported."""
+  fake = tmp_path / PACKAGE / "data"
+  fake.mkdir(parents=True)
+  (fake / "planted.py").write_text(source)
+  monkeypatch.setattr(sys.modules[__name__], "ROOT", tmp_path)
+  with pytest.raises(AssertionError, match=expected):
+    test_the_package_imports_point_down_its_layers()
