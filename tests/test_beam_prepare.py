@@ -11,7 +11,7 @@ import sys
 
 import pytest
 
-from havic_jax.data import prepare
+from havic_jax.data import beam, prepare
 from havic_jax.data import sources
 from havic_jax import storage
 
@@ -49,7 +49,7 @@ def local(corpus, tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def beam(corpus, tmp_path_factory):
+def beam_run(corpus, tmp_path_factory):
   """(output directory, the command's stdout) of the CLI with --runner=beam, 2 processes."""
   output = tmp_path_factory.mktemp("beam")
   result = subprocess.run(
@@ -61,9 +61,9 @@ def beam(corpus, tmp_path_factory):
   return output, result.stdout
 
 
-def test_beam_writes_the_local_files_and_reports_the_corrupt_video(corpus, local, beam):
+def test_beam_writes_the_local_files_and_reports_the_corrupt_video(corpus, local, beam_run):
   local_files, local_manifest = output_files(local)
-  beam_files, beam_manifest = output_files(beam[0])
+  beam_files, beam_manifest = output_files(beam_run[0])
   assert sorted(beam_files) == sorted(local_files)  # no listing left behind
   assert len([name for name in local_files if name.endswith(".array_record")]) == 3
   for name, data in local_files.items():
@@ -76,12 +76,12 @@ def test_beam_writes_the_local_files_and_reports_the_corrupt_video(corpus, local
   [rejected] = beam_manifest["rejected"]
   assert (rejected["video_id"], rejected["reason"]) == (corrupt.video_id, "unreadable")
   assert corrupt.path in rejected["message"]
-  assert "1 videos rejected (1 unreadable)" in beam[1]
+  assert "1 videos rejected (1 unreadable)" in beam_run[1]
 
 
-def test_rerun_does_nothing_and_an_interrupted_run_resumes(corpus, local, beam, tmp_path):
+def test_rerun_does_nothing_and_an_interrupted_run_resumes(corpus, local, beam_run, tmp_path):
   output = tmp_path / "resumed"
-  shutil.copytree(beam[0], output)
+  shutil.copytree(beam_run[0], output)
   shards = sorted(output.glob("*.array_record"))
   written = sorted(output.glob("clips-*"))
   stamps = {p: p.stat().st_mtime_ns for p in written}
