@@ -1,33 +1,116 @@
-"""Shared config pieces: the spec's training constants (HAVIC.md §5, §8, §11), each once.
+"""Shared config pieces, each value once: the model sizes, the spec's training constants
+(HAVIC.md §5, §8, §11), the detector options, the mesh; and the argument parser of the config
+files.
 
-Config files (``pretrain_base.py`` ...) assemble these with their sizes; model sizes default to
-the paper's base model (``havic_jax.models.config.ModelConfig``).
+Config files take ``k=v,k=v`` arguments after a colon (``ml_collections.config_flags`` passes the
+text after ':' to ``get_config``), e.g. ``--config=configs/havic.py:stage=pretrain,size=base``.
+Every detector file (``havic.py``, ``consistency.py``, ``voice_face.py``, ``fine_grained.py``,
+``fakeout.py``) takes ``stage`` and ``size`` and returns :func:`detector_config`. Configs import
+only ``ml_collections``, the standard library and this module.
 """
 
-import dataclasses
+from typing import Any, Optional, Sequence
 
 import ml_collections
 
-from havic_jax.data import augment, pseudo_fakes
-from havic_jax import detectors
-from havic_jax.models.config import ModelConfig
+STAGES = ("pretrain", "finetune")
+
+# The paper's base model (spec §1–§9), every ``havic_jax.models.config.ModelConfig`` field.
+# ModelConfig's field defaults hold the same values because they fill the fields a config.json
+# or export written before a field existed lacks; tests/test_configs.py checks that these sizes
+# build exactly ``ModelConfig()``.
+BASE_MODEL = {
+    # Video input (spec §1-§2): [B, num_frames, image_size, image_size, 3] in [0, 1].
+    "num_frames": 16, "image_size": 224, "patch_size": 16, "tubelet_size": 2,
+    # Audio input: normalised fbank [B, audio_frames (10 ms frames), mel_bins].
+    "audio_frames": 1024, "mel_bins": 128, "audio_patch_size": 16,
+    # Temporal segments T per stream (spec §2); audio_segments None follows config.compat
+    # ("reference": frequency bands, "paper": time segments).
+    "num_segments": 8, "audio_segments": None,
+    # Encoders (spec §4).
+    "width": 768, "depth": 12, "num_heads": 12, "mlp_ratio": 4.0, "tap_layers": (3, 6, 9, 12),
+    "video_drop_path": 0.1, "audio_drop_path": 0.0, "layer_norm_eps": 1e-5,
+    # Audio-visual interaction module (spec §6).
+    "interaction_heads": 8,
+    # Hierarchical reconstruction decoders (spec §7).
+    "decoder_width": 384, "decoder_depth": 4, "decoder_heads": 6,
+    "video_decoder_drop_path": 0.1, "audio_decoder_drop_path": 0.0,
+    # Cross-modal semantic decoders (spec §7).
+    "cross_decoder_heads": 12,
+    # Fine-tuning heads (spec §9).
+    "reducer_hidden": 128, "classifier_hidden": (1536, 768), "classifier_dropout": (0.1, 0.2),
+    # Numerics, memory and compilation: remat_policy names a jax.checkpoint_policies entry
+    # (used when remat); scan_layers runs the encoder blocks between taps as one nn.scan.
+    "dtype": "float32", "attention_impl": None, "remat": False,
+    "remat_policy": "nothing_saveable", "scan_layers": False,
+}
+# The tiny model (tests, demo): 16 frames of 32×32 (8×4×4 video tokens), 128×64 fbank (8×16
+# audio tokens), width 64, two encoder layers tapped after layers 1 and 2, two decoder blocks.
+TINY_MODEL = dict(
+    BASE_MODEL, image_size=32, patch_size=8, audio_frames=128, mel_bins=64, audio_patch_size=8,
+    width=64, depth=2, num_heads=4, tap_layers=(1, 2), interaction_heads=4,
+    cross_decoder_heads=4, decoder_width=32, decoder_depth=2, decoder_heads=2,
+    reducer_hidden=16, classifier_hidden=(64, 32))
+MODELS = {"tiny": TINY_MODEL, "base": BASE_MODEL}
+SIZES = tuple(MODELS)
+
+# ``config.detector``: the detector's name (``havic_jax.detectors.DETECTORS``) and options.
+# embed_dim: embedding width of the consistency and voice–face spaces; num_identities: identity
+# classes of the voice–face pretraining heads (0: the training loop counts the training data's
+# identities); dropout: of the FakeOut MLP.
+DETECTOR_OPTIONS = {"name": "havic", "embed_dim": 128, "num_identities": 0, "dropout": 0.0}
+
+# Fine-tuning augmentations (spec §11, havic_jax.data.augment) at the base input size: the
+# widest masks, floor(U(0, 20)) mel bins and floor(U(0, 100)) frames of 10 ms.
+FREQ_MASK = 20
+TIME_MASK = 100
+# Temporally-local pseudo-fakes (havic_jax.data.pseudo_fakes): the share of clips that become
+# pseudo-fakes, the shortest / longest span as a share of the clip's units (video frames) and
+# the shortest span in units whatever r_min gives.
+PSEUDO_FAKES = {"probability": 0.5, "r_min": 0.0, "r_max": 1.0, "min_units": 2}
+
+# The mesh axes (data, fsdp, tensor) batches are split over.
+BATCH_AXES = ("data", "fsdp")
 
 
-def model_config(**overrides) -> ml_collections.ConfigDict:
-  """The model section: base-model sizes from ``ModelConfig`` with ``overrides``.
-
-  ``audio_segments=None`` means "follow ``config.compat``"."""
-  values = dataclasses.asdict(ModelConfig())
-  values["audio_segments"] = None
-  values.update(overrides)
+def parse_arg(arg: Optional[str], **defaults: Any) -> ml_collections.ConfigDict:
+  """``"k=v,k=v"`` (``get_config``'s argument; None or "" for none) -> a ConfigDict of the
+  ``defaults``' keys, each value converted to its default's type (bool: "true"/"false")."""
+  values = dict(defaults)
+  for token in filter(None, (arg or "").split(",")):
+    key, sep, text = token.partition("=")
+    if not sep or key not in defaults:
+      raise ValueError(f"config argument {token!r}: expected k=v with k one of "
+                       f"{sorted(defaults)}")
+    kind = type(defaults[key])
+    if kind is bool:
+      if text.lower() not in ("true", "false"):
+        raise ValueError(f"config argument {key} takes true or false, got {text!r}")
+      values[key] = text.lower() == "true"
+    else:
+      values[key] = kind(text)
   return ml_collections.ConfigDict(values)
 
 
+def one_of(name: str, value: str, choices: Sequence[str]) -> str:
+  """``value`` if it is in ``choices`` (else ValueError naming the config argument)."""
+  if value not in choices:
+    raise ValueError(f"config argument {name} must be one of {tuple(choices)}, got {value!r}")
+  return value
+
+
+def model_config(size: str = "base", **overrides: Any) -> ml_collections.ConfigDict:
+  """The model section: ``MODELS[size]`` with ``overrides``."""
+  return ml_collections.ConfigDict(dict(MODELS[one_of("size", size, SIZES)], **overrides))
+
+
 def mesh_and_rules(config: ml_collections.ConfigDict) -> None:
-  """Device mesh (-1 takes the remaining devices) and logical-axis -> mesh-axis rules."""
-  config.mesh = ml_collections.ConfigDict({"data": -1, "fsdp": 1, "tensor": 1})
+  """Device mesh (-1 takes the remaining devices; batches split over ``batch_axes``) and
+  logical-axis -> mesh-axis rules (the ``batch`` activations on the same axes)."""
+  config.mesh = ml_collections.ConfigDict(
+      {"data": -1, "fsdp": 1, "tensor": 1, "batch_axes": BATCH_AXES})
   config.sharding_rules = (
-      ("batch", ("data", "fsdp")),
+      ("batch", BATCH_AXES),
       ("embed", "fsdp"),
       ("mlp", "tensor"),
       ("heads", "tensor"),
@@ -66,7 +149,8 @@ def data_config(stage: str) -> ml_collections.ConfigDict:
 
 
 def base_config(stage: str) -> ml_collections.ConfigDict:
-  """Everything but the sizes, for ``stage`` = "pretrain" or "finetune"."""
+  """Everything but the sizes and the run length, for ``stage`` = "pretrain" or "finetune"."""
+  one_of("stage", stage, STAGES)
   config = ml_collections.ConfigDict()
   config.stage = stage
   # "reference" reproduces the released code; "paper" follows the paper where they differ
@@ -79,7 +163,7 @@ def base_config(stage: str) -> ml_collections.ConfigDict:
   # (activation memory of batch_size / grad_accumulation_steps samples).
   config.grad_accumulation_steps = 1
   config.data = data_config(stage)
-  config.detector = detectors.detector_options()
+  config.detector = ml_collections.ConfigDict(DETECTOR_OPTIONS)
   # Orbax checkpoints in WORKDIR/checkpoints: an async save every `every_steps` (and at the
   # end, and on SIGTERM); keep the last `keep` plus the best `keep_best` by `best_metric`.
   config.checkpoint = ml_collections.ConfigDict({
@@ -116,17 +200,12 @@ def base_config(stage: str) -> ml_collections.ConfigDict:
         "reconstruction_masked_only": None,
     })
   else:
-    # Fine-tuning augmentations (spec §11, havic_jax.data.augment): the video chain, the audio masks
-    # and noise, and the widest masks (mel bins, 10 ms frames) for the 128 × 1024 input.
+    # The video chain, the audio masks and noise (havic_jax.data.augment).
     config.augment = ml_collections.ConfigDict({
-        "video": True, "audio": True,
-        "freq_mask": augment.FREQ_MASK, "time_mask": augment.TIME_MASK,
+        "video": True, "audio": True, "freq_mask": FREQ_MASK, "time_mask": TIME_MASK,
     })
     # Temporally-local pseudo-fakes (fine-grained detector; havic_jax.data.pseudo_fakes).
-    config.pseudo_fakes = ml_collections.ConfigDict({
-        "enabled": False, "probability": pseudo_fakes.PROBABILITY, "r_min": pseudo_fakes.R_MIN,
-        "r_max": pseudo_fakes.R_MAX, "min_units": pseudo_fakes.MIN_UNITS,
-    })
+    config.pseudo_fakes = ml_collections.ConfigDict(dict(PSEUDO_FAKES, enabled=False))
     config.optimizer.update({
         "pretrained_learning_rate": 1e-5,  # encoders + interaction module
         "new_learning_rate": 1e-4,         # reducers, pools, classifiers
@@ -134,3 +213,67 @@ def base_config(stage: str) -> ml_collections.ConfigDict:
         "learning_rate_floor": 1e-9,
     })
   return config
+
+
+def havic_config(stage: str, size: str) -> ml_collections.ConfigDict:
+  """HAVIC's ``stage`` with the ``size`` model and its run: "base" at the paper's batch sizes
+  and lengths, "tiny" in seconds on a CPU on the synthetic corpus the project generates."""
+  config = base_config(stage)
+  config.model = model_config(size)
+  if size == "base":
+    if stage == "pretrain":
+      config.batch_size = 112
+      config.num_steps = 200 * 400  # 200 epochs of LRS2 (about 45k clips) at batch 112
+    else:
+      config.batch_size = 32
+      config.num_steps = 50 * 500  # 50 epochs of the FakeAVCeleb training split at batch 32
+      config.optimizer.restart_every_steps = 10 * 500
+    return config
+  config.batch_size = 8
+  config.num_steps = 20
+  config.log_every = 1
+  config.data.source = "synthetic_corpus"
+  if stage == "finetune":  # the audio masks keep their share of the smaller fbank
+    config.augment.freq_mask = FREQ_MASK * config.model.mel_bins // BASE_MODEL["mel_bins"]
+    config.augment.time_mask = (TIME_MASK * config.model.audio_frames
+                                // BASE_MODEL["audio_frames"])
+  tiny_optimizer(config)
+  return config
+
+
+def tiny_optimizer(config: ml_collections.ConfigDict) -> None:
+  """Learning rates for the tiny model. Fine-tuning: at 32×32 the tiny model learns the
+  synthetic fakes' visual traces within a few hundred CPU steps only without classifier
+  dropout, weight decay and the video augmentations; the base configs keep the spec's values."""
+  if config.stage == "pretrain":
+    config.optimizer.peak_learning_rate = 1e-3
+    return
+  config.optimizer.restart_every_steps = 400
+  config.optimizer.pretrained_learning_rate = 3e-4
+  config.optimizer.new_learning_rate = 3e-3
+  config.model.classifier_dropout = (0.0, 0.0)
+  config.optimizer.weight_decay = 0.0
+  config.augment.video = False
+
+
+def detector_config(name: str, stage: str, size: str) -> ml_collections.ConfigDict:
+  """Detector ``name``'s ``stage`` at ``size`` (``havic_config``'s model, optimiser and run).
+  The detectors other than HAVIC train on the train split with validation AUC on the test
+  split (every 100 steps tiny, 500 base) and keep the best checkpoint by it."""
+  config = havic_config(stage, size)
+  config.detector.name = name
+  if name != DETECTOR_OPTIONS["name"]:
+    config.data.split = "train"
+    config.eval_every = 100 if size == "tiny" else 500
+    config.checkpoint.best_metric = "eval/auc"
+    config.image_every = 0
+  return config
+
+
+def detector_args(arg: Optional[str], stages: Sequence[str]) -> ml_collections.ConfigDict:
+  """A detector file's arguments ``stage`` (one of ``stages``, default the first) and
+  ``size`` (one of ``SIZES``, default "base")."""
+  args = parse_arg(arg, stage=stages[0], size="base")
+  one_of("stage", args.stage, stages)
+  one_of("size", args.size, SIZES)
+  return args

@@ -1,10 +1,7 @@
-"""Intra-/cross-modal consistency detector, tiny: unsupervised training on real clips, batches of
-4 identities × 2 clips from different videos."""
+"""The same as ``configs/consistency.py:size=tiny``."""
 
-from configs.detectors import tiny_detector_config
+from configs import consistency
 
 
 def get_config():
-  config = tiny_detector_config("consistency", "pretrain")
-  config.data.clips_per_identity = 2
-  return config
+  return consistency.get_config("size=tiny")

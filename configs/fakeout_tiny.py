@@ -1,8 +1,7 @@
-"""FakeOut-style detector, tiny: pooled audio and video features and an MLP (512 → 128),
-fine-tuned on labelled clips; scored per face track over up to 9 clips per video."""
+"""The same as ``configs/fakeout.py:size=tiny``."""
 
-from configs.detectors import tiny_detector_config
+from configs import fakeout
 
 
 def get_config():
-  return tiny_detector_config("fakeout", "finetune")
+  return fakeout.get_config("size=tiny")

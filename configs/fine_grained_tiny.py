@@ -1,10 +1,7 @@
-"""Fine-grained inconsistency detector, tiny: the spatially-local head, fine-tuned with
-temporally-local pseudo-fakes (probability 0.5)."""
+"""The same as ``configs/fine_grained.py:size=tiny``."""
 
-from configs.detectors import tiny_detector_config
+from configs import fine_grained
 
 
 def get_config():
-  config = tiny_detector_config("fine_grained", "finetune")
-  config.pseudo_fakes.enabled = True
-  return config
+  return fine_grained.get_config("size=tiny")

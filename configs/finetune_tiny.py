@@ -1,7 +1,7 @@
-"""Tiny HAVIC fine-tuning: the classifier on the tiny model, seconds on a CPU."""
+"""The same as ``configs/havic.py:stage=finetune,size=tiny``."""
 
-from configs.tiny import tiny_config
+from configs import havic
 
 
 def get_config():
-  return tiny_config("finetune")
+  return havic.get_config("stage=finetune,size=tiny")

@@ -1,7 +1,7 @@
-"""Tiny HAVIC pretraining: the same code path as the base model, seconds on a CPU."""
+"""The same as ``configs/havic.py:stage=pretrain,size=tiny``."""
 
-from configs.tiny import tiny_config
+from configs import havic
 
 
 def get_config():
-  return tiny_config("pretrain")
+  return havic.get_config("stage=pretrain,size=tiny")

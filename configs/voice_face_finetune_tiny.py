@@ -1,9 +1,7 @@
-"""Voice–face matching (VFD) fine-tuning, tiny: the Real-Fake Contrastive loss on labelled
-clips. Start from a pretraining run with ``--config.init_from=PRETRAIN_WORKDIR`` (its encoders
-and heads: ``havic_jax.training.loop`` loads the modules both models have)."""
+"""The same as ``configs/voice_face.py:stage=finetune,size=tiny``."""
 
-from configs.detectors import tiny_detector_config
+from configs import voice_face
 
 
 def get_config():
-  return tiny_detector_config("voice_face", "finetune")
+  return voice_face.get_config("stage=finetune,size=tiny")

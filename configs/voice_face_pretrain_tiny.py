@@ -1,10 +1,7 @@
-"""Voice–face matching (VFD) pretraining, tiny: identity classifiers and the voice–face InfoNCE
-on real clips, batches of 4 identities × 2 clips from different videos."""
+"""The same as ``configs/voice_face.py:stage=pretrain,size=tiny``."""
 
-from configs.detectors import tiny_detector_config
+from configs import voice_face
 
 
 def get_config():
-  config = tiny_detector_config("voice_face", "pretrain")
-  config.data.clips_per_identity = 2
-  return config
+  return voice_face.get_config("stage=pretrain,size=tiny")

@@ -31,7 +31,7 @@ from absl import app, flags
 
 from configs import common
 from havic_jax import cli
-from havic_jax.data import input_pipeline
+from havic_jax.data import input_pipeline, records
 from havic_jax.models.config import ModelConfig
 
 FLAGS = flags.FLAGS
@@ -44,6 +44,7 @@ def time_preparation(videos: pathlib.Path, output: pathlib.Path, workers: int,
   ``runner`` ("beam": the DirectRunner in multi-processing mode); returns clips/s. The local
   runner hands each process whole shards, so ``videos_per_shard`` must leave a shard for
   every worker; Beam spreads single videos."""
+  from data_pipelines.prepare import shard_runner
   from havic_jax.data import prepare
   beam_options = (f"--runner=DirectRunner --direct_num_workers={workers} "
                   f"--direct_running_mode=multi_processing")
@@ -51,7 +52,7 @@ def time_preparation(videos: pathlib.Path, output: pathlib.Path, workers: int,
   manifest = prepare.prepare("fakeavceleb", str(videos), str(output), workers=workers,
                              videos_per_shard=videos_per_shard,
                              options=prepare.PrepareOptions(detect_every=detect_every),
-                             runner=runner, beam_options=beam_options)
+                             run_shards=shard_runner(runner, beam_options))
   seconds = time.perf_counter() - started
   clips = manifest["counts"]["clips"]
   return {"stage": "prepare", "runner": runner, "detect_every": detect_every,
@@ -82,12 +83,11 @@ def stage_times(videos: Sequence[pathlib.Path]) -> Dict[str, Any]:
   (``read_media``, every frame), face detection (MTCNN on the clip's 16 frames), the rest of
   ``extract_clips`` (frame selection, crop and resize to 224²), JPEG encoding of the record,
   and the fbank the loader computes from the clip's audio."""
-  from havic_jax.data import records
   from havic_jax.media import fbank
   from havic_jax.media.clips import extract_clips
   from havic_jax.media.decode import read_media
-  from havic_jax.media.faces import mtcnn_detector
-  mtcnn = mtcnn_detector()
+  from havic_jax.media.faces import mtcnn_detector, process_detector
+  mtcnn = process_detector(mtcnn_detector)
   totals = dict.fromkeys(("decode", "detect", "crop_resize", "jpeg", "fbank"), 0.0)
   clips = 0
 
@@ -144,8 +144,9 @@ def crop_agreement(videos: Sequence[pathlib.Path], variants: Sequence[str]
   minimum), mean absolute pixel difference of the 224² crops, and clips kept differently."""
   from havic_jax.media.faces import (NoFaceError, centre_detector, crop_faces,
                                      interpolated_boxes, keyframes, mtcnn_detector,
-                                     nearest_detected, scaled_box)
-  recorded = [clip for video in videos for clip in _recorded_clips(video, mtcnn_detector())]
+                                     nearest_detected, process_detector, scaled_box)
+  mtcnn = process_detector(mtcnn_detector)
+  recorded = [clip for video in videos for clip in _recorded_clips(video, mtcnn)]
   centre = centre_detector()
   results = []
   for variant in variants:
@@ -180,7 +181,7 @@ def crop_agreement(videos: Sequence[pathlib.Path], variants: Sequence[str]
   return results
 
 
-def time_loader(data: input_pipeline.PreparedData, stage: str, workers: int, batch_size: int,
+def time_loader(data: records.PreparedData, stage: str, workers: int, batch_size: int,
                 batches: int) -> Dict[str, Any]:
   """samples/s of ``batches`` training batches after one warm-up batch."""
   pretrain = common.base_config("pretrain").pretrain
@@ -221,7 +222,7 @@ def run(prepared: str, videos: int, prepare_workers: int, workers: Sequence[int]
           results.append(time_preparation(corpus, pathlib.Path(prepared), prepare_workers,
                                           runner, every, videos_per_shard))
     if batches:
-      data = input_pipeline.open_prepared(prepared)
+      data = records.open_prepared(prepared)
       for stage in stages:
         for count in workers:
           results.append(time_loader(data, stage, count, batch_size, batches))

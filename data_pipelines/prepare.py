@@ -7,16 +7,27 @@
 
 import os
 import time
-from typing import Sequence
+from typing import Optional, Sequence
 
 from absl import app, flags
 
 from havic_jax import cli, storage
 from havic_jax.data import records
-from havic_jax.data.prepare import CROPS, MANIFEST, RUNNERS, PrepareOptions, prepare
-from havic_jax.data.sources import READERS
+from havic_jax.data.prepare import CROPS, PrepareOptions, ShardRunner, prepare
+from havic_jax.data.sources import FAKEAVCELEB_SPLIT_SEED, READERS
 
 FLAGS = flags.FLAGS
+RUNNERS = ("local", "beam")  # this machine's worker processes, or an Apache Beam pipeline
+
+
+def shard_runner(runner: str, beam_options: str = "") -> Optional[ShardRunner]:
+  """The shard runner ``prepare`` takes for ``--runner`` (None: the local one)."""
+  if runner not in RUNNERS:
+    raise ValueError(f"--runner must be one of {RUNNERS}, got {runner!r}")
+  if runner == "local":
+    return None
+  from havic_jax.data import beam  # the [beam] extra
+  return beam.runner(beam_options)
 
 
 def main(argv: Sequence[str]) -> None:
@@ -27,7 +38,7 @@ def main(argv: Sequence[str]) -> None:
                            FLAGS.crop, FLAGS.detect_every)
   manifest = prepare(FLAGS.dataset, FLAGS.input, FLAGS.output, FLAGS.workers,
                      FLAGS.videos_per_shard, options, FLAGS.split_seed, FLAGS.split_by,
-                     FLAGS.runner, FLAGS.beam_options, FLAGS.input_uri)
+                     shard_runner(FLAGS.runner, FLAGS.beam_options), FLAGS.input_uri)
   counts = manifest["counts"]
   elapsed = time.time() - started
   reasons = ", ".join(f"{n} {code}" for code, n in counts["rejected_by_reason"].items() if n)
@@ -35,7 +46,7 @@ def main(argv: Sequence[str]) -> None:
         f"in {len(manifest['shards'])} shards -> {FLAGS.output} ({elapsed:.1f} s)")
   if counts["videos_rejected"]:
     print(f"{counts['videos_rejected']} videos rejected ({reasons}); see 'rejected' in "
-          f"{storage.path(FLAGS.output) / MANIFEST}")
+          f"{storage.path(FLAGS.output) / records.MANIFEST}")
 
 
 def define_flags() -> None:
@@ -75,7 +86,7 @@ def define_flags() -> None:
                        "frames (and its last) and interpolate the boxes in between: about k "
                        "times less detection time (1: every frame; BENCHMARKS.md has the crop "
                        "agreement for k = 2, 4).", lower_bound=1)
-  flags.DEFINE_integer("split_seed", 0, "Seed of FakeAVCeleb's 70/30 split.")
+  flags.DEFINE_integer("split_seed", FAKEAVCELEB_SPLIT_SEED, "Seed of FakeAVCeleb's 70/30 split.")
   flags.DEFINE_enum("split_by", "video", ["video", "identity"],
                     "FakeAVCeleb's 70/30 split draws videos (paper) or source identities.")
   flags.mark_flags_as_required(["dataset", "input", "output"])

@@ -29,7 +29,7 @@ from absl import app, flags
 from ml_collections import config_flags
 
 from havic_jax import bench, cli, sharding
-from havic_jax.training import builder, loop
+from havic_jax.training import builder
 
 FLAGS = flags.FLAGS
 GiB = 2 ** 30
@@ -71,6 +71,13 @@ def topology_devices(topology: str) -> List[Any]:
     return list(topologies.get_topology_desc(platform="tpu", topology_name=topology).devices)
   except Exception as error:  # libtpu's messages span lines; keep the first
     raise AotError(f"topology {topology!r}: {str(error).splitlines()[0]}") from error
+
+
+def batch_shards(mesh_config: Any, num_devices: int) -> int:
+  """How many shards a global batch splits into on ``num_devices``: the product of the sizes
+  of the mesh axes ``mesh_config.batch_axes`` (``config.mesh``)."""
+  sizes = dict(zip(sharding.MESH_AXES, sharding.mesh_shape(mesh_config, num_devices)))
+  return math.prod(sizes[axis] for axis in mesh_config.batch_axes)
 
 
 def per_chip_bytes(tree: Any) -> int:
@@ -208,10 +215,9 @@ def compile_step(config: Any, topology: str, per_chip_batch: int
   config = config.copy_and_resolve_references()
   config.unlock()
   mesh_sizes = sharding.mesh_shape(config.mesh, len(devices))
-  shards = mesh_sizes[0] * mesh_sizes[1]
-  config.batch_size = per_chip_batch * shards
-  loop.with_identity_count(config, None)
+  config.batch_size = per_chip_batch * batch_shards(config.mesh, len(devices))
   training = builder.build(config, sharding.make_mesh(config.mesh, devices))
+  config = training.config
   state = training.abstract_state()
   batch = training.batch_spec(config.batch_size)
   hbm = HBM_BYTES[generation(topology)]
@@ -331,14 +337,14 @@ def main(argv: Sequence[str]) -> None:
   try:
     devices = topology_devices(FLAGS.topology)
     shape = sharding.mesh_shape(config.mesh, len(devices))
-    shards = shape[0] * shape[1]
+    shards = batch_shards(config.mesh, len(devices))
     per_chip = FLAGS.per_chip_batch
     if per_chip is None and (FLAGS.batch is not None or not FLAGS.find_batch):
       # --batch, or the config's batch_size
       global_batch = config.batch_size if FLAGS.batch is None else FLAGS.batch
       if global_batch % shards:
         raise AotError(f"a global batch of {global_batch} does not split over the {shards} "
-                       f"batch shards (data × fsdp) of mesh "
+                       f"batch shards ({' × '.join(config.mesh.batch_axes)}) of mesh "
                        f"{dict(zip(sharding.MESH_AXES, shape))}")
       per_chip = global_batch // shards
     if FLAGS.find_batch:
@@ -356,10 +362,7 @@ def main(argv: Sequence[str]) -> None:
           file.write(hlo)
   except AotError as error:
     raise app.UsageError(str(error)) from None
-  if FLAGS.output:
-    with open(FLAGS.output, "w") as file:
-      json.dump(result, file, indent=1)
-    print(f"wrote {FLAGS.output}")
+  bench.write_output(result, FLAGS.output)
 
 
 def define_flags() -> None:

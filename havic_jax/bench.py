@@ -6,8 +6,9 @@
 
 ``--mode=train`` times the training step of the config's stage and detector, as the training
 loop builds it (``builder.build``), on the config's mesh;
-``--mode=forward`` times the fine-tuning classifier's forward pass (one window per sample: the
-eval binary's unit of work). Batches are random arrays of the model's input shapes
+``--mode=forward`` times the forward pass of the detector's window scorer for the config's stage
+(one window per sample: the eval binary's unit of work; HAVIC's is its fine-tuned classifier,
+so give it a fine-tuning config). Batches are random arrays of the model's input shapes
 (``--data=random``) or come from the config's real input pipeline (``--data=pipeline``, which
 also reports the share of wall time spent waiting for data).
 
@@ -26,21 +27,15 @@ import platform
 import time
 from typing import Any, Callable, Dict, Iterator, Optional, Sequence, Tuple
 
-import flax.linen as nn
 import jax
 import numpy as np
-import optax
 from absl import app, flags
 from jax.extend import core as jax_core
 from ml_collections import config_flags
 
+from havic_jax import cli, detectors, sharding, storage
 from havic_jax.training import builder, loop
-from havic_jax import cli, detectors, sharding
-from havic_jax.models.config import model_config_from
-from havic_jax.models.havic import build_model
 from havic_jax.data.random_batches import synthetic_batches
-from havic_jax.training.train_step import create_sharded_state
-from havic_jax.models.inputs import unit_video
 
 FLAGS = flags.FLAGS
 # Peak dense bf16 FLOP/s per chip (vendor figures, no sparsity), by a substring of device_kind.
@@ -101,20 +96,21 @@ def matmul_flops(jaxpr: Any) -> float:
   return total
 
 
-def _forward_step(config: Any, mesh: Any) -> tuple:
-  """(jitted forward, params, batch iterator factory) of the fine-tuning classifier."""
-  cfg = model_config_from(config.model, config.compat)
-  model = build_model(cfg, "finetune")
-  rules = tuple(tuple(rule) for rule in config.sharding_rules)
-  with jax.set_mesh(mesh), nn.logical_axis_rules(rules):  # parameters only: no optimiser state
-    state, shardings = create_sharded_state(model, cfg, "finetune", optax.set_to_zero(),
-                                            jax.random.PRNGKey(0), mesh, rules)
-
-  def forward(params, batch):
-    return model.apply({"params": params}, unit_video(batch["video"]), batch["audio"])["logit"]
-  jitted = jax.jit(forward, in_shardings=(shardings.params, sharding.batch_sharding(mesh)),
-                   out_shardings=sharding.replicated(mesh))
-  return jitted, state.params, cfg
+def forward_step(training: builder.Training) -> Tuple[Callable, Any]:
+  """(jitted ``(params, global batch) -> window outputs`` of the detector's scorer
+  (``detectors.window_scorer``, the eval binary's unit of work), freshly initialised
+  parameters in their shardings) of ``training``'s model."""
+  config = training.config
+  scorer = detectors.window_scorer(training.cfg, detectors.detector_name(config), config.stage,
+                                   detectors.options_of(config))
+  param_shardings = training.shardings.params
+  with training.scope():  # parameters only: the optimiser state is never materialised
+    params = jax.jit(lambda key: training.init(key).params, out_shardings=param_shardings)(
+        jax.random.PRNGKey(config.seed))
+  forward = lambda params, batch: scorer(params, batch["video"], batch["audio"])
+  jitted = jax.jit(forward, in_shardings=(param_shardings, training.batch_sharding),
+                   out_shardings=sharding.replicated(training.mesh))
+  return jitted, params
 
 
 def run(config: Any, batch_size: int, steps: int, warmup: int, mode: str, data: str,
@@ -124,30 +120,21 @@ def run(config: Any, batch_size: int, steps: int, warmup: int, mode: str, data: 
   config = config.copy_and_resolve_references()
   config.unlock()
   config.batch_size = batch_size
-  stage = config.stage if mode == "train" else "finetune"
-  mesh = sharding.make_mesh(config.mesh)
-  rules = tuple(tuple(rule) for rule in config.sharding_rules)
-  cfg = model_config_from(config.model, config.compat)
-  if data == "pipeline":
-    prepared = loop.open_training_data(config, workdir)
-    batches = loop.training_iterator(prepared, config, cfg)
-  else:
-    batches = synthetic_batches(cfg, stage, batch_size, config.seed)
-
+  prepared = loop.open_training_data(config, workdir) if data == "pipeline" else None
+  training = builder.build(config, sharding.make_mesh(config.mesh), prepared)
+  config, cfg = training.config, training.cfg
+  batches = (loop.training_iterator(prepared, config, cfg) if prepared is not None else
+             synthetic_batches(cfg, config.stage, batch_size, config.seed))
   if mode == "train":
-    loop.with_identity_count(config, prepared if data == "pipeline" else None)
-    training = builder.build(config, mesh)
     with training.scope():
-      state = training.init(jax.random.PRNGKey(config.seed))
-    step_fn = training.step
-    call: Callable = lambda state, batch: step_fn(state, batch)
-    carry = state
+      carry = training.init(jax.random.PRNGKey(config.seed))
+    step_fn = call = training.step
   else:
-    step_fn, carry, cfg = _forward_step(config, mesh)
+    step_fn, carry = forward_step(training)
     call = lambda params, batch: (params, step_fn(params, batch))
 
-  first = sharding.global_batch(next(batches), mesh)
-  with jax.set_mesh(mesh), nn.logical_axis_rules(rules):
+  first = training.global_batch(next(batches))
+  with training.scope():
     started = time.perf_counter()
     lowered = step_fn.lower(carry, first)
     compiled = lowered.compile()
@@ -165,7 +152,7 @@ def run(config: Any, batch_size: int, steps: int, warmup: int, mode: str, data: 
       jax.profiler.start_trace(profile_dir)
     started = time.perf_counter()
     if index:
-      batch = sharding.global_batch(next(batches), mesh)
+      batch = training.global_batch(next(batches))
     fetched = time.perf_counter()
     carry, out = call(carry, batch)
     jax.block_until_ready(out)
@@ -182,9 +169,8 @@ def run(config: Any, batch_size: int, steps: int, warmup: int, mode: str, data: 
   achieved = model_flops * batch_size / median / jax.device_count()
   stats = device.memory_stats() or {}
   return {
-      "config": {"stage": stage, "mode": mode, "batch_size": batch_size,
-                 "detector": (detectors.detector_name(config) if mode == "train"
-                              else detectors.HAVIC),
+      "config": {"stage": config.stage, "mode": mode, "batch_size": batch_size,
+                 "detector": detectors.detector_name(config),
                  "dtype": cfg.dtype, "attention_impl": cfg.attention_impl, "remat": cfg.remat,
                  "remat_policy": cfg.remat_policy, "scan_layers": cfg.scan_layers,
                  "grad_accumulation_steps": config.grad_accumulation_steps,
@@ -246,10 +232,15 @@ def main(argv: Sequence[str]) -> None:
   result = run(config, FLAGS.batch or config.batch_size, FLAGS.steps, FLAGS.warmup, FLAGS.mode,
                FLAGS.data, profile_dir=FLAGS.profile)
   print(table(result))
-  if FLAGS.output:
-    with open(FLAGS.output, "w") as file:
-      json.dump(result, file, indent=1)
-    print(f"wrote {FLAGS.output}")
+  write_output(result, FLAGS.output)
+
+
+def write_output(result: Dict[str, Any], output: Optional[str]) -> None:
+  """Writes a report ``result`` as JSON to ``output`` (a local path or ``gs://`` URI) when one
+  is given."""
+  if output:
+    storage.path(output).write_text(json.dumps(result, indent=1) + "\n")
+    print(f"wrote {output}")
 
 
 def define_flags() -> None:
@@ -260,8 +251,8 @@ def define_flags() -> None:
                        "the compiled program's memory at a batch size).", lower_bound=0)
   flags.DEFINE_integer("warmup", 2, "Untimed steps after compilation.", lower_bound=0)
   flags.DEFINE_enum("mode", "train", ["train", "forward"],
-                    "train: the training step of config.stage; forward: the classifier's "
-                    "forward pass (eval windows).")
+                    "train: the training step of config.stage; forward: the detector's "
+                    "window scorer (eval windows).")
   flags.DEFINE_enum("data", "random", ["random", "pipeline"],
                     "random arrays, or the config's input pipeline (measures data wait).")
   flags.DEFINE_string("output", None, "Write the result as JSON here.")

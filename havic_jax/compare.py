@@ -2,83 +2,85 @@
 same videos and protocol, so their numbers can be put side by side.
 
   python -m havic_jax.compare --data=PREPARED --eval_data=VIDEOS --workdir=DIR \
-      --detectors=havic,consistency,voice_face,fine_grained,fakeout --protocol=fakeavceleb_intra
+      --detectors=havic,consistency,voice_face,fine_grained,fakeout --protocol=fakeavceleb_intra \
+      --configs='configs/{detector}.py:size=tiny'
 
-Each detector follows its recipe (``RECIPES``): its stages in order, each a training run of the
-config ``configs/<stage config>_<size>.py`` on ``--data``'s ``train`` split (pretraining stages
-on its real clips only), later stages initialised from the previous stage's workdir. Every run
-lives in ``DIR/<detector>/<stage>`` and resumes if it is there already, so re-running the
-command after a stop continues it. The eval report of each detector is in ``DIR/<detector>/
-eval``; ``DIR/comparison.md`` and ``comparison.json`` hold the table.
+Each detector trains its stages (``havic_jax.detectors.DETECTORS[name].stages``) in order, each
+a training run of the config ``--configs`` spells for it (``{detector}`` stands for its name;
+``stage=STAGE`` is added to the file's arguments, e.g. ``configs/voice_face.py:size=tiny,
+stage=pretrain``) on ``--data``'s ``train`` split (pretraining stages on its real clips only),
+later stages initialised from the previous stage's workdir. Every run lives in
+``DIR/<detector>/<stage>`` and resumes if it is there already, so re-running the command after a
+stop continues it. The eval report of each detector is in ``DIR/<detector>/eval``;
+``DIR/comparison.md`` and ``comparison.json`` hold the table.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import datetime
-import importlib
 import json
-import pathlib
 import time
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
+import ml_collections
 from absl import app, flags, logging
 from etils import epath
+from ml_collections.config_flags.config_flags import ConfigFileFlagParser
 
-from havic_jax import cli, storage
+from havic_jax import cli, detectors, storage
 
 FLAGS = flags.FLAGS
-
-# detector -> its training stages in order: (stage, config name without the size suffix).
-RECIPES: Dict[str, Tuple[Tuple[str, str], ...]] = {
-    "havic": (("pretrain", "pretrain"), ("finetune", "finetune")),
-    "consistency": (("pretrain", "consistency"),),
-    "voice_face": (("pretrain", "voice_face_pretrain"), ("finetune", "voice_face_finetune")),
-    "fine_grained": (("finetune", "fine_grained"),),
-    "fakeout": (("finetune", "fakeout"),),
-}
-CONFIG_DIR = pathlib.Path(__file__).resolve().parent.parent / "configs"
+DEFAULT_CONFIGS = "configs/{detector}.py:size=tiny"
 
 
 @dataclasses.dataclass
 class StageRun:
-  """One training run of a recipe: what it trained and its wall time in seconds (None: the
-  workdir held the final checkpoint already, so nothing ran)."""
+  """One training run of a detector: its stage, the config it trained (``FILE:ARGS``) and its
+  wall time in seconds (None: the workdir held the final checkpoint already, so nothing ran)."""
   stage: str
   config: str
   steps: int
   seconds: Optional[float]
 
 
-def stage_config(config_name: str, size: str) -> Any:
-  """``configs/<config_name>_<size>.py``'s config (unlocked)."""
-  module_name = f"{config_name}_{size}"
-  if not (CONFIG_DIR / f"{module_name}.py").is_file():
-    sizes = sorted(p.stem[len(config_name) + 1:] for p in CONFIG_DIR.glob(f"{config_name}_*.py"))
-    raise ValueError(f"{CONFIG_DIR / module_name}.py does not exist; --size can be one of "
-                     f"{sizes} for {config_name}")
-  config = importlib.import_module(f"configs.{module_name}").get_config()
-  config.unlock()
+def stage_spelling(configs: str, detector: str, stage: str) -> str:
+  """``FILE:ARGS`` of ``detector``'s ``stage``: ``configs`` with ``{detector}`` filled in and
+  ``stage=STAGE`` added to the arguments."""
+  spelling = configs.format(detector=detector)
+  return f"{spelling}{',' if ':' in spelling else ':'}stage={stage}"
+
+
+def load_config(spelling: str, detector: str) -> Any:
+  """The (unlocked) config ``FILE:ARGS`` names, as ``--config`` of the training binary would
+  load it, checked to train ``detector``."""
+  config = ConfigFileFlagParser("config", lock_config=False).parse(spelling)
+  if not isinstance(config, ml_collections.ConfigDict):
+    raise ValueError(f"{spelling}: no config file there (--configs spells each detector's "
+                     f"config file, e.g. {DEFAULT_CONFIGS!r})")
+  if config.detector.name != detector:
+    raise ValueError(f"{spelling} trains detector {config.detector.name!r}, not {detector!r}")
   return config
 
 
-def recipe_configs(detector: str, size: str, data: str, steps: Dict[str, Optional[int]],
+def recipe_configs(detector: str, configs: str, data: str, steps: Dict[str, Optional[int]],
                    log_every: int) -> List[Tuple[str, Any]]:
-  """[(stage config name, config)] of ``detector``'s recipe on the prepared ``data``: the train
+  """[(``FILE:ARGS``, config)] of ``detector``'s stages on the prepared ``data``: the train
   split (real clips only when pretraining), ``steps[stage]`` steps when set."""
-  if detector not in RECIPES:
-    raise ValueError(f"unknown detector {detector!r}; one of {sorted(RECIPES)}")
-  configs = []
-  for stage, name in RECIPES[detector]:
-    config = stage_config(name, size)
+  if detector not in detectors.DETECTORS:
+    raise ValueError(f"unknown detector {detector!r}; one of {sorted(detectors.DETECTORS)}")
+  stage_configs = []
+  for stage in detectors.DETECTORS[detector].stages:
+    spelling = stage_spelling(configs, detector, stage)
+    config = load_config(spelling, detector)
     config.data.source, config.data.path, config.data.split = "prepared", data, "train"
     if stage == "pretrain":
       config.data.real_only = True
     if steps.get(stage):
       config.num_steps = steps[stage]
     config.log_every = min(log_every, config.num_steps)
-    configs.append((f"{name}_{size}", config))
-  return configs
+    stage_configs.append((spelling, config))
+  return stage_configs
 
 
 def train_recipe(detector: str, configs: Sequence[Tuple[str, Any]], workdir: epath.Path
@@ -107,7 +109,6 @@ def train_recipe(detector: str, configs: Sequence[Tuple[str, Any]], workdir: epa
 def summary_row(detector: str, runs: Sequence[StageRun], outcome: Dict[str, Any]
                 ) -> Dict[str, Any]:
   """The comparison row of one detector from its runs and the eval binary's outcome."""
-  from havic_jax import detectors
   from havic_jax.evaluation import reports
   overall = outcome["results"][0]
   row: Dict[str, Any] = {
@@ -150,7 +151,7 @@ def comparison_markdown(rows: Sequence[Dict[str, Any]], protocol: str, eval_data
 
 
 def run(detector_names: Sequence[str], data: str, eval_data: str, workdir: str, *,
-        size: str = "tiny", protocol: str = "fakeavceleb_intra",
+        configs: str = DEFAULT_CONFIGS, protocol: str = "fakeavceleb_intra",
         steps: Optional[Dict[str, Optional[int]]] = None, log_every: int = 50, workers: int = 0,
         batch_size: int = 32) -> List[Dict[str, Any]]:
   """Trains and scores each detector; writes ``comparison.md`` / ``comparison.json`` in
@@ -158,17 +159,17 @@ def run(detector_names: Sequence[str], data: str, eval_data: str, workdir: str, 
   from havic_jax import eval as eval_binary
   root = storage.path(workdir)
   root.mkdir(parents=True, exist_ok=True)
-  plans = {d: recipe_configs(d, size, data, steps or {}, log_every) for d in detector_names}
+  plans = {d: recipe_configs(d, configs, data, steps or {}, log_every) for d in detector_names}
   rows = []
-  for detector, configs in plans.items():
-    last, runs = train_recipe(detector, configs, root)
+  for detector, stage_configs in plans.items():
+    last, runs = train_recipe(detector, stage_configs, root)
     # The last step, not the best by validation AUC: the validation clips come from the
     # videos scored here, so choosing by them would flatter every detector.
     outcome = eval_binary.run(str(last), eval_data, protocol, str(root / detector / "eval"),
-                              step=configs[-1][1].num_steps, workers=workers,
+                              step=stage_configs[-1][1].num_steps, workers=workers,
                               batch_size=batch_size)
     rows.append(summary_row(detector, runs, outcome))
-    meta = {"protocol": protocol, "data": data, "eval_data": eval_data, "size": size,
+    meta = {"protocol": protocol, "data": data, "eval_data": eval_data, "configs": configs,
             "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")}
     (root / "comparison.json").write_text(json.dumps({"meta": meta, "rows": rows}, indent=1))
     (root / "comparison.md").write_text(comparison_markdown(rows, protocol, eval_data))
@@ -179,22 +180,26 @@ def main(argv: Sequence[str]) -> None:
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
   run(FLAGS.detectors, FLAGS.data, FLAGS.eval_data or FLAGS.data, FLAGS.workdir,
-      size=FLAGS.size, protocol=FLAGS.protocol,
+      configs=FLAGS.configs, protocol=FLAGS.protocol,
       steps={"pretrain": FLAGS.pretrain_steps, "finetune": FLAGS.finetune_steps},
       log_every=FLAGS.log_every, workers=FLAGS.workers, batch_size=FLAGS.batch_size)
   print((storage.path(FLAGS.workdir) / "comparison.md").read_text())
 
 
 def define_flags() -> None:
-  from havic_jax.eval import PROTOCOLS
-  flags.DEFINE_list("detectors", list(RECIPES), f"Detectors to train and score, of "
-                    f"{list(RECIPES)}.")
+  from havic_jax.evaluation.protocols import PROTOCOLS
+  flags.DEFINE_list("detectors", list(detectors.DETECTORS), f"Detectors to train and score, "
+                    f"of {list(detectors.DETECTORS)}.")
   flags.DEFINE_string("data", None, "Prepared shards (python -m data_pipelines.prepare) to "
                       "train on (their train split).")
   flags.DEFINE_string("eval_data", None, "What the eval binary scores (default: --data): raw "
                       "videos, a CSV, or prepared shards.")
   flags.DEFINE_string("workdir", None, "Directory of the runs, reports and comparison table.")
-  flags.DEFINE_string("size", "tiny", "Config size suffix: configs/<name>_<size>.py.")
+  flags.DEFINE_string("configs", DEFAULT_CONFIGS, "Each detector's config file and arguments "
+                      "(FILE:ARGS as --config of the training binary takes it), {detector} "
+                      "standing for the detector's name; each stage adds stage=STAGE to the "
+                      "arguments. configs/{detector}.py:size=base trains every detector at the "
+                      "paper's sizes.")
   flags.DEFINE_enum("protocol", "fakeavceleb_intra", PROTOCOLS, "Eval protocol.")
   flags.DEFINE_integer("pretrain_steps", None, "Steps of every pretraining stage (default: "
                        "the config's).", lower_bound=1)

@@ -9,8 +9,8 @@ import jax
 import numpy as np
 from absl import app, flags
 
-from havic_jax import cli, storage
-from havic_jax.checkpoints import runs
+from havic_jax import cli
+from havic_jax.checkpoints import loading
 from havic_jax.checkpoints.exported import export_params
 from havic_jax.models.havic import PRETRAINED_MODULES
 
@@ -20,9 +20,12 @@ FLAGS = flags.FLAGS
 def main(argv: Sequence[str]) -> None:
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
-  config, params = runs.load_params(FLAGS.workdir, FLAGS.step)
-  source = {"workdir": str(storage.path(FLAGS.workdir)),
-            "step": "latest" if FLAGS.step is None else FLAGS.step}
+  checkpoint = loading.load(FLAGS.workdir, step=FLAGS.step)
+  if checkpoint.config is None:
+    raise app.UsageError(f"--workdir={FLAGS.workdir} is a {checkpoint.description['kind']}, "
+                         f"not a training workdir")
+  config, params = checkpoint.config, checkpoint.params
+  source = {"workdir": checkpoint.description["path"], "step": checkpoint.description["step"]}
   directory = export_params(params, config.model, config.stage, config.compat, FLAGS.output,
                             FLAGS.modules, source)
   count = sum(np.size(leaf) for name in FLAGS.modules for leaf in jax.tree.leaves(params[name]))

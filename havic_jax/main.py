@@ -4,11 +4,15 @@
   python -m havic_jax.main --config=configs/pretrain_base.py --workdir=DIR \
       --config.batch_size=224 --config.mesh.fsdp=8 --multihost
 
-Re-running the same command on a workdir with checkpoints resumes the run. Multi-host:
+Re-running the same command on a workdir with checkpoints resumes the run. At the end the
+command prints a summary: the steps, the last logged losses, where the checkpoints and the
+TensorBoard events are, and the command to run next (export for the next stage, or eval). Multi-host:
 ``--multihost`` alone lets ``jax.distributed.initialize()`` read Cloud TPU or SLURM settings;
 ``--coordinator_address=HOST:PORT --num_processes=N --process_id=I`` sets them explicitly
 (e.g. several processes on one machine).
 """
+
+from typing import Any, Mapping
 
 from absl import app, flags
 from ml_collections import config_flags
@@ -43,7 +47,36 @@ def main(argv):
   elif FLAGS.multihost:
     jax.distributed.initialize()
   from havic_jax.training import loop
-  loop.run(FLAGS.config, FLAGS.workdir)
+  state, metrics = loop.run(FLAGS.config, FLAGS.workdir)
+  if jax.process_index() == 0:
+    print(summary(FLAGS.config, FLAGS.workdir, int(state.step), metrics))
+
+
+def summary(config: Any, workdir: str, step: int, metrics: Mapping[str, float]) -> str:
+  """A finished run in a few lines: steps, the last logging window's losses (and validation),
+  the checkpoint and TensorBoard directories, and the next command: the export to fine-tune
+  from where the detector has a later stage, else the eval binary."""
+  from havic_jax import detectors, storage
+  from havic_jax.checkpoints import runs
+  from havic_jax.training.loop import THROUGHPUT
+  from havic_jax.training.metric_writer import TENSORBOARD_DIR
+  root = storage.path(workdir)
+  stages = detectors.info(config).stages
+  names = sorted((k for k in metrics if k not in THROUGHPUT), key=lambda k: k != "total")
+  logged = ", ".join(f"{k} {metrics[k]:.4g}" for k in names)  # the total loss first
+  lines = [f"done: {detectors.detector_name(config)} {config.stage}, step {step} of "
+           f"{config.num_steps}",
+           f"  final (last logging window): {logged}",
+           f"  checkpoints: {root / runs.CHECKPOINT_DIR}",
+           f"  TensorBoard: tensorboard --logdir={root / TENSORBOARD_DIR}"]
+  if stages.index(config.stage) + 1 < len(stages):
+    lines.append(f"  next: python -m havic_jax.export --workdir={root} --output={root}/export"
+                 f", then train the {stages[stages.index(config.stage) + 1]} stage with "
+                 f"--config.init_from={root}/export")
+  else:
+    lines.append(f"  next: python -m havic_jax.eval --checkpoint={root} --data=VIDEOS "
+                 f"--output={root}/eval")
+  return "\n".join(lines)
 
 
 if __name__ == "__main__":

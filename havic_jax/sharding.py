@@ -1,7 +1,8 @@
 """Device mesh, logical-axis rules and the shardings of state and batches.
 
 Models only name their axes (``embed``, ``mlp``, ``heads``, ...); the config maps names to the
-mesh axes ``data``, ``fsdp`` and ``tensor``. Batches are split over ``data`` × ``fsdp``.
+mesh axes ``data``, ``fsdp`` and ``tensor``. Batches are split over the mesh axes the config
+names in ``config.mesh.batch_axes`` (``data`` × ``fsdp``), passed here as ``batch_axes``.
 """
 
 from __future__ import annotations
@@ -14,12 +15,12 @@ import numpy as np
 from jax.sharding import AxisType, Mesh, NamedSharding, PartitionSpec
 
 MESH_AXES = ("data", "fsdp", "tensor")
-BATCH_AXES = ("data", "fsdp")
 Rules = Sequence[Tuple[str, Any]]
 
 
-def mesh_shape(axis_sizes: Mapping[str, int], num_devices: int) -> Tuple[int, ...]:
-  """Sizes of (data, fsdp, tensor); one size may be -1 (the remaining devices)."""
+def mesh_shape(axis_sizes: Mapping[str, Any], num_devices: int) -> Tuple[int, ...]:
+  """Sizes of (data, fsdp, tensor) from ``axis_sizes`` (``config.mesh``; other keys such as
+  ``batch_axes`` are not sizes); one size may be -1 (the remaining devices)."""
   sizes = [int(axis_sizes.get(name, 1)) for name in MESH_AXES]
   fixed = int(np.prod([s for s in sizes if s != -1]))
   if sizes.count(-1) > 1:
@@ -35,7 +36,7 @@ def mesh_shape(axis_sizes: Mapping[str, int], num_devices: int) -> Tuple[int, ..
   return tuple(sizes)
 
 
-def make_mesh(axis_sizes: Mapping[str, int], devices: Sequence[Any] | None = None) -> Mesh:
+def make_mesh(axis_sizes: Mapping[str, Any], devices: Sequence[Any] | None = None) -> Mesh:
   """A (data, fsdp, tensor) mesh over ``devices`` (default: all), GSPMD-style (Auto) axes."""
   devices = list(jax.devices() if devices is None else devices)
   shape = mesh_shape(axis_sizes, len(devices))
@@ -50,18 +51,29 @@ def logical_shardings(abstract_tree: Any, mesh: Mesh, rules: Rules) -> Any:
   return nn.logical_to_mesh_sharding(specs, mesh, rules)
 
 
-def batch_sharding(mesh: Mesh) -> NamedSharding:
-  """Leading (batch) axis split over data × fsdp, everything else replicated."""
-  return NamedSharding(mesh, PartitionSpec(BATCH_AXES))
+def batch_sharding(mesh: Mesh, batch_axes: Sequence[str]) -> NamedSharding:
+  """Leading (batch) axis split over the mesh axes ``batch_axes``, everything else
+  replicated."""
+  return NamedSharding(mesh, PartitionSpec(tuple(batch_axes)))
+
+
+def local_batch_size(global_batch_size: int) -> int:
+  """This process's share of a global batch of ``global_batch_size`` (split evenly over the
+  processes)."""
+  if global_batch_size % jax.process_count():
+    raise ValueError(f"batch_size {global_batch_size} does not split over "
+                     f"{jax.process_count()} processes")
+  return global_batch_size // jax.process_count()
 
 
 def replicated(mesh: Mesh) -> NamedSharding:
   return NamedSharding(mesh, PartitionSpec())
 
 
-def global_batch(local_batch: Mapping[str, np.ndarray], mesh: Mesh) -> dict:
+def global_batch(local_batch: Mapping[str, np.ndarray], mesh: Mesh, batch_axes: Sequence[str]
+                 ) -> dict:
   """Host-local NumPy arrays (this process's slice of the global batch) -> global jax Arrays
-  sharded over the batch axes."""
-  sharding = batch_sharding(mesh)
+  with the leading axis split over the mesh axes ``batch_axes``."""
+  sharding = batch_sharding(mesh, batch_axes)
   return {k: jax.make_array_from_process_local_data(sharding, np.asarray(v))
           for k, v in local_batch.items()}

@@ -1,6 +1,6 @@
 """Test set-up: 8 simulated CPU devices (set before JAX touches a device), absl flags at their
-defaults, the prepared synthetic corpus shared by the data tests and a Cloud Storage
-emulator."""
+defaults, the synthetic corpus, its prepared shards and unusable video files shared by the
+data and eval tests, and a Cloud Storage emulator."""
 
 import os
 
@@ -65,3 +65,28 @@ def faceless_videos(tmp_path_factory):
     (root / f"sub{k}").mkdir()
     synthetic.write_mp4(root / f"sub{k}" / f"clip{k}.mp4", frames, 25, audio, 16000)
   return root
+
+
+@pytest.fixture(scope="session")
+def bad_videos(synthetic_corpus, tmp_path_factory):
+  """{name: path} of files in one folder that preparation rejects and the eval binary gives a
+  status: ``corrupt.mp4`` (a real synthetic video cut to its first 3 kB), ``notes.mp4`` (text),
+  ``silent.mp4`` (a face for 3.6 s, no audio track), ``faceless.mp4`` (3.6 s of grey frames,
+  noise for audio) and ``short.mp4`` (a face for 2 s, shorter than one clip)."""
+  import numpy as np
+  from havic_jax.data import synthetic
+  root = tmp_path_factory.mktemp("bad_videos")
+  good = sorted(synthetic_corpus.glob("FakeAVCeleb/RealVideo-RealAudio/**/*.mp4"))[0]
+  (root / "corrupt.mp4").write_bytes(good.read_bytes()[:3000])
+  (root / "notes.mp4").write_text("this is not a video\n")
+  identity = synthetic.make_identities(1, seed=1)
+  recipe = {"source_index": 0, "face": 0, "swap": "", "lipsync": False, "voice": 0,
+            "audio_shift_s": 0.0, "vocoder": False}
+  frames, _ = synthetic.synthesize_video({**recipe, "path": "a.mp4"}, identity, 0, 3.6)
+  synthetic.write_mp4(root / "silent.mp4", frames, 25, None, 16000)
+  noise = (0.1 * np.random.default_rng(0).standard_normal(int(3.6 * 16000))).astype(np.float32)
+  synthetic.write_mp4(root / "faceless.mp4", np.full_like(frames, 128), 25, noise, 16000)
+  short_frames, short_audio = synthetic.synthesize_video({**recipe, "path": "b.mp4"}, identity,
+                                                         0, 2.0)
+  synthetic.write_mp4(root / "short.mp4", short_frames, 25, short_audio, 16000)
+  return {path.name: path for path in sorted(root.iterdir())}

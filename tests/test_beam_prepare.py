@@ -11,20 +11,21 @@ import sys
 
 import pytest
 
-from havic_jax.data import beam, prepare
-from havic_jax.data import sources
+from havic_jax.data import beam as beam_pipeline
+from havic_jax.data import prepare, records, sources
 from havic_jax import storage
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 VIDEOS_PER_SHARD = 3  # 8 videos: shards of 3, 3 and 2
 TWO_PROCESSES = ("--runner=DirectRunner --direct_num_workers=2 "
                  "--direct_running_mode=multi_processing")
+DIRECT = beam_pipeline.runner("--runner=DirectRunner")  # in this process
 
 
 def output_files(directory):
   """{file name: bytes} of a prepared directory, the manifest without its creation time."""
   files = {p.name: p.read_bytes() for p in directory.iterdir()}
-  manifest = json.loads(files.pop(prepare.MANIFEST))
+  manifest = json.loads(files.pop(records.MANIFEST))
   del manifest["created"]
   return files, manifest
 
@@ -49,7 +50,7 @@ def local(corpus, tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def beam_run(corpus, tmp_path_factory):
+def beam(corpus, tmp_path_factory):
   """(output directory, the command's stdout) of the CLI with --runner=beam, 2 processes."""
   output = tmp_path_factory.mktemp("beam")
   result = subprocess.run(
@@ -61,9 +62,9 @@ def beam_run(corpus, tmp_path_factory):
   return output, result.stdout
 
 
-def test_beam_writes_the_local_files_and_reports_the_corrupt_video(corpus, local, beam_run):
+def test_beam_writes_the_local_files_and_reports_the_corrupt_video(corpus, local, beam):
   local_files, local_manifest = output_files(local)
-  beam_files, beam_manifest = output_files(beam_run[0])
+  beam_files, beam_manifest = output_files(beam[0])
   assert sorted(beam_files) == sorted(local_files)  # no listing left behind
   assert len([name for name in local_files if name.endswith(".array_record")]) == 3
   for name, data in local_files.items():
@@ -76,26 +77,24 @@ def test_beam_writes_the_local_files_and_reports_the_corrupt_video(corpus, local
   [rejected] = beam_manifest["rejected"]
   assert (rejected["video_id"], rejected["reason"]) == (corrupt.video_id, "unreadable")
   assert corrupt.path in rejected["message"]
-  assert "1 videos rejected (1 unreadable)" in beam_run[1]
+  assert "1 videos rejected (1 unreadable)" in beam[1]
 
 
-def test_rerun_does_nothing_and_an_interrupted_run_resumes(corpus, local, beam_run, tmp_path):
+def test_rerun_does_nothing_and_an_interrupted_run_resumes(corpus, local, beam, tmp_path):
   output = tmp_path / "resumed"
-  shutil.copytree(beam_run[0], output)
+  shutil.copytree(beam[0], output)
   shards = sorted(output.glob("*.array_record"))
   written = sorted(output.glob("clips-*"))
   stamps = {p: p.stat().st_mtime_ns for p in written}
   manifest = prepare.prepare("fakeavceleb", str(corpus[0]), str(output),
-                             videos_per_shard=VIDEOS_PER_SHARD, runner="beam",
-                             beam_options="--runner=DirectRunner")
+                             videos_per_shard=VIDEOS_PER_SHARD, run_shards=DIRECT)
   assert {p: p.stat().st_mtime_ns for p in written} == stamps
-  assert manifest["counts"] == json.loads((local / prepare.MANIFEST).read_text())["counts"]
+  assert manifest["counts"] == json.loads((local / records.MANIFEST).read_text())["counts"]
   # An interrupted run: shard 1 was being written (a partial file, no description).
   shards[1].with_suffix(".json").unlink()
   shards[1].rename(shards[1].with_name(shards[1].name + ".partial"))
   prepare.prepare("fakeavceleb", str(corpus[0]), str(output),
-                  videos_per_shard=VIDEOS_PER_SHARD, runner="beam",
-                  beam_options="--runner=DirectRunner")
+                  videos_per_shard=VIDEOS_PER_SHARD, run_shards=DIRECT)
   assert [p.stat().st_mtime_ns for p in (shards[0], shards[2])] == [
       stamps[shards[0]], stamps[shards[2]]]
   assert output_files(output) == output_files(local)
@@ -103,10 +102,10 @@ def test_rerun_does_nothing_and_an_interrupted_run_resumes(corpus, local, beam_r
 
 def test_listing_round_trips_entries(corpus):
   entries = sources.read_fakeavceleb(str(corpus[0]))
-  lines = beam.listing_lines({4: entries[:2], 1: entries[2:3]})
+  lines = beam_pipeline.listing_lines({4: entries[:2], 1: entries[2:3]})
   items = [json.loads(line) for line in lines]
   assert [(item["shard"], item["position"]) for item in items] == [(1, 0), (4, 0), (4, 1)]
-  assert [beam.entry_from_fields(item["entry"]) for item in items] == [
+  assert [beam_pipeline.entry_from_fields(item["entry"]) for item in items] == [
       entries[2], entries[0], entries[1]]
 
 
@@ -123,12 +122,12 @@ def test_beam_reads_and_writes_cloud_storage(corpus, tmp_path, gcs_bucket):
                                                                .read_bytes())
   prepare.prepare("csv", str(listing), str(tmp_path / "local"), workers=1, videos_per_shard=2)
   remote = f"{gcs_bucket}/beam_prepared"
-  prepare.prepare("csv", str(listing), remote, videos_per_shard=2, runner="beam",
-                  beam_options="--runner=DirectRunner", input_uri=f"{gcs_bucket}/videos")
+  prepare.prepare("csv", str(listing), remote, videos_per_shard=2, run_shards=DIRECT,
+                  input_uri=f"{gcs_bucket}/videos")
   files, manifest = output_files(tmp_path / "local")
   bucket = storage.path(remote)
   remote_files = {p.name: p.read_bytes() for p in bucket.iterdir()}
-  remote_manifest = json.loads(remote_files.pop(prepare.MANIFEST))
+  remote_manifest = json.loads(remote_files.pop(records.MANIFEST))
   del remote_manifest["created"]
   shards = sorted(name for name in files if name.endswith(".array_record"))
   assert sorted(remote_files) == sorted(files) and len(shards) == 2

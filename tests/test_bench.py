@@ -4,8 +4,8 @@ import jax
 import jax.numpy as jnp
 import pytest
 
-from configs import pretrain_base
-from havic_jax import bench, sharding
+from configs import fakeout_tiny, pretrain_base
+from havic_jax import bench, detectors, sharding
 from havic_jax.training import builder
 from havic_jax.data.random_batches import synthetic_batches
 
@@ -45,6 +45,22 @@ def test_the_base_pretraining_step_counts_the_release_flops():
                      batch)
   assert step / 1e12 == pytest.approx(0.94, rel=0.01)
   assert forward / 1e12 == pytest.approx(0.62, rel=0.01)
+
+
+def test_forward_mode_times_the_configs_detector():
+  """A FakeOut config times FakeOut's window scorer (the eval binary's forward), not HAVIC's."""
+  config = fakeout_tiny.get_config()
+  result = bench.run(config, batch_size=8, steps=1, warmup=0, mode="forward", data="random")
+  assert result["config"]["detector"] == "fakeout" and result["step_seconds"]["median"] > 0
+  training = builder.build(config, sharding.make_mesh(config.mesh))
+  scorer = detectors.window_scorer(training.cfg, "fakeout", "finetune",
+                                   detectors.options_of(config))
+  batch = {k: jax.ShapeDtypeStruct(v.shape, v.dtype)
+           for k, v in next(synthetic_batches(training.cfg, "finetune", 8, 0)).items()}
+  with training.scope():
+    flops = _flops(lambda p, b: scorer(p, b["video"], b["audio"]),
+                   training.abstract_state().params, batch)
+  assert result["model_tflop_per_sample"] == pytest.approx(flops / 8 / 1e12)
 
 
 def test_peak_table():

@@ -21,23 +21,37 @@ def _compare(*args):
                         text=True, timeout=600, cwd=ROOT)
 
 
-def test_help():
-  result = _compare("--help")
-  assert result.returncode == 0, result.stderr
-  assert "--detectors" in result.stdout and "--eval_data" in result.stdout
+TINY = f"{ROOT}/configs/{{detector}}.py:size=tiny"
 
 
 def test_recipe_configs_train_on_the_train_split():
-  configs = compare.recipe_configs("voice_face", "tiny", "/data", {"pretrain": 7}, 50)
-  assert [name for name, _ in configs] == ["voice_face_pretrain_tiny",
-                                           "voice_face_finetune_tiny"]
+  configs = compare.recipe_configs("voice_face", TINY, "/data", {"pretrain": 7}, 50)
+  assert [name for name, _ in configs] == [
+      f"{ROOT}/configs/voice_face.py:size=tiny,stage=pretrain",
+      f"{ROOT}/configs/voice_face.py:size=tiny,stage=finetune"]
   pretrain, finetune = (c for _, c in configs)
   assert (pretrain.num_steps, pretrain.log_every, pretrain.data.real_only) == (7, 7, True)
   assert finetune.num_steps == 20 and not finetune.data.real_only  # the config's own length
   assert {c.data.split for _, c in configs} == {"train"}
   assert {c.data.path for _, c in configs} == {"/data"}
-  with pytest.raises(ValueError, match=r"can be one of \[.tiny.\] for fakeout"):
-    compare.recipe_configs("fakeout", "huge", "/data", {}, 50)
+  with pytest.raises(ValueError, match="size must be one of"):
+    compare.recipe_configs("fakeout", TINY.replace("tiny", "huge"), "/data", {}, 50)
+  with pytest.raises(ValueError, match="no config file there"):
+    compare.recipe_configs("fakeout", "/nowhere/{detector}.py", "/data", {}, 50)
+  with pytest.raises(ValueError, match="trains detector 'havic', not 'fakeout'"):
+    compare.recipe_configs("fakeout", f"{ROOT}/configs/havic.py:size=tiny", "/data", {}, 50)
+
+
+def test_every_detector_trains_its_stages_at_every_size():
+  """The stages come from the detector registry; every detector has a base-size config."""
+  from havic_jax import detectors
+  for size in ("tiny", "base"):
+    for name, detector in detectors.DETECTORS.items():
+      configs = compare.recipe_configs(name, TINY.replace("tiny", size), "/data", {}, 50)
+      assert [c.stage for _, c in configs] == list(detector.stages)
+      assert {c.detector.name for _, c in configs} == {name}
+  assert compare.stage_spelling("c/{detector}.py", "fakeout", "finetune") == (
+      "c/fakeout.py:stage=finetune")
 
 
 def test_table_shows_dashes_where_a_detector_has_no_metric():
@@ -64,7 +78,8 @@ def test_two_stage_recipe_runs_in_order_and_is_scored(prepared_corpus, tmp_path)
   assert pretrain["data"]["real_only"] and pretrain["data"]["split"] == "train"
   row = json.loads((tmp_path / "comparison.json").read_text())["rows"][0]
   assert [(s["config"], s["steps"]) for s in row["stages"]] == [
-      ("voice_face_pretrain_tiny", 1), ("voice_face_finetune_tiny", 1)]
+      ("configs/voice_face.py:size=tiny,stage=pretrain", 1),
+      ("configs/voice_face.py:size=tiny,stage=finetune", 1)]
   with open(tmp_path / "voice_face/eval/per_video.csv") as f:
     scored = [r for r in csv.DictReader(f) if r["score"]]
   labels = np.array([int(r["label"]) for r in scored])
@@ -72,7 +87,7 @@ def test_two_stage_recipe_runs_in_order_and_is_scored(prepared_corpus, tmp_path)
   overall = row["overall"]["all"]
   assert overall["auc"] == pytest.approx(roc_auc_score(labels, scores))
   assert overall["ap"] == pytest.approx(average_precision_score(labels, scores))
-  assert "| voice_face | voice_face_pretrain_tiny 1 (" in result.stdout
+  assert "| voice_face | configs/voice_face.py:size=tiny,stage=pretrain 1 (" in result.stdout
   again = _compare(*args)  # both stages are complete: nothing retrains, the table is the same
   assert again.returncode == 0, again.stderr[-3000:]
   row_again = json.loads((tmp_path / "comparison.json").read_text())["rows"][0]

@@ -17,7 +17,7 @@ from safetensors.numpy import load_file, save_file
 
 from configs import finetune_tiny
 from configs.tiny import tiny_model
-from havic_jax.checkpoints import released, exported
+from havic_jax.checkpoints import exported, loading, released
 from havic_jax.models import reference
 from havic_jax.models.config import ModelConfig, model_config_from
 from havic_jax.models.patches import patchify_audio, patchify_video
@@ -189,11 +189,13 @@ def test_export_round_trip_through_orbax_and_safetensors(pretrain_params, tmp_pa
   expected_cfg = model_config_from(tiny_model(), compat)
   assert expected_cfg.audio_segments == {"reference": "frequency_bands", "paper": "time"}[compat]
 
-  cfg, params = exported.load_pretrained(str(out))  # Orbax
+  checkpoint = loading.load(str(out))  # Orbax
+  cfg, params = checkpoint.cfg, checkpoint.params
   assert cfg == expected_cfg
   assert_trees_equal(params, backbone)
   shutil.rmtree(out / exported.ORBAX_DIR)
-  cfg, params = exported.load_pretrained(str(out))  # safetensors
+  checkpoint = loading.load(str(out))  # safetensors
+  cfg, params = checkpoint.cfg, checkpoint.params
   assert cfg == expected_cfg
   assert_trees_equal(params, backbone)
 
@@ -215,8 +217,8 @@ def test_export_errors(pretrain_params, tmp_path):
   (tmp_path / "d" / "other").write_text("x")
   with pytest.raises(FileExistsError, match="not empty"):
     exported.export_params(pretrain_params, tiny_model(), "pretrain", "reference", tmp_path / "d")
-  with pytest.raises(FileNotFoundError, match="config.json: missing"):
-    exported.load_pretrained(str(tmp_path / "d"))
+  with pytest.raises(loading.CheckpointError, match="neither a training workdir"):
+    loading.load(str(tmp_path / "d"))
 
 
 def test_partial_export_lists_what_it_lacks(tmp_path):
@@ -226,7 +228,7 @@ def test_partial_export_lists_what_it_lacks(tmp_path):
                              modules=("audio_encoder",))
   description = exported.read_export_config(str(out))
   assert description["left_at_initialisation"] == report["left_at_initialisation"]
-  _, loaded = exported.load_pretrained(str(out))
+  loaded = loading.load(str(out)).params
   assert_trees_equal(loaded, params)
 
 
@@ -282,13 +284,6 @@ def run(*args):
                         cwd=ROOT)
 
 
-@pytest.mark.parametrize("module", ["havic_jax.convert", "havic_jax.export"])
-def test_help(module):
-  result = run("-m", module, "--help")
-  assert result.returncode == 0, result.stderr
-  assert "--output" in result.stdout
-
-
 def test_convert_cli_writes_a_report_and_an_export(tmp_path):
   sd = source_state_dict(TINY, "havic_finetune")
   np.savez(tmp_path / "havic_ft.npz", **sd)
@@ -299,7 +294,8 @@ def test_convert_cli_writes_a_report_and_an_export(tmp_path):
   report = json.loads((tmp_path / "out" / released.REPORT_FILE).read_text())
   accounted_for(report, sd)
   assert f"{len(sd)} keys: {len(report['loaded'])} loaded" in result.stdout
-  cfg, params = exported.load_pretrained(str(tmp_path / "out"))
+  checkpoint = loading.load(str(tmp_path / "out"))
+  cfg, params = checkpoint.cfg, checkpoint.params
   assert cfg == model_config_from(finetune_tiny.get_config().model)  # TINY but its dropout
   expected, _ = reference.from_reference(sd, TINY, "finetune")
   assert_trees_equal(params, expected)

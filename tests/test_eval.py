@@ -3,8 +3,6 @@
 import csv
 import json
 import pathlib
-import subprocess
-import sys
 
 import flax.linen as nn
 import jax
@@ -12,10 +10,10 @@ import numpy as np
 import pytest
 
 from configs.tiny import tiny_model
-from havic_jax.data import synthetic
 from havic_jax import eval as eval_binary
-from havic_jax.checkpoints import exported
-from havic_jax.evaluation import metrics, reports, scoring
+from havic_jax.checkpoints import exported, loading
+from havic_jax.detectors import havic
+from havic_jax.evaluation import metrics, protocols, reports, scoring, videos
 from havic_jax import sharding
 from havic_jax.models.config import model_config_from
 from havic_jax.models.havic import build_model, example_inputs
@@ -49,22 +47,12 @@ def _read_csv(path):
 
 
 @pytest.fixture(scope="module")
-def bad_inputs_report(tmp_path_factory, synthetic_corpus, classifier_export):
+def bad_inputs_report(tmp_path_factory, synthetic_corpus, bad_videos, classifier_export):
   """A CSV of two good (real) videos, a corrupt file, an audio-less, a face-less and a 2 s video,
   scored end to end (real MTCNN); returns (output directory, run outcome)."""
   directory = tmp_path_factory.mktemp("bad_inputs")
   good = sorted(pathlib.Path(synthetic_corpus).glob("FakeAVCeleb/RealVideo-RealAudio/**/*.mp4"))
-  (directory / "corrupt.mp4").write_bytes(good[0].read_bytes()[:3000])
-  identity = synthetic.make_identities(1, seed=1)
-  recipe = {"source_index": 0, "face": 0, "swap": "", "lipsync": False, "voice": 0,
-            "audio_shift_s": 0.0, "vocoder": False}
-  frames, audio = synthetic.synthesize_video({**recipe, "path": "a.mp4"}, identity, 0, 3.6)
-  synthetic.write_mp4(directory / "silent.mp4", frames, 25, None, 16000)
-  synthetic.write_mp4(directory / "faceless.mp4", np.full_like(frames, 128), 25, audio, 16000)
-  short_frames, short_audio = synthetic.synthesize_video({**recipe, "path": "b.mp4"}, identity,
-                                                         0, 2.0)
-  synthetic.write_mp4(directory / "short.mp4", short_frames, 25, short_audio, 16000)
-  rows = [(p, 0) for p in good] + [(directory / n, 1) for n in
+  rows = [(p, 0) for p in good] + [(bad_videos[n], 1) for n in
                                    ("corrupt.mp4", "silent.mp4", "faceless.mp4", "short.mp4")]
   listing = directory / "videos.csv"
   listing.write_text("video_path,overall_label\n" + "".join(f"{p},{l}\n" for p, l in rows))
@@ -112,7 +100,7 @@ def test_video_score_is_the_sigmoid_of_the_mean_window_logit(bad_inputs_report):
 
 
 def test_windows_batched_across_videos_score_as_one_by_one(classifier_export):
-  checkpoint = scoring.load_checkpoint(str(classifier_export))
+  checkpoint = loading.load(str(classifier_export))
   mesh = sharding.make_mesh({"data": -1, "fsdp": 1, "tensor": 1})
   scorer = scoring.WindowScorer(checkpoint, mesh, batch_size=8, classifier=True)
   rng = np.random.default_rng(0)
@@ -139,7 +127,7 @@ def test_coherence_is_the_cosine_of_segment_means():
   segments, patches_a, patches_v, dim = 4, 3, 5, 6
   audio = rng.standard_normal((2, segments * (1 + patches_a), dim)).astype(np.float32)
   video = rng.standard_normal((2, segments * (1 + patches_v), dim)).astype(np.float32)
-  got = np.asarray(scoring.coherence(audio, video, segments))
+  got = np.asarray(havic.coherence(audio, video, segments))
   for b in range(2):
     for t in range(segments):
       a = audio[b].reshape(segments, 1 + patches_a, dim)[t, 1:].mean(0)
@@ -148,7 +136,7 @@ def test_coherence_is_the_cosine_of_segment_means():
 
 
 def test_a_pretraining_checkpoint_needs_the_coherence_scorer(pretrain_export):
-  checkpoint = scoring.load_checkpoint(str(pretrain_export))
+  checkpoint = loading.load(str(pretrain_export))
   mesh = sharding.make_mesh({"data": -1, "fsdp": 1, "tensor": 1})
   with pytest.raises(scoring.CheckpointError, match="--scorer=coherence"):
     scoring.WindowScorer(checkpoint, mesh, batch_size=8, classifier=True)
@@ -187,7 +175,7 @@ def _result(category, score, label):
 def test_intra_tables_list_every_fake_category_in_the_paper_order():
   videos = [_result("real", 0.1, 0), _result("real", 0.4, 0), _result("FVFA-WL", 0.9, 1),
             _result("RVFA", 0.3, 1), _result("FVRA-WL", 0.8, 1), _result("FVRA-FS", 0.7, 1)]
-  overall, per_category = eval_binary.protocol_results(
+  overall, per_category = protocols.protocol_results(
       "fakeavceleb_intra", "m", {"all": videos}, {}, thresholded=True, notes=())
   assert overall.columns["all"]["acc"] == pytest.approx(5 / 6)  # 0.3 is the one mistake
   assert overall.columns["all"]["auc"] == pytest.approx(7 / 8)
@@ -196,21 +184,11 @@ def test_intra_tables_list_every_fake_category_in_the_paper_order():
   assert per_category.columns["AVG"]["auc"] == pytest.approx((0.5 + 1 + 1 + 1) / 4)
 
 
-def test_help():
-  result = subprocess.run([sys.executable, "-m", "havic_jax.eval", "--help"], cwd=ROOT,
-                          capture_output=True, text=True, timeout=120)
-  assert result.returncode == 0
-  for flag in ("--checkpoint", "--data", "--protocol", "--output", "--scorer", "no_audio"):
-    assert flag in result.stdout
-
-
-def test_a_folder_of_videos_is_read_unlabelled(bad_inputs_report):
-  output, _ = bad_inputs_report
-  data = eval_binary.load_data(str(output.parent))
-  assert [v.video_id for v in data.videos] == ["corrupt.mp4", "faceless.mp4", "short.mp4",
-                                               "silent.mp4"]
+def test_a_folder_of_videos_is_read_unlabelled(bad_videos):
+  data = videos.load_data(str(bad_videos["corrupt.mp4"].parent))
+  assert [v.video_id for v in data.videos] == sorted(bad_videos)
   assert all(v.label is None for v in data.videos)
-  assert eval_binary.protocol_videos("all", data, None) == {"all": list(data.videos)}
+  assert protocols.protocol_videos("all", data, None) == {"all": list(data.videos)}
 
 
 def test_robustness_scores_each_re_encoding(synthetic_corpus, classifier_export, tmp_path):

@@ -11,7 +11,7 @@ import pytest
 from configs import finetune_tiny, pretrain_tiny
 from configs.tiny import tiny_model
 from havic_jax.data import prepare, synthetic
-from havic_jax.checkpoints import runs, exported
+from havic_jax.checkpoints import exported, loading, runs
 from havic_jax.training import loop
 from havic_jax import eval as eval_binary
 from havic_jax.models.config import model_config_from
@@ -49,7 +49,7 @@ def test_finetuning_starts_from_the_export_and_keeps_the_best(prepared_corpus, t
   workdir = tmp_path / "finetune"
   loop.run(config, str(workdir))
 
-  _, tuned = runs.load_params(str(workdir))
+  tuned = loading.load(str(workdir)).params
   for name in PRETRAINED_MODULES:
     jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=0, atol=1e-7), tuned[name],
                  params[name])
@@ -72,7 +72,7 @@ def test_pretrain_export_finetune_eval_detects_the_synthetic_fakes(tmp_path):
   pretrain.num_steps, pretrain.log_every = 200, 50
   pretrain.data.source, pretrain.data.path = "prepared", str(tmp_path / "prepared")
   loop.run(pretrain, str(tmp_path / "pretrain"))
-  _, params = runs.load_params(str(tmp_path / "pretrain"))
+  params = loading.load(str(tmp_path / "pretrain")).params
   export = exported.export_params(params, pretrain.model, "pretrain", pretrain.compat,
                                  tmp_path / "export")
   config = _finetune_config(tmp_path / "prepared", export, num_steps=600)

@@ -11,8 +11,8 @@ also run another binary):
   training
   binaries     main, eval, bench, aot, compare, export, convert
 
-``havic_jax`` never imports ``configs`` or ``data_pipelines`` (the configs and the command-line
-entry points stand above the package).
+``havic_jax`` never imports ``configs`` or ``data_pipelines``; configs import only
+``ml_collections``, the standard library and ``configs`` itself.
 """
 
 import ast
@@ -33,6 +33,7 @@ LAYERS = (
     ("main", "eval", "bench", "aot", "compare", "export", "convert"),
 )
 RANK = {part: rank for rank, parts in enumerate(LAYERS) for part in parts}
+CONFIG_IMPORTS = {"ml_collections", "configs"}
 
 
 def imported_modules(path: pathlib.Path):
@@ -81,6 +82,15 @@ def test_the_package_imports_point_down_its_layers():
         wrong.append(f"{relative}:{line} ({own}, layer {RANK[own]}) imports {module} "
                      f"({target}, layer {RANK[target]})")
   assert not wrong, "imports against the layers:\n" + "\n".join(sorted(set(wrong)))
+
+
+def test_configs_import_only_ml_collections_and_themselves():
+  allowed = CONFIG_IMPORTS | set(sys.stdlib_module_names)
+  wrong = [f"{path.name}:{line} imports {module}"
+           for path in sorted((ROOT / "configs").glob("*.py"))
+           for line, module in imported_modules(path)
+           if module.split(".")[0] not in allowed]
+  assert not wrong, "\n".join(wrong)
 
 
 @pytest.mark.parametrize("source, expected", [

@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 
 from configs.tiny import tiny_model
+from havic_jax.data import features, records, samplers
 from havic_jax.data import input_pipeline as ip
-from havic_jax.data import records
 from havic_jax.media import fbank
 from havic_jax.media.clips import INT16_SCALE
 from havic_jax.models.config import ModelConfig, model_config_from
@@ -20,7 +20,7 @@ RATIOS = dict(video_mask_ratio=0.9, audio_mask_ratio=0.8125)
 
 @pytest.fixture(scope="module")
 def data(prepared_corpus):
-  return ip.open_prepared(str(prepared_corpus))
+  return records.open_prepared(str(prepared_corpus))
 
 
 def take(dataset, n):
@@ -92,7 +92,7 @@ def _record_of(audio, references):
 
 def test_process_shards_are_disjoint_and_cover_each_epoch(data):
   source = data.source()
-  references = [ip.audio_features(records.decode(source[i]).audio, TINY)
+  references = [features.audio_features(records.decode(source[i]).audio, TINY)
                 for i in range(len(source))]
   seen = []
   for process in range(2):
@@ -116,7 +116,7 @@ def test_eval_is_padded_ordered_and_complete(data):
   batch = per_process[0][0]
   clip = records.decode(data.source()[int(batch["record_index"][0])])
   assert batch["overall_label"][0] == clip.overall_label
-  np.testing.assert_array_equal(batch["video"][0], ip.video_input(clip.frames, TINY))
+  np.testing.assert_array_equal(batch["video"][0], features.video_input(clip.frames, TINY))
 
 
 def test_balanced_sampling_draws_both_classes_equally(data):
@@ -126,7 +126,7 @@ def test_balanced_sampling_draws_both_classes_equally(data):
                  25)
   drawn = np.concatenate([b["overall_label"] for b in batches])
   assert abs(drawn.mean() - 0.5) < 0.1  # 200 draws: standard error 0.035
-  probabilities = ip.balanced_weights(np.array([0, 1, 1, 1]))
+  probabilities = samplers.balanced_weights(np.array([0, 1, 1, 1]))
   np.testing.assert_allclose(probabilities, [0.5, 1 / 6, 1 / 6, 1 / 6])
 
 
@@ -138,16 +138,16 @@ def test_finetune_augmentation_changes_inputs_but_not_labels(data):
   # No augmented clip equals any plain one, but every label set is one of the split's.
   for video in batch["video"]:
     assert all(not np.array_equal(video, p) for p in plain["video"])
-  combos = {tuple(p[k] for k in ip.LABEL_KEYS) for p in
+  combos = {tuple(p[k] for k in records.LABEL_KEYS) for p in
             [dict(zip(plain, v)) for v in zip(*plain.values())]}
-  for row in zip(*(batch[k] for k in ip.LABEL_KEYS)):
+  for row in zip(*(batch[k] for k in records.LABEL_KEYS)):
     assert tuple(row) in combos
 
 
 def test_missing_manifest_and_unknown_split_are_explained(tmp_path, data):
-  with pytest.raises(ip.DataError, match="data_pipelines.prepare"):
-    ip.open_prepared(str(tmp_path))
-  with pytest.raises(ip.DataError, match="no split 'nope'"):
+  with pytest.raises(records.DataError, match="data_pipelines.prepare"):
+    records.open_prepared(str(tmp_path))
+  with pytest.raises(records.DataError, match="no split 'nope'"):
     data.split_indices("nope")
 
 
@@ -155,7 +155,7 @@ def test_mixture_shares_each_process_stream_and_resumes(data, faceless_videos, t
   from havic_jax.data import prepare
   prepare.prepare("folder", str(faceless_videos), str(tmp_path / "ood"),
                   options=prepare.PrepareOptions(crop="centre"))
-  other = ip.open_prepared(str(tmp_path / "ood"))
+  other = records.open_prepared(str(tmp_path / "ood"))
   ood = {v["video_id"] for v in other.manifest["videos"]}
   assert ip.parse_mixture(f"{tmp_path / 'ood'}:0.25") == ((str(tmp_path / "ood"), 0.25),)
   for process in range(2):

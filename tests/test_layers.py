@@ -1,12 +1,19 @@
 """Sin-cos tables, token bookkeeping, patch layouts and the decoder schedule."""
 
+import dataclasses
+
+import flax.linen as nn
+import jax
 import jax.numpy as jnp
 import numpy as np
+import pytest
+from flax import traverse_util
 
 from configs.tiny import tiny_model
 from havic_jax.models import layers
 from havic_jax.models.config import ModelConfig, model_config_from
 from havic_jax.models.decoders import hierarchical_schedule
+from havic_jax.models.havic import build_model, example_inputs
 from havic_jax.models.patches import patchify_audio, patchify_video
 
 
@@ -82,3 +89,37 @@ def test_hierarchical_schedule():
 def test_compat_chooses_audio_segments():
   assert model_config_from(tiny_model(), "reference").audio_segments == "frequency_bands"
   assert model_config_from(tiny_model(), "paper").audio_segments == "time"
+
+
+def _layer_norm_epsilons(model, params, inputs):
+  """({LayerNorm path: epsilon} of one forward pass, the outputs)."""
+  seen = {}
+
+  def record(next_fun, args, kwargs, context):
+    if isinstance(context.module, nn.LayerNorm):
+      seen["/".join(context.module.scope.path)] = context.module.epsilon
+    return next_fun(*args, **kwargs)
+  with nn.intercept_methods(record):
+    outputs = model.apply({"params": params}, *inputs)
+  return seen, outputs
+
+
+@pytest.mark.parametrize("kind", ["pretrain", "finetune"])
+def test_every_layer_norm_takes_its_epsilon_from_the_config(kind):
+  cfg = model_config_from(tiny_model(), "reference")
+  model = build_model(cfg, kind)
+  params = nn.unbox(model.init(jax.random.PRNGKey(0), *example_inputs(cfg, kind))["params"])
+  keys = jax.random.split(jax.random.PRNGKey(1), 2)
+  video = jax.random.uniform(keys[0], (2, cfg.num_frames, cfg.image_size, cfg.image_size, 3))
+  audio = jax.random.normal(keys[1], (2, cfg.audio_frames, cfg.mel_bins))
+  inputs = example_inputs(cfg, kind, 2)
+  inputs = (video, audio) + tuple(jnp.tile(jnp.arange(x.shape[1]), (2, 1)) for x in inputs[2:])
+  norms = {"/".join(path[:-1]) for path in traverse_util.flatten_dict(params)
+           if path[-1] == "scale"}
+  epsilons, outputs = _layer_norm_epsilons(model, params, inputs)
+  assert set(epsilons) == norms and set(epsilons.values()) == {cfg.layer_norm_eps}
+  wide = dataclasses.replace(cfg, layer_norm_eps=0.5)
+  epsilons, wide_outputs = _layer_norm_epsilons(build_model(wide, kind), params, inputs)
+  assert set(epsilons) == norms and set(epsilons.values()) == {0.5}
+  for out, wide_out in zip(jax.tree.leaves(outputs), jax.tree.leaves(wide_outputs)):
+    assert not np.allclose(out, wide_out)

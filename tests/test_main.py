@@ -1,26 +1,27 @@
 """The command-line entry points, run as a user would."""
 
 import json
+import logging
 import pathlib
+import re
 import subprocess
 import sys
 
 import numpy as np
-import pytest
+
+from havic_jax import cli
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
+# The source files whose INFO lines a command shows by default.
+OWN_FILES = {path.name for folder in ("havic_jax", "data_pipelines")
+             for path in (ROOT / folder).rglob("*.py")}
+# absl's log line prefix: level letter, date, time, thread, file:line.
+LOG_LINE = re.compile(r"^([IWEF])\d{4} [\d:.]+ +\d+ ([\w.]+):\d+\]")
 
 
 def run(*args, timeout=300):
   return subprocess.run([sys.executable, *args], capture_output=True, text=True,
                         timeout=timeout, cwd=ROOT)
-
-
-@pytest.mark.parametrize("module", ["havic_jax.main", "havic_jax.models.summary"])
-def test_help(module):
-  result = run("-m", module, "--help")
-  assert result.returncode == 0, result.stderr
-  assert "--config" in result.stdout
 
 
 def test_main_pretrains_the_tiny_model_on_the_synthetic_corpus(tmp_path):
@@ -36,6 +37,22 @@ def test_main_pretrains_the_tiny_model_on_the_synthetic_corpus(tmp_path):
     assert np.isfinite(r["total"]) and r["total"] > 0
     assert r["samples_per_second"] > 0
   assert "step 4/4" in result.stdout
+  info_files = {m.group(2) for m in map(LOG_LINE.match, result.stderr.splitlines())
+                if m and m.group(1) == "I"}
+  assert info_files and info_files <= OWN_FILES, info_files - OWN_FILES  # no Orbax, absl, JAX
+  summary = result.stdout[result.stdout.index("done: havic pretrain, step 4 of 4"):]
+  assert "final (last logging window): total " in summary
+  assert f"checkpoints: {tmp_path / 'checkpoints'}" in summary
+  assert f"tensorboard --logdir={tmp_path / 'tensorboard'}" in summary
+  assert f"next: python -m havic_jax.export --workdir={tmp_path}" in summary
+
+
+def test_library_info_records_need_verbosity():
+  own = cli.OwnInfoOnly()
+  record = lambda path, level: logging.LogRecord("absl", level, path, 1, "m", (), None)
+  assert own.filter(record(str(ROOT / "havic_jax/training/loop.py"), logging.INFO))
+  assert not own.filter(record("/site-packages/orbax/checkpoint/manager.py", logging.INFO))
+  assert own.filter(record("/site-packages/orbax/checkpoint/manager.py", logging.WARNING))
 
 
 def test_main_rejects_a_mesh_that_does_not_fit(tmp_path):

@@ -14,7 +14,7 @@ import jax
 import numpy as np
 import pytest
 
-from havic_jax.checkpoints import runs
+from havic_jax.checkpoints import loading
 from local_services import free_port
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
@@ -79,9 +79,10 @@ def test_two_processes_train_and_write_one_checkpoint(uninterrupted):
   assert sorted(positions) == ["process_0-of-2.json", "process_1-of-2.json"]
   # each process read STEPS batches of its shard
   assert list(positions.values()) == [{"next_index": STEPS}] * 2
-  config, params = runs.load_params(str(workdir))
+  checkpoint = loading.load(str(workdir))
+  config, params = checkpoint.config, checkpoint.params
   assert config.num_steps == STEPS
-  _, first = runs.load_params(str(workdir), step=STEPS - 2)
+  first = loading.load(str(workdir), step=STEPS - 2).params
   moved = jax.tree.map(lambda a, b: float(np.abs(a - b).max()), params, first)
   assert max(jax.tree.leaves(moved)) > 0  # the two saved steps differ: it trained
   assert all(np.isfinite(x).all() for x in jax.tree.leaves(params))
@@ -111,6 +112,6 @@ def test_sigterm_to_one_process_saves_one_step_on_both(uninterrupted, tmp_path,
 
   finish(start(workdir, prepared_corpus, every_steps=STEPS))
   assert logged(workdir) == logged(reference)  # every step's loss, bitwise
-  _, expected = runs.load_params(str(reference))
-  _, params = runs.load_params(str(workdir))
+  expected = loading.load(str(reference)).params
+  params = loading.load(str(workdir)).params
   jax.tree.map(np.testing.assert_array_equal, params, expected)

@@ -13,10 +13,11 @@ import pytest
 from data_pipelines import bench
 from havic_jax.data import prepare, synthetic
 from havic_jax.data import sources, records
-from havic_jax.data.input_pipeline import open_prepared
+from havic_jax.data.records import open_prepared
 from havic_jax.media.decode import clip_frame_indices, read_media
 from havic_jax.media.faces import (BOX_SCALE, CROP_SIZE, crop_faces, crop_region,
-                                   interpolated_boxes, keyframes, mtcnn_detector)
+                                   interpolated_boxes, keyframes, mtcnn_detector,
+                                   process_detector)
 from havic_jax.media.windows import centre_square
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
@@ -134,7 +135,7 @@ def test_prepared_corpus_manifest_and_records(prepared_corpus, synthetic_corpus)
 
 def test_face_crops_contain_the_face(prepared_corpus):
   """A crop is the detector box ×1.3 resized to 224², so the face fills its central 1/1.3."""
-  detect = mtcnn_detector()
+  detect = process_detector(mtcnn_detector)
   margin = CROP_SIZE * (1 - 1 / BOX_SCALE) / 2
   expected = (margin, margin, CROP_SIZE - margin, CROP_SIZE - margin)
   data = open_prepared(str(prepared_corpus))
@@ -149,32 +150,12 @@ def test_face_crops_contain_the_face(prepared_corpus):
       assert box is not None and bench.box_iou(box, expected) > 0.5, (index, box)
 
 
-def _bad_inputs(directory, corpus):
-  """A CSV of two good synthetic videos and four bad files; returns (csv path, bad names)."""
-  good = sorted((corpus / "FakeAVCeleb").rglob("*.mp4"))[:2]
-  rng = np.random.default_rng(0)
-  truncated = directory / "truncated.mp4"
-  truncated.write_bytes(good[0].read_bytes()[:4000])
-  not_video = directory / "notes.mp4"
-  not_video.write_text("this is not a video\n")
-  frames = np.full((90, 224, 224, 3), 128, np.uint8)
-  audio = (0.1 * rng.standard_normal(int(3.6 * 16000))).astype(np.float32)
-  synthetic.write_mp4(directory / "faceless.mp4", frames, 25, audio, 16000)
-  identity = synthetic.make_identities(2, seed=1)[0]
-  face_frames, _ = synthetic.synthesize_video(
-      {"source_index": 0, "face": 0, "swap": "", "lipsync": False, "voice": 0,
-       "audio_shift_s": 0.0, "vocoder": False, "path": "silent.mp4"}, [identity], 0, 3.6)
-  synthetic.write_mp4(directory / "silent.mp4", face_frames, 25, None, 16000)
-  listing = directory / "videos.csv"
-  rows = [(str(p), 0) for p in good] + [(n, 1) for n in
-                                        ("truncated.mp4", "notes.mp4", "faceless.mp4",
-                                         "silent.mp4")]
+def test_bad_inputs_are_reported_and_the_run_resumes(tmp_path, synthetic_corpus, bad_videos):
+  good = sorted((synthetic_corpus / "FakeAVCeleb").rglob("*.mp4"))[:2]
+  rows = [(p, 0) for p in good] + [(bad_videos[n], 1) for n in
+                                   ("corrupt.mp4", "notes.mp4", "faceless.mp4", "silent.mp4")]
+  listing = tmp_path / "videos.csv"
   listing.write_text("video_path,overall_label\n" + "".join(f"{p},{l}\n" for p, l in rows))
-  return listing, good
-
-
-def test_bad_inputs_are_reported_and_the_run_resumes(tmp_path, synthetic_corpus):
-  listing, good = _bad_inputs(tmp_path, synthetic_corpus)
   output = tmp_path / "out"
   command = [sys.executable, "-m", "data_pipelines.prepare", "--dataset=csv",
              f"--input={listing}", f"--output={output}", "--workers=1", "--videos_per_shard=4"]
@@ -183,7 +164,7 @@ def test_bad_inputs_are_reported_and_the_run_resumes(tmp_path, synthetic_corpus)
   assert "4 videos rejected" in result.stdout
   manifest = json.loads((output / "manifest.json").read_text())
   reasons = {pathlib.Path(r["path"]).name: r["reason"] for r in manifest["rejected"]}
-  assert reasons == {"truncated.mp4": "unreadable", "notes.mp4": "unreadable",
+  assert reasons == {"corrupt.mp4": "unreadable", "notes.mp4": "unreadable",
                      "faceless.mp4": "no_face", "silent.mp4": "no_audio"}
   assert all(r["message"] for r in manifest["rejected"])
   assert {v["video_id"] for v in manifest["videos"]} == {str(p) for p in good}
@@ -200,10 +181,7 @@ def test_bad_inputs_are_reported_and_the_run_resumes(tmp_path, synthetic_corpus)
   assert again["videos"] == manifest["videos"] and again["rejected"] == manifest["rejected"]
 
 
-def test_prepare_help_and_bad_dataset():
-  result = subprocess.run([sys.executable, "-m", "data_pipelines.prepare", "--help"], cwd=ROOT,
-                          capture_output=True, text=True, timeout=120)
-  assert result.returncode == 0 and "--videos_per_shard" in result.stdout
+def test_bad_dataset_is_explained():
   with pytest.raises(sources.DatasetError, match="meta_data.csv"):
     prepare.prepare("fakeavceleb", "/nonexistent", "/tmp/unused_output")
 

@@ -2,6 +2,7 @@
 audio, labels, the draw frequencies, shape errors and the Grain transform on clip records."""
 
 import collections
+import dataclasses
 
 import grain
 import numpy as np
@@ -32,6 +33,11 @@ def _record(video_id="a.mp4", clip_start=0.0, labels=REAL, offsets=(0, 0)):
   frames, audio = _clip(*offsets)
   return records.ClipRecord(frames=frames, audio=audio, category="real", identity="id0",
                             video_id=video_id, clip_start=clip_start, **labels)
+
+
+ORIGINAL_RECORD = _record()
+DONOR_RECORD = _record("b.mp4", offsets=(100, 1000))
+MODALITY_OF = {category: modality for modality, category in pf.CATEGORIES.items()}
 
 
 def _spans(options, num_units=FRAMES, draws=3000, seed=0):
@@ -92,20 +98,30 @@ def test_exactly_the_span_comes_from_the_donor_at_the_same_positions(modality):
   assert (out_frames == out_frames[:, :1, :1, :1]).all()
 
 
-def test_drawn_pseudo_fakes_are_aligned_with_their_description():
+def _transform(options=ALWAYS, donor=DONOR_RECORD):
+  """The production transform with a fixed donor record."""
+  return pf.PseudoFakeTransform(lambda rng: donor, options)
+
+
+def test_drawn_pseudo_fakes_are_aligned_with_their_category_and_labels():
   rng = np.random.default_rng(1)
+  transform = _transform()
+  shortest, longest = ALWAYS.span_bounds(FRAMES)
+  units = np.arange(FRAMES)
   for _ in range(200):
-    frames, audio, labels, fake = pf.make_pseudo_fake(*ORIGINAL, REAL, *DONOR, rng, ALWAYS)
-    units = np.arange(FRAMES)
-    replaced = (units >= fake.start) & (units < fake.end)
-    from_donor_video = frames[:, 0, 0, 0] >= 100
-    from_donor_audio = audio[::SPU] >= 1000
-    np.testing.assert_array_equal(from_donor_video, replaced & (fake.modality != "audio"))
-    np.testing.assert_array_equal(from_donor_audio, replaced & (fake.modality != "video"))
-    np.testing.assert_array_equal(frames[:, 0, 0, 0] % 100, units)  # same positions
-    np.testing.assert_array_equal(audio[::SPU] % 1000, units)
-    assert labels == {"audio_label": int(fake.modality != "video"),
-                      "visual_label": int(fake.modality != "audio"), "overall_label": 1}
+    out = transform.random_map(ORIGINAL_RECORD, rng)
+    modality = MODALITY_OF[out.category]
+    from_donor_video = out.frames[:, 0, 0, 0] >= 100
+    from_donor_audio = out.audio[::SPU] >= 1000
+    span = np.flatnonzero(from_donor_video | from_donor_audio)
+    assert shortest <= len(span) <= longest and (np.diff(span) == 1).all()  # one span
+    replaced = (units >= span[0]) & (units <= span[-1])
+    np.testing.assert_array_equal(from_donor_video, replaced & (modality != "audio"))
+    np.testing.assert_array_equal(from_donor_audio, replaced & (modality != "video"))
+    np.testing.assert_array_equal(out.frames[:, 0, 0, 0] % 100, units)  # same positions
+    np.testing.assert_array_equal(out.audio[::SPU] % 1000, units)
+    assert (out.audio_label, out.visual_label, out.overall_label) == (
+        int(modality != "video"), int(modality != "audio"), 1)
 
 
 @pytest.mark.parametrize("modality, expected", [
@@ -124,33 +140,32 @@ def test_labels_follow_the_replaced_modality_and_keep_earlier_fakes(modality, ex
 
 def test_share_of_pseudo_fakes_and_modalities():
   rng = np.random.default_rng(2)
-  kept_labels = {"audio_label": 1, "visual_label": 1, "overall_label": 1}
+  transform = _transform(pf.PseudoFakeOptions())
   draws = 2000
   modalities = collections.Counter()
   for _ in range(draws):
-    frames, audio, labels, fake = pf.make_pseudo_fake(*ORIGINAL, REAL, *DONOR, rng)
-    if fake is None:
-      np.testing.assert_array_equal(frames, ORIGINAL[0])
-      np.testing.assert_array_equal(audio, ORIGINAL[1])
-      assert labels == REAL
-    else:
-      modalities[fake.modality] += 1
+    out = transform.random_map(ORIGINAL_RECORD, rng)
+    if out is ORIGINAL_RECORD:
+      continue
+    modalities[MODALITY_OF[out.category]] += 1
   made = sum(modalities.values())
   assert abs(made / draws - 0.5) < 0.05, made
   assert set(modalities) == set(pf.MODALITIES)
   assert all(abs(count / made - 1 / 3) < 0.05 for count in modalities.values()), modalities
-  never = pf.PseudoFakeOptions(probability=0.0)
-  labels, fake = pf.make_pseudo_fake(*ORIGINAL, kept_labels, *DONOR, rng, never)[2:]
-  assert fake is None and labels == kept_labels
+  fake = dataclasses.replace(ORIGINAL_RECORD, audio_label=1, visual_label=1, overall_label=1)
+  never = _transform(pf.PseudoFakeOptions(probability=0.0))
+  assert never.random_map(fake, rng) is fake
 
 
 def test_shape_mismatches_raise():
   frames, audio = ORIGINAL
   rng = np.random.default_rng(3)
+  short_audio = dataclasses.replace(ORIGINAL_RECORD, audio=audio[:-1])
   with pytest.raises(ValueError, match=r"\(51199,\).*\(16, 4, 4, 3\)"):
-    pf.make_pseudo_fake(frames, audio[:-1], REAL, frames, audio[:-1], rng, ALWAYS)
+    _transform().random_map(short_audio, rng)
+  short_donor = dataclasses.replace(DONOR_RECORD, frames=frames[:8])
   with pytest.raises(ValueError, match="donor"):
-    pf.make_pseudo_fake(frames, audio, REAL, frames[:8], audio, rng, ALWAYS)
+    _transform(donor=short_donor).random_map(ORIGINAL_RECORD, rng)
   with pytest.raises(ValueError, match="not a span"):
     pf.apply_pseudo_fake(frames, audio, REAL, *DONOR, pf.PseudoFake("video", 3, 17))
 

@@ -13,8 +13,7 @@ import pytest
 from safetensors.numpy import save_file
 
 from configs import pretrain_tiny
-from havic_jax.checkpoints import runs, released, exported
-from havic_jax.evaluation import scoring
+from havic_jax.checkpoints import exported, loading, released
 from havic_jax.training import loop
 from havic_jax.models import reference
 from havic_jax.models.config import ModelConfig, model_config_from
@@ -147,7 +146,7 @@ def test_a_file_of_another_model_names_its_keys(tmp_path):
 def test_eval_takes_a_released_finetuning_file(tmp_path):
   path = tmp_path / "havic_ft.safetensors"
   save_file(release_state_dict(BASE, "havic_finetune"), str(path))
-  checkpoint = scoring.load_checkpoint(str(path))
+  checkpoint = loading.load(str(path))
   assert checkpoint.stage == "finetune" and checkpoint.has_classifier
   assert checkpoint.description["kind"] == "released"
   assert checkpoint.description["source"] == "havic_finetune"
@@ -159,9 +158,9 @@ def test_eval_refuses_an_initialisation_file(tmp_path):
   tiny = model_config_from(pretrain_tiny.get_config().model)
   path = tmp_path / "marlin.npz"
   np.savez(path, **release_state_dict(tiny, "marlin"))
-  with pytest.raises(scoring.CheckpointError, match="a marlin state_dict; .*scoring needs a "
-                                                    "HAVIC checkpoint"):
-    scoring.load_checkpoint(str(path))
+  with pytest.raises(loading.CheckpointError, match="a marlin state_dict; .*AudioMAE ones "
+                                                    "initialise training"):
+    loading.load(str(path), releases=tuple(released.HAVIC_SOURCES))
 
 
 def test_pretraining_starts_from_released_marlin_and_audiomae_files(tmp_path):
@@ -176,7 +175,7 @@ def test_pretraining_starts_from_released_marlin_and_audiomae_files(tmp_path):
   config.num_steps, config.data.source = 1, "random"
   config.optimizer.peak_learning_rate = 0.0  # the step leaves the loaded values as they are
   loop.run(config, str(tmp_path / "run"))
-  _, params = runs.load_params(str(tmp_path / "run"))
+  params = loading.load(str(tmp_path / "run")).params
   marlin = release_state_dict(cfg, "marlin")
   np.testing.assert_allclose(params["video_encoder"]["block_0"]["attn"]["proj"]["kernel"],
                              marlin["encoder.blocks.0.attn.proj.weight"].T, atol=1e-6)

@@ -11,21 +11,15 @@ import time
 
 import shutil
 
-import flax.linen as nn
 import jax
 import numpy as np
 import pytest
 
 from configs import pretrain_tiny
-from havic_jax.checkpoints import runs
+from havic_jax.checkpoints import loading, runs
 from havic_jax import sharding, storage
-from havic_jax.training import loop
-from havic_jax.models.config import model_config_from
-from havic_jax.models.havic import build_model
-from havic_jax.training.optimizer import make_optimizer
+from havic_jax.training import builder, loop
 from havic_jax.data.random_batches import synthetic_batches
-from havic_jax.detectors.havic import pretrain_loss_fn
-from havic_jax.training.train_step import abstract_state
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 STEPS = 8
@@ -99,8 +93,8 @@ def test_sigterm_and_sigkill_resume_with_the_same_numbers(where, uninterrupted, 
   got = losses_by_step(interrupted)
   assert sorted(got) == list(range(1, STEPS + 1))
   assert got == expected  # bitwise: the same float32 losses at every step
-  _, params_a = runs.load_params(str(reference))
-  _, params_b = runs.load_params(str(interrupted))
+  params_a = loading.load(str(reference)).params
+  params_b = loading.load(str(interrupted)).params
   jax.tree.map(np.testing.assert_array_equal, params_a, params_b)
   assert not (ROOT / "gs:").exists()  # a gs:// workdir never became a local folder
 
@@ -128,24 +122,17 @@ def test_restore_onto_another_mesh(tmp_path):
   shutil.copytree(workdir, continued)
   _, logged_metrics = loop.run(train_config(num_steps=3), str(continued))  # step 3 on 8 × data
   config = train_config(**{"num_steps": 3, "mesh.data": 2, "mesh.fsdp": 4})
-  cfg = model_config_from(config.model, config.compat)
-  model = build_model(cfg, "pretrain")
-  optimizer, _ = make_optimizer(config)
-  mesh = sharding.make_mesh(config.mesh)
-  rules = tuple(tuple(rule) for rule in config.sharding_rules)
-  with jax.set_mesh(mesh), nn.logical_axis_rules(rules):
-    target, _ = abstract_state(model, cfg, "pretrain", optimizer, jax.random.PRNGKey(0), mesh,
-                               rules)
+  training = builder.build(config, sharding.make_mesh(config.mesh))
+  with training.scope():
     with runs.make_manager(str(workdir), config.checkpoint) as manager:
-      restored, step = runs.restore(manager, target)
+      restored, step = runs.restore(manager, training.abstract_state())
     assert step == 2
     kernel = restored.params["video_encoder"]["block_0"]["mlp"]["fc1"]["kernel"]
     assert kernel.sharding.spec[0] == "fsdp" and kernel.addressable_shards[0].data.shape[0] == 16
-    _, saved = runs.load_params(str(workdir))
+    saved = loading.load(str(workdir)).params
     jax.tree.map(np.testing.assert_array_equal, jax.device_get(restored.params), saved)
-    batch = next(synthetic_batches(cfg, "pretrain", config.batch_size, config.seed,
+    batch = next(synthetic_batches(training.cfg, "pretrain", config.batch_size, config.seed,
                                    start_step=2))
-    loss_fn = pretrain_loss_fn(model, cfg, config)
     key = jax.random.fold_in(restored.rng, restored.step)
-    loss, _ = jax.jit(loss_fn)(restored.params, sharding.global_batch(batch, mesh), key)
+    loss, _ = jax.jit(training.loss_fn)(restored.params, training.global_batch(batch), key)
   assert abs(float(loss) - logged_metrics["total"]) < 1e-5

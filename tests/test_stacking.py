@@ -12,13 +12,12 @@ import pytest
 
 from configs import pretrain_tiny
 from configs.tiny import tiny_model
-from havic_jax.checkpoints import exported
+from havic_jax.checkpoints import exported, loading
 from havic_jax import sharding
 from havic_jax.models import stacking
 from havic_jax.models.config import model_config_from
 from havic_jax.models.havic import build_model, example_inputs
-from havic_jax.training.optimizer import make_optimizer
-from havic_jax.training.train_step import abstract_state
+from havic_jax.training import builder
 
 # Depth 4 tapped after layers 1, 2 and 4: groups of 1, 1 and 2 blocks.
 DEEP = dataclasses.replace(model_config_from(tiny_model()), depth=4, tap_layers=(1, 2, 4),
@@ -90,7 +89,8 @@ def test_layouts_round_trip_and_exports_are_per_layer(tmp_path):
                                    tmp_path / "export")
   description = json.loads((directory / exported.CONFIG_FILE).read_text())
   assert description["model"]["scan_layers"] is False
-  cfg, loaded = exported.load_pretrained(str(directory))
+  checkpoint = loading.load(str(directory))
+  cfg, loaded = checkpoint.cfg, checkpoint.params
   assert not cfg.scan_layers
   jax.tree.map(np.testing.assert_array_equal, loaded,
                {k: per_layer[k] for k in description["modules"]})
@@ -106,13 +106,8 @@ def test_remat_policy_must_be_a_jax_policy():
 def test_stacked_parameters_shard_on_fsdp_with_the_layer_axis_replicated():
   config = pretrain_tiny.get_config()
   config.model.scan_layers = True
-  cfg = model_config_from(config.model, config.compat)
-  mesh = sharding.make_mesh({"data": 2, "fsdp": 4})
-  rules = tuple(config.sharding_rules)
-  optimizer, _ = make_optimizer(config)
-  with jax.set_mesh(mesh), nn.logical_axis_rules(rules):
-    state, shardings = abstract_state(build_model(cfg, "pretrain"), cfg, "pretrain", optimizer,
-                                      jax.random.key(0), mesh, rules)
+  training = builder.build(config, sharding.make_mesh({"data": 2, "fsdp": 4}))
+  state, shardings = training.abstract_state(), training.shardings
   kernel = state.params["video_encoder"]["blocks_0_1"]["block"]["mlp"]["fc1"]["kernel"]
   spec = shardings.params["video_encoder"]["blocks_0_1"]["block"]["mlp"]["fc1"]["kernel"].spec
   assert kernel.shape == (1, 64, 256) and spec[:2] == (None, "fsdp")

@@ -1,6 +1,6 @@
 """Workdirs, exports and eval reports on Cloud Storage, against a real GCS API (the emulator of
 ``local_services``): training writes every file of its workdir there, the export command and
-``load_pretrained`` read it back, the eval binary writes its report there; and components that
+``loading.load`` read it back, the eval binary writes its report there; and components that
 need local files refuse ``gs://`` URIs."""
 
 import json
@@ -13,8 +13,8 @@ import pytest
 from etils import epath
 
 from configs import pretrain_tiny
-from havic_jax.checkpoints import runs, exported
-from havic_jax.data import input_pipeline
+from havic_jax.checkpoints import loading, runs
+from havic_jax.data import records
 from havic_jax import storage
 from havic_jax.training import loop
 from havic_jax import eval as eval_binary
@@ -29,7 +29,7 @@ def test_paths_keep_uris_and_make_local_paths_absolute(tmp_path, monkeypatch):
   with pytest.raises(ValueError, match="gs://BUCKET/PATH"):
     storage.path("gs:/bucket/run")  # a URI that lost a slash: never a local folder "gs:"
   with pytest.raises(ValueError, match="gcsfuse"):
-    input_pipeline.open_prepared("gs://bucket/prepared")
+    records.open_prepared("gs://bucket/prepared")
   assert not (tmp_path / "gs:").exists()
 
 
@@ -56,7 +56,7 @@ def test_a_training_workdir_on_cloud_storage_exports_and_evaluates(gcs_bucket, p
   assert len(list((root / "images" / "step_00000002").iterdir())) > 0
   (events,) = (root / "tensorboard").iterdir()  # tensorboardX's own Cloud Storage writer
   assert events.name.startswith("events.out.tfevents.") and events.stat().length > 0
-  _, params = runs.load_params(workdir)
+  params = loading.load(workdir).params
 
   export_dir = f"{gcs_bucket}/export"
   result = subprocess.run([sys.executable, "-m", "havic_jax.export", f"--workdir={workdir}",
@@ -65,7 +65,8 @@ def test_a_training_workdir_on_cloud_storage_exports_and_evaluates(gcs_bucket, p
   assert result.returncode == 0, result.stderr[-3000:]
   assert json.loads((storage.path(export_dir) / "config.json").read_text())["source"][
       "workdir"] == workdir
-  cfg, loaded = exported.load_pretrained(export_dir)
+  checkpoint = loading.load(export_dir)
+  cfg, loaded = checkpoint.cfg, checkpoint.params
   assert cfg.width == config.model.width
   np.testing.assert_array_equal(loaded["video_encoder"]["block_0"]["mlp"]["fc1"]["kernel"],
                                 params["video_encoder"]["block_0"]["mlp"]["fc1"]["kernel"])

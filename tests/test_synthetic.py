@@ -1,9 +1,6 @@
 """The synthetic FakeAVCeleb-like corpus: layout, decodable mp4s, lip-sync, determinism."""
 
 import csv
-import pathlib
-import subprocess
-import sys
 
 import av
 import numpy as np
@@ -11,7 +8,6 @@ import pytest
 
 from havic_jax.data import synthetic
 
-ROOT = pathlib.Path(__file__).resolve().parents[1]
 DURATION = 3.3
 SEED = 7
 
@@ -138,11 +134,3 @@ def test_speech_like_audio():
   assert 120 < peak_hz < 180  # the fundamental, within the ±12% pitch drift
   envelope = synthetic.envelope_per_frame(audio, 16_000, 25, 50)
   assert envelope.min() < 0.1 and envelope.max() == pytest.approx(1.0)  # syllables and pauses
-
-
-def test_help():
-  result = subprocess.run([sys.executable, "-m", "data_pipelines.synthetic", "--help"],
-                          capture_output=True, text=True, timeout=60, cwd=ROOT)
-  assert result.returncode == 0, result.stderr
-  for flag in ("--output", "--videos", "--seed", "--duration"):
-    assert flag in result.stdout

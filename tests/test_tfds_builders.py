@@ -2,6 +2,7 @@
 follow the FakeAVCeleb type folders, bad videos are skipped, and neither building nor reading
 imports TensorFlow."""
 
+import csv
 import json
 import os
 import pathlib
@@ -13,15 +14,13 @@ import numpy as np
 import pytest
 import tensorflow_datasets as tfds
 
-from havic_jax.data import prepare, synthetic
 from data_pipelines import tfds_builders
-from havic_jax.data import sources, records
-from havic_jax.media.faces import mtcnn_detector
+from havic_jax.data import prepare, records, sources, synthetic
+from havic_jax.media.faces import mtcnn_detector, process_detector
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 NAME = "havic_fake_av_celeb"
-CORPUS_SEED = 11
-CORPUS_VIDEOS = 4  # one of each FakeAVCeleb type, 3.5 s: one clip each
+CORPUS_VIDEOS = 4  # one of each FakeAVCeleb type, one clip each
 # A `tensorflow` package put first on a subprocess's path: any attempt to import TensorFlow,
 # even one that catches the ImportError, leaves the marker file behind.
 TENSORFLOW_STUB = """import os
@@ -62,11 +61,18 @@ def read_split(data_dir, split):
 
 
 @pytest.fixture(scope="module")
-def corpus(tmp_path_factory):
-  """(directory holding FakeAVCeleb/, meta_data.csv rows) of a 4-video synthetic corpus."""
+def corpus(synthetic_corpus, tmp_path_factory):
+  """(directory holding FakeAVCeleb/, meta_data.csv rows): the first video of each FakeAVCeleb
+  type of the shared synthetic corpus."""
+  with open(synthetic_corpus / "FakeAVCeleb" / "meta_data.csv", newline="") as file:
+    rows = [dict(zip(synthetic.META_COLUMNS, row)) for row in list(csv.reader(file))[1:]]
+  chosen = [next(row for row in rows if row["type"] == kind) for kind in synthetic.TYPES]
   root = tmp_path_factory.mktemp("tfds_corpus")
-  rows = synthetic.generate_corpus(root, CORPUS_VIDEOS, seed=CORPUS_SEED, duration=3.5)
-  return root, rows
+  for row in chosen:
+    (root / row["folder"]).mkdir(parents=True, exist_ok=True)
+    shutil.copy(synthetic_corpus / row["folder"] / row["path"], root / row["folder"])
+  synthetic.write_meta_data(root / "FakeAVCeleb" / "meta_data.csv", chosen)
+  return root, chosen
 
 
 @pytest.fixture(scope="module")
@@ -102,7 +108,7 @@ def test_clips_equal_plain_preparation(corpus, data_dir):
   root, rows = corpus
   entries = {e.video_id: e for e in sources.read_fakeavceleb(str(root))}
   row_of = {f"{row['folder'].split('/', 1)[1]}/{row['path']}": row for row in rows}
-  detect = mtcnn_detector()
+  detect = process_detector(mtcnn_detector)
   clips = read_split(data_dir, "train") + read_split(data_dir, "test")
   assert sorted(clip["video_id"].decode() for clip in clips) == sorted(row_of)
   for clip in clips:

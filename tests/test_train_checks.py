@@ -9,7 +9,7 @@ import pytest
 
 from configs import pretrain_tiny
 from havic_jax.training import builder, loop
-from havic_jax.checkpoints import runs
+from havic_jax.checkpoints import loading, runs
 
 
 def tiny_run(num_steps):
@@ -36,7 +36,7 @@ def test_a_nonfinite_loss_stops_the_run_and_keeps_the_last_good_checkpoint(tmp_p
     loop.run(tiny_run(8), str(tmp_path))
   directory = tmp_path / runs.CHECKPOINT_DIR
   assert max(int(p.name) for p in directory.iterdir() if p.name.isdigit()) == 3
-  _, params = runs.load_params(str(tmp_path))
+  params = loading.load(str(tmp_path)).params
   assert all(np.isfinite(leaf).all() for leaf in jax.tree.leaves(params))
 
 

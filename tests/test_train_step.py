@@ -3,7 +3,6 @@
 import json
 from unittest import mock
 
-import flax.linen as nn
 import jax
 import numpy as np
 import pytest
@@ -13,9 +12,7 @@ from havic_jax.training import builder, loop
 from havic_jax import detectors, sharding
 from havic_jax.models.config import model_config_from
 from havic_jax.models.masking import pretraining_masks
-from havic_jax.models.havic import build_model, example_inputs
 from havic_jax.data.random_batches import synthetic_batches
-from havic_jax.detectors.havic import pretrain_loss_fn
 from havic_jax.training.train_step import split_microbatches
 
 # float32 on CPU: different meshes reduce in different orders.
@@ -42,7 +39,7 @@ def run_steps(config, mesh_axes, devices, num_steps=2, counter=None):
   with training.scope():
     state = training.init(jax.random.PRNGKey(0))
     for _ in range(num_steps):
-      state, metrics = training.step(state, sharding.global_batch(next(batches), mesh))
+      state, metrics = training.step(state, training.global_batch(next(batches)))
   return jax.device_get(state.params), jax.device_get(metrics), state, training.shardings
 
 
@@ -116,14 +113,16 @@ def test_tiny_finetuning_learns_fixed_labels(tmp_path):
 
 
 def tiny_loss_fn(**model_overrides):
+  """(the loss, parameters, a batch of 4 and the model config) of the tiny pretraining model
+  with ``model_overrides``, built on one device."""
   config = pretrain_tiny.get_config()
   config.unlock()
   config.model.update(model_overrides)
-  cfg = model_config_from(config.model, config.compat)
-  model = build_model(cfg, "pretrain")
-  params = model.init(jax.random.PRNGKey(0), *example_inputs(cfg, "pretrain"))["params"]
-  batch = next(synthetic_batches(cfg, "pretrain", 4, seed=1))
-  return pretrain_loss_fn(model, cfg, config), nn.unbox(params), batch, cfg
+  training = builder.build(config, sharding.make_mesh({"data": 1}, jax.devices()[:1]))
+  with training.scope():
+    params = training.init(jax.random.PRNGKey(0)).params
+  batch = next(synthetic_batches(training.cfg, "pretrain", 4, seed=1))
+  return training.loss_fn, params, batch, training.cfg
 
 
 def test_supplied_kept_indices_and_bfloat16_compute():
@@ -178,10 +177,11 @@ def test_gradient_accumulation_equals_the_full_batch_step():
     training = builder.build(config, mesh)
     with training.scope():
       state = training.init(jax.random.PRNGKey(0))
-      state, metrics = training.step(state, sharding.global_batch(batch, mesh))
+      state, metrics = training.step(state, training.global_batch(batch))
     results[microbatches] = jax.device_get((state.params, metrics))
   with training.scope():
-    split = jax.jit(lambda b: split_microbatches(b, 4))(sharding.global_batch(batch, mesh))
+    split = jax.jit(lambda b: split_microbatches(b, 4, config.mesh.batch_axes))(
+        training.global_batch(batch))
   np.testing.assert_array_equal(np.asarray(split["overall_label"])[1],
                                 batch["overall_label"][1::4])
   (params_1, metrics_1), (params_4, metrics_4) = results[1], results[4]
@@ -195,4 +195,4 @@ def test_gradient_accumulation_equals_the_full_batch_step():
                                                                              atol=1e-6)
     np.testing.assert_allclose(a, b, **tolerance, err_msg=name)
   with pytest.raises(ValueError, match="grad_accumulation_steps"):
-    split_microbatches({"x": np.zeros((6, 2))}, 4)
+    split_microbatches({"x": np.zeros((6, 2))}, 4, config.mesh.batch_axes)

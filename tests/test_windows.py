@@ -172,13 +172,13 @@ def test_short_video_is_padded_to_one_window():
 def test_mtcnn_windows_of_a_synthetic_talking_face(tmp_path):
   from havic_jax.data import synthetic
   from havic_jax.media.decode import read_media
-  from havic_jax.media.faces import mtcnn_detector
+  from havic_jax.media.faces import mtcnn_detector, process_detector
   identities = synthetic.make_identities(2, seed=0)
   row = synthetic.plan_corpus(1, identities)[0]
   frames, track = synthetic.synthesize_video(row, identities, seed=0, duration=3.4)
   synthetic.write_mp4(tmp_path / "face.mp4", frames, synthetic.FPS, track, RATE)
   media = read_media(tmp_path / "face.mp4")
-  windows = extract_windows(media, mtcnn_detector())
+  windows = extract_windows(media, process_detector(mtcnn_detector))
   assert windows.status == OK and windows.faces_detected.tolist() == [True] * 16
   assert windows.window_video(0).shape == (16, 224, 224, 3)
   # 3.4 s: 17 sampling times, 16 used; the decoded AAC runs a little past the video.

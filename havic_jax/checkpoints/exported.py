@@ -12,9 +12,9 @@ An export directory holds
                       (the parameter path joined by "/");
   params/             the same tree as an Orbax PyTree checkpoint.
 
-``load_pretrained(DIR) -> (ModelConfig, params)`` reads it (Orbax, or the safetensors file when
-``params/`` is absent). By default an export of a training run holds the modules fine-tuning
-starts from: the two encoders and the interaction module (spec §11).
+``havic_jax.load(DIR)`` (:func:`havic_jax.checkpoints.loading.load`) reads it (Orbax, or the
+safetensors file when ``params/`` is absent). By default an export of a training run holds the
+modules fine-tuning starts from: the two encoders and the interaction module (spec §11).
 """
 
 from __future__ import annotations
@@ -22,14 +22,13 @@ from __future__ import annotations
 import dataclasses
 import importlib.metadata
 import json
-from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
+from typing import Any, Dict, List, Mapping, Optional, Sequence
 
-import jax
 import numpy as np
 import orbax.checkpoint as ocp
 from flax import traverse_util
 from etils import epath
-from safetensors.numpy import load, save
+from safetensors.numpy import save
 
 from havic_jax import storage
 from havic_jax.models import stacking
@@ -137,25 +136,3 @@ def read_export_config(path: str) -> Dict[str, Any]:
                             f"`python -m havic_jax.export` or `python -m havic_jax.convert`?")
   return json.loads(config_path.read_text())
 
-
-def load_pretrained(path: str) -> Tuple[ModelConfig, Dict[str, Any]]:
-  """(model config, parameters as nested NumPy arrays) of the export directory ``path``.
-
-  Reads the Orbax checkpoint ``params/``, or ``params.safetensors`` where ``params/`` is absent
-  (e.g. an export shipped as config.json + one safetensors file)."""
-  directory = storage.path(path)
-  description = read_export_config(path)
-  cfg = model_config_from(description["model"], description["compat"])
-  if (directory / ORBAX_DIR).is_dir():
-    checkpointer = ocp.PyTreeCheckpointer()
-    tree = checkpointer.metadata(directory / ORBAX_DIR).item_metadata.tree
-    restore_args = jax.tree.map(lambda _: ocp.RestoreArgs(restore_type=np.ndarray), tree)
-    params = checkpointer.restore(directory / ORBAX_DIR,
-                                  args=ocp.args.PyTreeRestore(restore_args=restore_args))
-  elif (directory / SAFETENSORS_FILE).is_file():
-    params = traverse_util.unflatten_dict(load((directory / SAFETENSORS_FILE).read_bytes()),
-                                          sep=PATH_SEPARATOR)
-  else:
-    raise FileNotFoundError(f"{directory}: neither {ORBAX_DIR}/ nor {SAFETENSORS_FILE}; "
-                            f"re-export it")
-  return cfg, params

@@ -104,26 +104,3 @@ def best_step(workdir: str) -> Optional[int]:
   best = min if checkpoint_cfg.best_mode == "min" else max
   return best(ranked)[1]
 
-
-def load_params(workdir: str, step: Optional[int] = None
-                ) -> Tuple[ml_collections.ConfigDict, Any]:
-  """(run config, parameters as NumPy arrays) from a training workdir's checkpoint at ``step``
-  (default: the latest), on the host, whatever mesh wrote it."""
-  config = read_config(workdir)
-  directory = storage.path(workdir) / CHECKPOINT_DIR
-  steps = sorted(int(p.name) for p in (directory.iterdir() if directory.is_dir() else ())
-                 if p.name.isdigit() and (p / STATE_ITEM).is_dir()
-                 and ocp.step.is_path_finalized(p))  # gs://: a save's commit file is there
-  if not steps:
-    raise FileNotFoundError(f"{directory}: no checkpoint; train with --workdir={workdir} first")
-  step = steps[-1] if step is None else step
-  if step not in steps:
-    raise FileNotFoundError(f"{directory}: no checkpoint of step {step}; there are {steps}")
-  path = directory / str(step) / STATE_ITEM
-  with ocp.PyTreeCheckpointer() as checkpointer:
-    params_meta = checkpointer.metadata(path).item_metadata.tree["params"]
-    restore_args = jax.tree.map(lambda _: ocp.RestoreArgs(restore_type=np.ndarray), params_meta)
-    restored = checkpointer.restore(path, args=ocp.args.PyTreeRestore(
-        item={"params": params_meta}, restore_args={"params": restore_args},
-        partial_restore=True))
-  return config, restored["params"]

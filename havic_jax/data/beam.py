@@ -1,16 +1,18 @@
-"""The preparation as an Apache Beam pipeline: ``prepare --runner=beam`` (``[beam]`` extra).
+"""The preparation's shard runner as an Apache Beam pipeline: ``prepare --runner=beam``
+(``[beam]`` extra).
 
   list videos -> spread over workers -> process_video per video (decode, cut clips, crop
   faces, encode records) -> group by shard -> write_shard per shard
 
 It calls the same per-video function (``prepare.process_video``) and shard writer
 (``prepare.write_shard``) as the local runner, with the same videos in each shard in the same
-order, so it writes the same files; ``prepare.prepare`` lists the videos, skips the shards a
-previous run finished and writes ``manifest.json`` from the shards' descriptions once the
-pipeline is done. The pending videos travel to the workers as a JSON-lines listing written
-under the output (``_beam_listing.jsonl``, deleted at the end), not inside the job graph
-(about 300 bytes a video: 0.3 GB for VoxCeleb2's 1.09M); one worker reads it and the
-``Reshuffle`` spreads the videos over all of them. Each worker loads MTCNN once.
+order, so it writes the same files; ``prepare.prepare(..., run_shards=runner(beam_options))``
+lists the videos, skips the shards a previous run finished and writes ``manifest.json`` from
+the shards' descriptions once the pipeline is done. The pending videos travel to the workers
+as a JSON-lines listing written under the output (``_beam_listing.jsonl``, deleted at the
+end), not inside the job graph (about 300 bytes a video: 0.3 GB for VoxCeleb2's 1.09M); one
+worker reads it and the ``Reshuffle`` spreads the videos over all of them. Each worker loads
+MTCNN once.
 
 Progress and totals are Beam counters (namespace ``prepare``): ``videos``, ``videos_rejected``,
 ``clips``, ``shards``; runners show them while the job runs (the Dataflow console, Flink's web
@@ -20,6 +22,7 @@ UI) and :func:`run` logs their totals.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import os
 import shlex
@@ -31,7 +34,8 @@ from apache_beam.metrics import Metrics
 from apache_beam.options.pipeline_options import PipelineOptions
 from etils import epath
 
-from havic_jax.data.prepare import PrepareOptions, VideoOutcome, process_video, write_shard
+from havic_jax.data.prepare import (PrepareOptions, ShardRunner, VideoOutcome, process_video,
+                                    write_shard)
 from havic_jax import storage
 from havic_jax.data.sources import VideoEntry
 
@@ -124,3 +128,9 @@ def run(output: epath.Path, count: int, pending: Mapping[int, Sequence[VideoEntr
       value = counter.committed if counter.committed is not None else counter.attempted
       totals[counter.key.metric.name] += value or 0
   logging.info("Beam preparation: %s", ", ".join(f"{n} {k}" for k, n in totals.items()))
+
+
+def runner(beam_options: str) -> ShardRunner:
+  """The shard runner of ``prepare.prepare`` that runs :func:`run` with the command-line
+  ``beam_options`` (e.g. ``"--runner=DirectRunner --direct_num_workers=2"``)."""
+  return functools.partial(run, beam_options=beam_options)

@@ -1,4 +1,4 @@
-"""Grain input pipelines over prepared ArrayRecord shards (``data_pipelines.prepare``).
+"""Grain input pipelines over prepared ArrayRecord shards (``havic_jax.data.records``).
 
 Training: record indices of a split -> seeded shuffle, endless repeat (or class-balanced
 weighted sampling for fine-tuning) -> this process's shard -> read and decode the clip ->
@@ -18,244 +18,25 @@ device), ``audio`` float32 [b, T, M], and per stage ``ids_keep_video``/``ids_kee
 from __future__ import annotations
 
 import dataclasses
-import json
-import pathlib
 from typing import Any, Dict, Mapping, Optional, Sequence, Tuple
 
-import cv2
 import grain
 import numpy as np
 
-from havic_jax.data import augment, pseudo_fakes, records
-from havic_jax import storage
-from havic_jax.models.masking import host_pretraining_masks, kept_per_group
-from havic_jax.media.clips import INT16_SCALE
-from havic_jax.media.fbank import audio_features as audio_features_of_wave
-from havic_jax.media.fbank import log_mel, normalise
+from havic_jax.data import augment, pseudo_fakes, records, samplers
+from havic_jax.data.features import ClipTransform
+from havic_jax.models.masking import kept_per_group
+from havic_jax.data.records import LABEL_KEYS, PreparedData
 from havic_jax.models.config import ModelConfig
-from havic_jax.data.records import LABEL_KEYS
 
 ENDLESS = 2 ** 62  # length of the position range of endless samplers
 
-MANIFEST = "manifest.json"
-
-
-class DataError(ValueError):
-  """Prepared data that is missing or does not fit the request."""
-
-
-@dataclasses.dataclass(frozen=True)
-class PreparedData:
-  """A directory written by ``data_pipelines.prepare``: its manifest and shard paths."""
-
-  directory: pathlib.Path
-  manifest: Mapping[str, Any]
-
-  @property
-  def shard_paths(self) -> list[str]:
-    return [str(self.directory / shard["file"]) for shard in self.manifest["shards"]]
-
-  @property
-  def num_records(self) -> int:
-    return int(sum(shard["records"] for shard in self.manifest["shards"]))
-
-  def source(self) -> grain.sources.ArrayRecordDataSource:
-    """Random access to the serialised records, indexed across shards in manifest order."""
-    return grain.sources.ArrayRecordDataSource(self.shard_paths)
-
-  def split_indices(self, split: Optional[str]) -> np.ndarray:
-    """Record indices (int64, ascending) of the clips of ``split``'s videos (None: all)."""
-    videos = self.manifest["videos"]
-    if split is not None:
-      if split not in self.manifest["splits"]:
-        raise DataError(f"{self.directory / MANIFEST}: no split {split!r}; it has "
-                        f"{sorted(self.manifest['splits'])}")
-      wanted = set(self.manifest["splits"][split])
-      videos = [v for v in videos if v["video_id"] in wanted]
-    if not videos:
-      raise DataError(f"{self.directory / MANIFEST}: split {split!r} has no prepared clips")
-    return np.sort(np.concatenate([np.arange(v["first_record"], v["first_record"] + v["clips"])
-                                   for v in videos]))
-
-  def record_labels(self, key: str = "overall_label") -> np.ndarray:
-    """int8 [num_records]: ``key`` of every record, from the manifest's video table."""
-    labels = np.zeros(self.num_records, np.int8)
-    for video in self.manifest["videos"]:
-      labels[video["first_record"]:video["first_record"] + video["clips"]] = video[key]
-    return labels
-
-
-  def record_identities(self) -> np.ndarray:
-    """object [num_records]: the identity (speaker / subject id) of every record's video."""
-    identities = np.empty(self.num_records, object)
-    for video in self.manifest["videos"]:
-      identities[video["first_record"]:video["first_record"] + video["clips"]] = video["identity"]
-    return identities
-
-  def identity_vocabulary(self, indices: np.ndarray) -> Dict[str, int]:
-    """{identity: id} over the records ``indices``, ids 0.. in sorted identity order."""
-    names = sorted(set(self.record_identities()[indices]))
-    if not names or names == [""]:
-      raise DataError(f"{self.directory / MANIFEST}: the records carry no identities; this "
-                      f"detector needs a dataset with speaker / subject ids")
-    return {name: index for index, name in enumerate(names)}
-
-  def real_indices(self, indices: np.ndarray) -> np.ndarray:
-    """The records of ``indices`` whose video is real (``overall_label`` 0)."""
-    real = indices[self.record_labels()[indices] == 0]
-    if not len(real):
-      raise DataError(f"{self.directory / MANIFEST}: the requested split has no real clips")
-    return real
-
-
-def open_prepared(directory: str) -> PreparedData:
-  """Reads ``directory/manifest.json`` (a local path: ArrayRecord reads files); errors say how
-  to make one."""
-  path = pathlib.Path(storage.local_only(directory, "prepared data"))
-  manifest_path = path / MANIFEST
-  if not manifest_path.is_file():
-    raise DataError(f"{manifest_path}: missing; prepare the data first with "
-                    f"`python -m data_pipelines.prepare --dataset=... --input=... "
-                    f"--output={directory}`")
-  manifest = json.loads(manifest_path.read_text())
-  if manifest.get("format_version") != records.FORMAT_VERSION:
-    raise DataError(f"{manifest_path}: format version {manifest.get('format_version')}, this "
-                    f"havic_jax reads {records.FORMAT_VERSION}; prepare the data again")
-  data = PreparedData(path, manifest)
-  missing = [p for p in data.shard_paths if not pathlib.Path(p).is_file()]
-  if missing:
-    raise DataError(f"{directory}: shard(s) listed in {MANIFEST} are missing: {missing[:3]}; "
-                    f"re-run the preparation command to finish them")
-  return data
-
-
-def audio_features(wave: np.ndarray, cfg: ModelConfig, rng: Optional[np.random.Generator] = None,
-                   options: augment.Options = augment.Options()) -> np.ndarray:
-  """int16 [S] 16 kHz clip audio -> float32 [audio_frames, mel_bins] model input (spec §1).
-
-  With ``rng`` and ``options.audio`` (fine-tuning), the spec §11 audio augmentation:
-  frequency/time masks on the fbank before normalisation, noise after it."""
-  wave = wave.astype(np.float32) / INT16_SCALE
-  if rng is None or not options.audio:
-    return audio_features_of_wave(wave, cfg.audio_frames, cfg.mel_bins)
-  fbank = augment.mask_fbank(rng, log_mel(wave, cfg.audio_frames, cfg.mel_bins),
-                             options.freq_mask, options.time_mask)
-  return augment.add_noise(rng, normalise(fbank).astype(np.float32))
-
-
-def video_input(frames: np.ndarray, cfg: ModelConfig) -> np.ndarray:
-  """uint8 [F, H, W, 3] crops -> uint8 [num_frames, image_size, image_size, 3] (resized with
-  area averaging when the model is smaller than the stored crops)."""
-  if frames.shape[0] != cfg.num_frames:
-    raise DataError(f"records hold {frames.shape[0]} frames, the model takes {cfg.num_frames}")
-  return resize_frames(frames, cfg.image_size)
-
-
-def resize_frames(frames: np.ndarray, size: int) -> np.ndarray:
-  """uint8 [F, H, W, 3] -> uint8 [F, size, size, 3], area averaging (unchanged if already that
-  size)."""
-  if frames.shape[1:3] == (size, size):
-    return frames
-  return np.stack([cv2.resize(f, (size, size), interpolation=cv2.INTER_AREA) for f in frames])
-
-
-@dataclasses.dataclass(frozen=True)
-class ClipTransform:
-  """Decoded record -> one model example (no batch axis). ``stage``: "pretrain" adds host
-  masks, "finetune" adds labels and the spec §11 augmentations (those ``augmentation``
-  enables), "eval" adds labels only. With ``identities`` ({identity: id}) the example carries
-  ``identity`` int32."""
-
-  cfg: ModelConfig
-  stage: str
-  video_mask_ratio: float = 0.0
-  audio_mask_ratio: float = 0.0
-  augmentation: augment.Options = augment.Options()
-  identities: Optional[Mapping[str, int]] = None
-
-  def __call__(self, clip: records.ClipRecord, rng: Optional[np.random.Generator]
-               ) -> Dict[str, np.ndarray]:
-    frames = video_input(clip.frames, self.cfg)
-    augmented = self.stage == "finetune"
-    if augmented and self.augmentation.video:
-      frames = augment.augment_video(rng, frames)
-    example = {"video": frames,
-               "audio": audio_features(clip.audio, self.cfg, rng if augmented else None,
-                                       self.augmentation)}
-    if self.stage == "pretrain":
-      example["ids_keep_video"], example["ids_keep_audio"] = host_pretraining_masks(
-          rng, self.cfg, self.video_mask_ratio, self.audio_mask_ratio)
-    else:
-      example.update({key: np.float32(getattr(clip, key)) for key in LABEL_KEYS})
-    if self.identities is not None:
-      example["identity"] = np.int32(self.identities[clip.identity])
-    return example
-
-
-def balanced_weights(labels: np.ndarray) -> np.ndarray:
-  """float64 [N] sampling probabilities ∝ 1 / (count of the sample's class), summing to 1
-  (each class drawn equally often, as PyTorch's WeightedRandomSampler with those weights)."""
-  classes, inverse, counts = np.unique(labels, return_inverse=True, return_counts=True)
-  weights = 1.0 / counts[inverse]
-  return weights / weights.sum()
-
-
-@dataclasses.dataclass(frozen=True)
-class WeightedPick:
-  """Position -> record index drawn with ``probabilities`` (with replacement)."""
-
-  indices: np.ndarray
-  cumulative: np.ndarray
-
-  def __call__(self, _: int, rng: np.random.Generator) -> int:
-    position = np.searchsorted(self.cumulative, rng.random() * self.cumulative[-1], "right")
-    return int(self.indices[min(position, len(self.indices) - 1)])
-
-
-@dataclasses.dataclass(frozen=True)
-class IdentityGroups:
-  """Position -> record index, so that every batch of ``batch_size`` positions holds
-  ``batch_size / clips_per_identity`` identities drawn at random, each with
-  ``clips_per_identity`` clips from different source videos (as far as the identity has
-  videos). A pure function of (seed, position): deterministic and resumable.
-
-  videos: per identity, per video, the record indices of its clips."""
-
-  videos: Tuple[Tuple[np.ndarray, ...], ...]
-  batch_size: int
-  clips_per_identity: int
-  seed: int
-
-  def __call__(self, position: int) -> int:
-    batch, slot = divmod(int(position), self.batch_size)
-    group, member = divmod(slot, self.clips_per_identity)
-    groups = self.batch_size // self.clips_per_identity
-    chosen = np.random.default_rng([self.seed, batch]).choice(
-        len(self.videos), groups, replace=len(self.videos) < groups)
-    videos = self.videos[chosen[group]]
-    order = np.random.default_rng([self.seed, batch, group]).permutation(len(videos))
-    clips = videos[order[member % len(videos)]]
-    return int(clips[np.random.default_rng([self.seed, batch, group, member])
-                     .integers(len(clips))])
-
-
-def identity_groups(data: PreparedData, indices: np.ndarray, batch_size: int,
-                    clips_per_identity: int, seed: int) -> IdentityGroups:
-  """The :class:`IdentityGroups` sampler over the records ``indices``."""
-  if batch_size % clips_per_identity:
-    raise ValueError(f"a batch of {batch_size} does not split into groups of "
-                     f"{clips_per_identity} clips per identity")
-  identities = data.record_identities()
-  by_identity: Dict[str, Dict[str, list]] = {}
-  chosen = set(int(i) for i in indices)
-  for video in data.manifest["videos"]:
-    clips = [i for i in range(video["first_record"], video["first_record"] + video["clips"])
-             if i in chosen]
-    if clips:
-      by_identity.setdefault(identities[clips[0]], {})[video["video_id"]] = clips
-  videos = tuple(tuple(np.asarray(c, np.int64) for _, c in sorted(v.items()))
-                 for _, v in sorted(by_identity.items()))
-  return IdentityGroups(videos, batch_size, clips_per_identity, seed)
+# The random streams of a training pipeline with seed ``seed`` are seeded ``seed`` plus these
+# (fixed: a resumed or repeated run draws the same batches).
+RECORDS_SEED_OFFSET = 0      # the shuffle or weighted draw of the training records
+TRANSFORM_SEED_OFFSET = 1    # the masks and augmentations of ClipTransform
+PSEUDO_FAKE_SEED_OFFSET = 2  # the pseudo-fake spans and donors
+MIXTURE_SEED_OFFSET = 3      # the shuffle of mixture source k: MIXTURE_SEED_OFFSET + k
 
 
 @dataclasses.dataclass(frozen=True)
@@ -313,23 +94,25 @@ def training_records(data: PreparedData, indices: np.ndarray, local_batch_size: 
   The records ``indices`` shuffled and repeated; ``balanced`` draws them with probability ∝
   1/count of their ``overall_label``, with replacement; ``clips_per_identity`` > 0 draws every
   batch of ``local_batch_size`` as identities × that many clips of different videos
-  (:class:`IdentityGroups`). ``mixture`` ((prepared data, share), ...) mixes in every clip of
+  (``samplers.IdentityGroups``). ``mixture`` ((prepared data, share), ...) mixes in every clip of
   other prepared data, each making up its share of the clips (a fixed interleaving by share;
   pretraining, e.g. out-of-domain clips without faces).
   """
   index, count = process_shard(shard_index, shard_count)
-  if clips_per_identity:
-    ds = grain.MapDataset.range(ENDLESS).map(identity_groups(
-        data, indices, local_batch_size, clips_per_identity, seed * count + index))
+  records_seed = seed + RECORDS_SEED_OFFSET
+  if clips_per_identity:  # one seed per process: each draws its own identities
+    ds = grain.MapDataset.range(ENDLESS).map(samplers.identity_groups(
+        data, indices, local_batch_size, clips_per_identity, records_seed * count + index))
   elif balanced:
-    probabilities = balanced_weights(data.record_labels()[indices])
+    probabilities = samplers.balanced_weights(data.record_labels()[indices])
     ds = grain.MapDataset.range(len(indices)).repeat(None).random_map(
-        WeightedPick(indices, np.cumsum(probabilities)), seed=seed)[index::count]
+        samplers.WeightedPick(indices, np.cumsum(probabilities)), seed=records_seed
+    )[index::count]
   else:
-    ds = _shuffled(indices, seed, index, count)
+    ds = _shuffled(indices, records_seed, index, count)
   ds = ds.map(ReadRecord(data.source()))
   if mixture:
-    extra = [_shuffled(other.split_indices(None), seed + 3 + k, index, count)
+    extra = [_shuffled(other.split_indices(None), seed + MIXTURE_SEED_OFFSET + k, index, count)
              .map(ReadRecord(other.source())) for k, (other, _) in enumerate(mixture)]
     shares = [share for _, share in mixture]
     ds = grain.MapDataset.mix([ds] + extra, [1.0 - sum(shares)] + shares)
@@ -350,11 +133,11 @@ def training_dataset(data: PreparedData, split: Optional[str], cfg: ModelConfig,
 
   The same (seed, shard) gives the same batches; shards are disjoint, and together cover each
   epoch's permutation. The clips of ``split`` (``real_only``: its real clips) come from
-  :func:`training_records` (``balanced``, ``clips_per_identity``, ``mixture``: pretraining only,
-  not with identity groups); ``augmentation`` picks the fine-tuning augmentations; ``identities`` adds each
-  clip's ``identity`` id; ``pseudo_fake_options`` turns clips into temporally-local
-  pseudo-fakes (``havic_jax.data.pseudo_fakes``) before featurising. ``workers`` > 0 decodes in that
-  many processes.
+  :func:`training_records` (``balanced``, ``clips_per_identity``, ``mixture``: pretraining
+  only, not with identity groups); ``augmentation`` picks the fine-tuning augmentations;
+  ``identities`` adds each clip's ``identity`` id; ``pseudo_fake_options`` turns clips into
+  temporally-local pseudo-fakes (``havic_jax.data.pseudo_fakes``) before featurising
+  (``havic_jax.data.features``). ``workers`` > 0 decodes in that many processes.
   """
   if stage not in ("pretrain", "finetune"):
     raise ValueError(f"stage must be 'pretrain' or 'finetune', got {stage!r}")
@@ -370,10 +153,10 @@ def training_dataset(data: PreparedData, split: Optional[str], cfg: ModelConfig,
   if pseudo_fake_options is not None:
     donor = pseudo_fakes.RecordDonor(data.source(), indices)
     ds = ds.random_map(pseudo_fakes.PseudoFakeTransform(donor, pseudo_fake_options),
-                       seed=seed + 2)
+                       seed=seed + PSEUDO_FAKE_SEED_OFFSET)
   transform = ClipTransform(cfg, stage, video_mask_ratio, audio_mask_ratio, augmentation,
                             identities)
-  ds = ds.random_map(transform, seed=seed + 1)
+  ds = ds.random_map(transform, seed=seed + TRANSFORM_SEED_OFFSET)
   ds = ds.batch(local_batch_size, drop_remainder=True).to_iter_dataset()
   if workers > 0:
     ds = ds.mp_prefetch(grain.MultiprocessingOptions(num_workers=workers))

@@ -12,18 +12,20 @@ the command skips the finished shards (resume). A video that cannot be used (cor
 video, no audio, no face, too short) is listed in the manifest with its reason; the run goes
 on and exits 0.
 
-``--runner=local`` (default) runs the shards on ``--workers`` processes of this machine;
-``--runner=beam`` runs the same per-video function and shard writer as an Apache Beam pipeline
-(``havic_jax.data.beam``; DirectRunner, Dataflow, Flink, Spark), which writes the same
-files. The output may be a ``gs://`` location (``havic_jax.storage``). The videos are listed
-from ``--input``, a local (or mounted) path; ``--input_uri`` makes the workers read them from
-the same places under a ``gs://`` location instead.
+The shards are written by a shard runner: :func:`run_local` (default) on ``--workers``
+processes of this machine, or ``havic_jax.data.beam.runner`` (``--runner=beam``), the same
+per-video function and shard writer as an Apache Beam pipeline (DirectRunner, Dataflow, Flink,
+Spark), which writes the same files. The output may be a ``gs://`` location
+(``havic_jax.storage``). The videos are listed from ``--input``, a local (or mounted) path;
+``--input_uri`` makes the workers read them from the same places under a ``gs://`` location
+instead.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import datetime
+import functools
 import json
 import multiprocessing
 import os
@@ -32,7 +34,8 @@ import queue
 import shutil
 import tempfile
 import traceback
-from typing import Any, Dict, Iterable, Iterator, List, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, Iterable, Iterator, List, Mapping, Optional, Sequence
+from typing import Tuple
 
 import tqdm
 from absl import logging
@@ -40,20 +43,13 @@ from etils import epath
 
 from havic_jax import storage
 from havic_jax.data import records
-from havic_jax.data.sources import READERS, VideoEntry, read_fakeavceleb
+from havic_jax.data.sources import FAKEAVCELEB_SPLIT_SEED, READERS, VideoEntry, read_fakeavceleb
 from havic_jax.media.clips import extract_clips
 from havic_jax.media.decode import CLIP_SECONDS, Media, MediaError, read_media
-from havic_jax.media.faces import Detector, centre_detector, mtcnn_detector
+from havic_jax.media.faces import Detector, centre_detector, mtcnn_detector, process_detector
 
-MANIFEST = "manifest.json"
-SHARD_PREFIX = "clips"
 # Why a video yields no clip; the manifest counts videos per reason.
 REJECT_REASONS = ("unreadable", "no_audio", "too_short", "no_face", "error")
-RUNNERS = ("local", "beam")  # this machine's worker processes, or an Apache Beam pipeline
-
-
-def shard_name(index: int, count: int) -> str:
-  return f"{SHARD_PREFIX}-{index:05d}-of-{count:05d}.array_record"
 
 
 class VideoRejected(Exception):
@@ -161,22 +157,16 @@ _WORKER: Dict[str, Any] = {}
 
 
 def _init_worker(progress: Optional[Any]) -> None:
-  """Per-process state: the progress queue (the detector is loaded on first use)."""
+  """Per-process state of :func:`run_local`'s workers: the progress queue."""
   _WORKER["progress"] = progress
-
-
-def _detector(crop: str) -> Detector:
-  """This process's detector for ``crop`` (MTCNN loaded once per process)."""
-  if crop not in _WORKER:
-    _WORKER[crop] = mtcnn_detector() if crop == "face" else centre_detector()
-  return _WORKER[crop]
 
 
 def process_video(entry: VideoEntry, options: PrepareOptions) -> VideoOutcome:
   """The clips of one video, or why it has none; never raises for a bad file (any error is
   recorded as reason ``error`` with its traceback). The one per-video step of both runners."""
   try:
-    encoded, dropped = video_records(entry, _detector(options.crop), options)
+    detect = process_detector(mtcnn_detector if options.crop == "face" else centre_detector)
+    encoded, dropped = video_records(entry, detect, options)
   except VideoRejected as error:
     logging.warning("skipping %s: %s", entry.video_id, error)
     return VideoOutcome(entry.video_id, rejection={
@@ -229,7 +219,7 @@ def write_shard(output: storage.PathLike, index: int, count: int,
   """Writes the records of ``outcomes`` (the shard's videos, in order; an iterator is
   consumed as it is written) as shard ``index`` of ``count`` and its ``.json`` description;
   returns the description."""
-  path = storage.path(output) / shard_name(index, count)
+  path = storage.path(output) / records.shard_name(index, count)
   staged = _staged(path)
   videos, rejected, clip_rejections = [], [], 0
   num_records = 0
@@ -281,8 +271,8 @@ def split_into_shards(entries: Sequence[VideoEntry], videos_per_shard: int
 def finished_shard(output: epath.Path, index: int, count: int,
                    entries: Sequence[VideoEntry]) -> Optional[Dict[str, Any]]:
   """The description of a shard a previous run completed for the same videos, else None."""
-  sidecar = (output / shard_name(index, count)).with_suffix(".json")
-  if not sidecar.is_file() or not (output / shard_name(index, count)).is_file():
+  sidecar = (output / records.shard_name(index, count)).with_suffix(".json")
+  if not sidecar.is_file() or not (output / records.shard_name(index, count)).is_file():
     return None
   description = json.loads(sidecar.read_text())
   done = [v["video_id"] for v in description["videos"]] + [
@@ -290,30 +280,39 @@ def finished_shard(output: epath.Path, index: int, count: int,
   return description if sorted(done) == sorted(e.video_id for e in entries) else None
 
 
-def _run_pool(tasks: List[tuple], workers: int, total_videos: int) -> List[Dict[str, Any]]:
-  """Runs shard tasks on ``workers`` processes with a per-video progress bar."""
-  bar = tqdm.tqdm(total=total_videos, desc="videos", unit="video", smoothing=0.05)
+# Writes the pending shards (index -> its videos, of ``count`` shards) into the output with
+# the options: (output, count, pending, options) -> None.
+ShardRunner = Callable[[epath.Path, int, Mapping[int, Sequence[VideoEntry]], PrepareOptions],
+                       None]
+
+
+def run_local(output: epath.Path, count: int, pending: Mapping[int, Sequence[VideoEntry]],
+              options: PrepareOptions, workers: int = 1) -> None:
+  """The shard runner of this machine: the ``pending`` shards on ``workers`` processes (1: in
+  this process), with a per-video progress bar."""
+  tasks = [(os.fspath(output), i, count, g, options) for i, g in sorted(pending.items())]
+  bar = tqdm.tqdm(total=sum(len(g) for g in pending.values()), desc="videos", unit="video",
+                  smoothing=0.05)
   if workers <= 1:
     _init_worker(None)
-    results = []
     for task in tasks:
-      results.append(_shard_task(task))
+      _shard_task(task)
       bar.update(len(task[3]))
     bar.close()
-    return results
+    return
   context = multiprocessing.get_context("spawn")
   progress = context.Manager().Queue()
   with context.Pool(workers, initializer=_init_worker, initargs=(progress,)) as pool:
-    pending = [pool.apply_async(_shard_task, (task,)) for task in tasks]
-    while not all(p.ready() for p in pending):
+    running = [pool.apply_async(_shard_task, (task,)) for task in tasks]
+    while not all(r.ready() for r in running):
       try:
         bar.update(progress.get(timeout=0.5))
       except queue.Empty:
         pass
-    results = [p.get() for p in pending]  # re-raises a worker's crash
-  bar.update(total_videos - bar.n)
+    for result in running:
+      result.get()  # re-raises a worker's crash
+  bar.update(bar.total - bar.n)
   bar.close()
-  return results
 
 
 def build_manifest(dataset: str, source: str, options: PrepareOptions,
@@ -361,21 +360,19 @@ def build_manifest(dataset: str, source: str, options: PrepareOptions,
 
 def prepare(dataset: str, source: str, output: storage.PathLike, workers: int = 1,
             videos_per_shard: int = 64, options: PrepareOptions = PrepareOptions(),
-            split_seed: int = 0, split_by: str = "video", runner: str = "local",
-            beam_options: str = "", input_uri: str = "") -> Dict[str, Any]:
+            split_seed: int = FAKEAVCELEB_SPLIT_SEED, split_by: str = "video",
+            run_shards: Optional[ShardRunner] = None, input_uri: str = "") -> Dict[str, Any]:
   """Prepares ``dataset`` from ``source`` into ``output`` (a local path or ``gs://`` URI);
   returns (and writes) the manifest.
 
-  runner: "local" (``workers`` processes) or "beam" (an Apache Beam pipeline with the
-  command-line ``beam_options``, e.g. ``"--runner=DirectRunner --direct_num_workers=2"``;
-  ``workers`` is then unused). Both write the same shards and manifest. input_uri: where the
+  run_shards: writes the shards a previous run did not finish (None: :func:`run_local` on
+  ``workers`` processes; ``havic_jax.data.beam.runner(beam_options)``: an Apache Beam
+  pipeline, ``workers`` unused). Every runner writes the same shards. input_uri: where the
   videos are read (``gs://BUCKET/DIR`` holding what the directory ``source``, or a CSV
   ``source``'s folder, holds; "": ``source`` itself); the listing, labels and splits still
   come from ``source``."""
   if dataset not in READERS:
     raise ValueError(f"--dataset must be one of {sorted(READERS)}, got {dataset!r}")
-  if runner not in RUNNERS:
-    raise ValueError(f"--runner must be one of {RUNNERS}, got {runner!r}")
   source = storage.local_only(source, "--input")
   entries = (read_fakeavceleb(source, split_seed, split_by) if dataset == "fakeavceleb"
              else READERS[dataset](source))
@@ -389,21 +386,17 @@ def prepare(dataset: str, source: str, output: storage.PathLike, workers: int = 
   if len(pending) < len(groups):
     logging.info("resuming: %d of %d shards already written", len(groups) - len(pending),
                  len(groups))
-  if runner == "beam" and pending:
-    from havic_jax.data import beam  # the [beam] extra
-    beam.run(out, len(groups), pending, options, beam_options)
-    for i, group in pending.items():
-      done[i] = finished_shard(out, i, len(groups), group)
-      if done[i] is None:
-        raise RuntimeError(f"{out / shard_name(i, len(groups))}: the Beam pipeline finished "
-                           f"without writing this shard; re-run the command to resume")
-  elif pending:
-    tasks = [(os.fspath(out), i, len(groups), g, options) for i, g in pending.items()]
-    for result in _run_pool(tasks, workers, sum(len(g) for g in pending.values())):
-      done[int(result["file"].split("-")[1])] = result
+  if pending:
+    (run_shards or functools.partial(run_local, workers=workers))(out, len(groups), pending,
+                                                                  options)
+  for i, group in pending.items():
+    done[i] = finished_shard(out, i, len(groups), group)
+    if done[i] is None:
+      raise RuntimeError(f"{out / records.shard_name(i, len(groups))}: the shard runner "
+                         f"finished without writing this shard; re-run the command to resume")
   manifest = build_manifest(dataset, source, options, entries,
                             [done[i] for i in range(len(groups))])
-  staged = _staged(out / MANIFEST)
+  staged = _staged(out / records.MANIFEST)
   staged.write_text(json.dumps(manifest, indent=1))
-  _publish(staged, out / MANIFEST)
+  _publish(staged, out / records.MANIFEST)
   return manifest

@@ -126,24 +126,6 @@ def apply_pseudo_fake(frames: np.ndarray, audio: np.ndarray, labels: Mapping[str
   return frames, audio, new_labels
 
 
-def make_pseudo_fake(frames: np.ndarray, audio: np.ndarray, labels: Mapping[str, int],
-                     donor_frames: np.ndarray, donor_audio: np.ndarray,
-                     rng: np.random.Generator, options: PseudoFakeOptions = PseudoFakeOptions()
-                     ) -> Tuple[np.ndarray, np.ndarray, Dict[str, int], Optional[PseudoFake]]:
-  """Draws a pseudo-fake (:func:`draw_pseudo_fake`) and applies it (:func:`apply_pseudo_fake`).
-
-  Shapes as :func:`apply_pseudo_fake`. Returns (frames, audio, labels, fake); when none is drawn
-  (probability 1 − ``options.probability``) fake is None, frames and audio are unchanged copies
-  and the labels are the input's as ints.
-  """
-  frames, audio = np.asarray(frames), np.asarray(audio)
-  samples_per_unit(frames, audio)
-  fake = draw_pseudo_fake(rng, frames.shape[0], options)
-  if fake is None:
-    return frames.copy(), audio.copy(), {key: int(labels[key]) for key in LABEL_KEYS}, None
-  return (*apply_pseudo_fake(frames, audio, labels, donor_frames, donor_audio, fake), fake)
-
-
 @dataclasses.dataclass(frozen=True)
 class RecordDonor:
   """rng → a decoded clip drawn uniformly from ``indices`` of ``source`` (serialised records

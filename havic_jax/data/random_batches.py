@@ -15,16 +15,10 @@ import jax
 import numpy as np
 
 from havic_jax.models.config import ModelConfig
+from havic_jax.sharding import local_batch_size
 
 # (audio, visual, overall) labels: RVRA, RVFA, FVRA, FVFA.
 LABEL_COMBINATIONS = np.array([(0, 0, 0), (1, 0, 1), (0, 1, 1), (1, 1, 1)], np.float32)
-
-
-def local_batch_size(global_batch_size: int) -> int:
-  if global_batch_size % jax.process_count():
-    raise ValueError(f"batch_size {global_batch_size} does not split over "
-                     f"{jax.process_count()} processes")
-  return global_batch_size // jax.process_count()
 
 
 def make_batch(rng: np.random.Generator, cfg: ModelConfig, stage: str, batch_size: int

@@ -9,19 +9,27 @@
 - ``fakeout``: pooled features + MLP, clip-averaged and face-track-max at test time
   (``finetune``).
 
-Every detector's model takes ``(video, audio, deterministic)`` (HAVIC's pretraining model also
-takes the kept token indices), gives a loss function ``(params, batch, key) -> (loss,
-metrics)`` for the train step, and a window scorer ``(params, video uint8, audio) -> {"overall":
-fake logit [B], ...}`` for the eval binary.
+Each is a module ``havic_jax.detectors.<name>`` with the same interface, found by name:
+
+- ``build_model(cfg, stage, options) -> nn.Module`` (``options``: ``config.detector``), a model
+  taking ``(video, audio, deterministic)`` (a stage in ``masked_stages`` also takes the kept
+  token indices);
+- ``loss_fn(model, cfg, config) -> (params, batch, key) -> (loss, metrics)`` for the train step;
+- ``window_outputs(model, params, video uint8, audio) -> {"overall": fake logit [B], ...}`` for
+  the eval binary and the training loop's validation.
+
+What each trains on and how it is scored is its :class:`DetectorInfo` in ``DETECTORS``.
 """
 
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Callable, Dict, Tuple
+import functools
+import importlib
+import types
+from typing import Any, Callable, Dict, Optional, Tuple
 
 import flax.linen as nn
-import ml_collections
 
 from havic_jax.models.config import ModelConfig
 
@@ -32,41 +40,46 @@ HAVIC = "havic"
 class DetectorInfo:
   """What a detector is and what its training data must carry.
 
-  stages: the training stages it has; real_only: pretraining reads real clips only;
-  identities: batches carry ``identity`` ids, grouped as I identities × several clips;
-  face_tracks: the eval binary scores every face track and keeps the maximum; thresholded: its
-  fake logit has a decision threshold at 0 (else the eval binary reports no ACC)."""
+  name: its module in ``havic_jax.detectors``; stages: the training stages it has, in training
+  order (each stage starts from the previous one's checkpoint); real_only: pretraining reads
+  real clips only; identities: batches carry ``identity`` ids, grouped as I identities × several
+  clips; face_tracks: the eval binary scores every face track and keeps the maximum;
+  thresholded: its fake logit has a decision threshold at 0 (else the eval binary reports no
+  ACC); masked_stages: stages whose model also takes kept token indices (``example_inputs``
+  kind "pretrain"); unscored_stages: stages whose model gives no fake logit (their checkpoints
+  are scored by audio-visual coherence only)."""
 
+  name: str
   paper: str
   stages: Tuple[str, ...]
   real_only: bool = False
   identities: bool = False
   face_tracks: bool = False
   thresholded: bool = True
+  masked_stages: Tuple[str, ...] = ()
+  unscored_stages: Tuple[str, ...] = ()
+
+  @property
+  def module(self) -> types.ModuleType:
+    """``havic_jax.detectors.<name>``: its model, loss and window outputs."""
+    return importlib.import_module(f"{__name__}.{self.name}")
 
 
-DETECTORS: Dict[str, DetectorInfo] = {
-    HAVIC: DetectorInfo("HAVIC (this codebase's main model)", ("pretrain", "finetune")),
-    "consistency": DetectorInfo(
-        "Unsupervised Multimodal Deepfake Detection Using Intra- and Cross-Modal "
+DETECTORS: Dict[str, DetectorInfo] = {detector.name: detector for detector in (
+    DetectorInfo(HAVIC, "HAVIC (this codebase's main model)", ("pretrain", "finetune"),
+                 masked_stages=("pretrain",), unscored_stages=("pretrain",)),
+    DetectorInfo(
+        "consistency", "Unsupervised Multimodal Deepfake Detection Using Intra- and Cross-Modal "
         "Inconsistencies", ("pretrain",), real_only=True, identities=True, thresholded=False),
-    "voice_face": DetectorInfo("Voice-Face Homogeneity Tells Deepfake (VFD)",
-                               ("pretrain", "finetune"), real_only=True, identities=True),
-    "fine_grained": DetectorInfo(
-        "Detecting Audio-Visual Deepfakes with Fine-Grained Inconsistencies", ("finetune",)),
-    "fakeout": DetectorInfo(
-        "FakeOut: Leveraging Out-of-domain Self-supervision for Multi-modal Video Deepfake "
-        "Detection", ("finetune",), face_tracks=True),
-}
-
-
-def detector_options(name: str = HAVIC) -> ml_collections.ConfigDict:
-  """``config.detector``: the detector's name and options. embed_dim: embedding width of the
-  consistency and voice–face spaces; num_identities: identity classes of the voice–face
-  pretraining heads (0: the training loop counts the training data's identities); dropout: of
-  the FakeOut MLP."""
-  return ml_collections.ConfigDict({"name": name, "embed_dim": 128, "num_identities": 0,
-                                    "dropout": 0.0})
+    DetectorInfo("voice_face", "Voice-Face Homogeneity Tells Deepfake (VFD)",
+                 ("pretrain", "finetune"), real_only=True, identities=True),
+    DetectorInfo(
+        "fine_grained", "Detecting Audio-Visual Deepfakes with Fine-Grained Inconsistencies",
+        ("finetune",)),
+    DetectorInfo(
+        "fakeout", "FakeOut: Leveraging Out-of-domain Self-supervision for Multi-modal Video "
+        "Deepfake Detection", ("finetune",), face_tracks=True),
+)}
 
 
 def info(config: Any) -> DetectorInfo:
@@ -86,53 +99,35 @@ def detector_name(config: Any) -> str:
   return config.detector.name if "detector" in config else HAVIC
 
 
-def _module(name: str):
-  from havic_jax.detectors import consistency, fakeout, fine_grained, voice_face
-  return {"consistency": consistency, "voice_face": voice_face, "fine_grained": fine_grained,
-          "fakeout": fakeout}[name]
+def options_of(config: Optional[Any]) -> Any:
+  """``config.detector``; None without a config (an export) or for configs written before
+  detectors were selectable (HAVIC, which has no options)."""
+  return config.detector if config is not None and "detector" in config else None
 
 
 def model_kind(config: Any) -> str:
-  """The ``example_inputs`` kind of the model: HAVIC pretraining takes kept token indices
-  ("pretrain"); every other model takes (video, audio) ("finetune")."""
-  return "pretrain" if detector_name(config) == HAVIC and config.stage == "pretrain" else (
-      "finetune")
+  """The ``example_inputs`` kind of the model ``config`` trains: "pretrain" (it also takes kept
+  token indices) or "finetune" (video and audio)."""
+  return "pretrain" if config.stage in info(config).masked_stages else "finetune"
 
 
 def build_model(cfg: ModelConfig, config: Any) -> nn.Module:
   """The model ``config`` trains."""
-  name = detector_name(config)
-  if name == HAVIC:
-    from havic_jax.models.havic import build_model as build_havic
-    return build_havic(cfg, config.stage)
-  return _module(name).build_model(cfg, config.detector)
+  return info(config).module.build_model(cfg, config.stage, options_of(config))
 
 
 def loss_fn(model: nn.Module, cfg: ModelConfig, config: Any) -> Callable:
   """The training loss ``(params, batch, key) -> (loss, metrics)`` of ``config``."""
-  info(config)
-  name = detector_name(config)
-  if name == HAVIC:
-    from havic_jax.detectors import havic
-    return (havic.pretrain_loss_fn(model, cfg, config) if config.stage == "pretrain"
-            else havic.finetune_loss_fn(model))
-  return _module(name).loss_fn(model, cfg, config)
+  return info(config).module.loss_fn(model, cfg, config)
 
 
-def window_scorer(cfg: ModelConfig, config: Any) -> Callable:
+def window_scorer(cfg: ModelConfig, name: str, stage: str, options: Any = None) -> Callable:
   """``(params, video [B, F, H, W, 3] uint8 or in [0, 1], audio [B, T, M]) -> {"overall": fake
-  logit [B], ...}`` of the trained detector (HAVIC: its fine-tuned classifier, with the
-  ``audio`` and ``video`` head logits too)."""
-  name = detector_name(config)
-  if name == HAVIC:
-    from havic_jax.models.havic import build_model as build_havic
-    from havic_jax.models.inputs import unit_video
-    model = build_havic(cfg, "finetune")
-
-    def havic_scores(params, video, audio):
-      out = model.apply({"params": params}, unit_video(video), audio)
-      return {"overall": out["logit"], "audio": out["audio_logit"], "video": out["video_logit"]}
-    return havic_scores
-  module = _module(name)
-  model = module.build_model(cfg, config.detector)
-  return lambda params, video, audio: module.window_outputs(model, params, video, audio)
+  logit [B], ...}`` of detector ``name`` trained up to ``stage``, a pure function of its
+  arguments (HAVIC: its fine-tuned classifier's head logits and the segment coherence).
+  ``options``: the detector's ``config.detector`` (``options_of``)."""
+  detector = DETECTORS[name]
+  if stage in detector.unscored_stages:
+    raise ValueError(f"a {name} {stage} model gives no fake logit")
+  model = detector.module.build_model(cfg, stage, options)
+  return functools.partial(detector.module.window_outputs, model)

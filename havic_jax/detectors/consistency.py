@@ -57,7 +57,10 @@ class ConsistencyModel(nn.Module):
             "identity_log_temperature": log_tau("identity_log_temperature")}
 
 
-def build_model(cfg: ModelConfig, options: Any) -> nn.Module:
+def build_model(cfg: ModelConfig, stage: str, options: Any) -> nn.Module:
+  """The consistency model (one for its only stage); ``options.embed_dim``: width of both
+  embedding spaces."""
+  del stage
   return ConsistencyModel(cfg, options.embed_dim)
 
 

@@ -19,8 +19,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from havic_jax.detectors import havic_losses
-from havic_jax.detectors import features
+from havic_jax.detectors import features, havic_losses
 from havic_jax.models.classifier import ClassifierMLP
 from havic_jax.models.config import ModelConfig
 from havic_jax.models.inputs import unit_video
@@ -49,7 +48,9 @@ class FakeOutModel(nn.Module):
                          deterministic)}
 
 
-def build_model(cfg: ModelConfig, options: Any) -> nn.Module:
+def build_model(cfg: ModelConfig, stage: str, options: Any) -> nn.Module:
+  """The FakeOut model (one for its only stage); ``options.dropout``: of the MLP."""
+  del stage
   return FakeOutModel(cfg, options.dropout)
 
 

@@ -23,8 +23,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from havic_jax.detectors import havic_losses
-from havic_jax.detectors import features
+from havic_jax.detectors import features, havic
 from havic_jax.detectors.local_head import LocalInconsistencyHead
 from havic_jax.models import layers
 from havic_jax.models.config import ModelConfig
@@ -56,21 +55,20 @@ class FineGrainedModel(nn.Module):
             "distance": local["distance"], "attention": local["attention"]}
 
 
-def build_model(cfg: ModelConfig, options: Any) -> nn.Module:
-  del options  # no options of its own
+def build_model(cfg: ModelConfig, stage: str, options: Any) -> nn.Module:
+  """The fine-grained model (one for its only stage; no options of its own)."""
+  del stage, options
   return FineGrainedModel(cfg)
 
 
 def loss_fn(model: nn.Module, cfg: ModelConfig, config: Any):
-  """The fine-tuning stage's three BCEs (labels ``overall``, ``audio``, ``visual``)."""
-  def compute(params, batch, key):
-    out = features.training_outputs(model, params, batch, key)
-    return havic_losses.finetune_loss(out, batch)
-  return compute
+  """HAVIC's fine-tuning loss: three BCEs (labels ``overall``, ``audio``, ``visual``)."""
+  del cfg, config
+  return havic.finetune_loss_fn(model)
 
 
 def window_outputs(model: nn.Module, params: Any, video: Array, audio: Array
                    ) -> Dict[str, Array]:
   """Head logits ``overall``, ``audio``, ``video`` [B]."""
   out = model.apply({"params": params}, unit_video(video), audio)
-  return {"overall": out["logit"], "audio": out["audio_logit"], "video": out["video_logit"]}
+  return havic.head_logits(out)

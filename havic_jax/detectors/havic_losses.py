@@ -22,7 +22,7 @@ def _f32(x: Array) -> Array:
   return jnp.asarray(x, jnp.float32)
 
 
-def _l2_normalise(x: Array, eps: float = 1e-12) -> Array:
+def l2_normalise(x: Array, eps: float = 1e-12) -> Array:
   """Rows divided by max(‖row‖₂, eps), as torch.nn.functional.normalize."""
   return x / jnp.maximum(jnp.linalg.norm(x, axis=-1, keepdims=True), eps)
 
@@ -79,8 +79,8 @@ def contrastive_loss(audio: Array, video: Array, temperature: float = 0.07
   Returns (loss, accuracy of argmax on the diagonal, both directions averaged).
   """
   batch, num_segments, dim = audio.shape
-  a = _l2_normalise(_f32(audio).reshape(batch * num_segments, dim))
-  v = _l2_normalise(_f32(video).reshape(batch * num_segments, dim))
+  a = l2_normalise(_f32(audio).reshape(batch * num_segments, dim))
+  v = l2_normalise(_f32(video).reshape(batch * num_segments, dim))
   logits = jnp.matmul(a, v.T, precision=jax.lax.Precision.HIGHEST) / temperature
   same_sample = jnp.eye(batch, dtype=bool)
   log_w = jnp.where(same_sample[:, None, :, None],

@@ -25,7 +25,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from havic_jax.detectors.havic_losses import _l2_normalise
+from havic_jax.detectors.havic_losses import l2_normalise
 
 Array = jax.Array
 
@@ -40,15 +40,15 @@ _HIGHEST = jax.lax.Precision.HIGHEST
 
 def paired_cosine(x: Array, y: Array) -> Array:
   """Cosine similarity of matching rows: x, y [..., E] -> [...] float32."""
-  x = _l2_normalise(jnp.asarray(x, jnp.float32))
-  y = _l2_normalise(jnp.asarray(y, jnp.float32))
+  x = l2_normalise(jnp.asarray(x, jnp.float32))
+  y = l2_normalise(jnp.asarray(y, jnp.float32))
   return jnp.sum(x * y, axis=-1)
 
 
 def _cosine_matrix(x: Array, y: Array) -> Array:
   """All-pairs cosine similarity: x [..., N, E], y [..., M, E] -> [..., N, M] float32."""
-  x = _l2_normalise(jnp.asarray(x, jnp.float32))
-  y = _l2_normalise(jnp.asarray(y, jnp.float32))
+  x = l2_normalise(jnp.asarray(x, jnp.float32))
+  y = l2_normalise(jnp.asarray(y, jnp.float32))
   return jnp.einsum("...ne,...me->...nm", x, y, precision=_HIGHEST)
 
 
@@ -99,7 +99,7 @@ def identity_softmax_loss(embeddings: Array, identity: Array,
   against the sample's identity, averaged over n.
   Returns (loss, accuracy of the argmax identity).
   """
-  e = _l2_normalise(jnp.asarray(embeddings, jnp.float32))
+  e = l2_normalise(jnp.asarray(embeddings, jnp.float32))
   temperature = jnp.exp(jnp.asarray(log_temperature, jnp.float32))
   one_hot = jax.nn.one_hot(identity, num_identities, dtype=jnp.float32)  # [N, K]
   sums = jnp.matmul(one_hot.T, e, precision=_HIGHEST)  # [K, E]
@@ -110,8 +110,8 @@ def identity_softmax_loss(embeddings: Array, identity: Array,
   own_count = counts[identity] - 1.0  # [N]
   own_centroid = jnp.where((own_count > 0)[:, None],
                            (sums[identity] - e) / jnp.maximum(own_count, 1.0)[:, None], e)
-  other = jnp.matmul(e, _l2_normalise(centroids).T, precision=_HIGHEST)  # [N, K]
-  own = jnp.sum(e * _l2_normalise(own_centroid), axis=-1)  # [N]
+  other = jnp.matmul(e, l2_normalise(centroids).T, precision=_HIGHEST)  # [N, K]
+  own = jnp.sum(e * l2_normalise(own_centroid), axis=-1)  # [N]
   logits = jnp.where(one_hot > 0, own[:, None], other) / temperature
   logits = jnp.where(present, logits, -jnp.inf)
   loss = jnp.mean(jax.nn.logsumexp(logits, axis=1) - own / temperature)

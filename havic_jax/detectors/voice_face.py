@@ -74,7 +74,10 @@ class VoiceFaceModel(nn.Module):
             "face_identity": dense(self.num_identities, "face_identity_head")(face)}
 
 
-def build_model(cfg: ModelConfig, options: Any) -> nn.Module:
+def build_model(cfg: ModelConfig, stage: str, options: Any) -> nn.Module:
+  """The voice–face model, the same in both stages; ``options``: ``embed_dim`` (width of the
+  voice–face space), ``num_identities`` (identity classes of the pretraining heads)."""
+  del stage
   if options.num_identities < 1:
     raise ValueError("detector.num_identities must be set (the training data's identity count;"
                      " the training loop fills it in from the prepared data)")

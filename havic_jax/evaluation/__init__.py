@@ -1,1 +1,3 @@
-"""Evaluation: window scoring, metrics and reports of the deepfake benchmarks."""
+"""Evaluation of the deepfake benchmarks: the videos of ``--data`` (videos), their window
+inputs (inputs), window scoring on the mesh (scoring), per-video scores (per_video), the
+paper's protocols (protocols), metrics and reports."""

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import csv
 import dataclasses
+import importlib.metadata
 import io
 import json
 import math
@@ -138,6 +139,17 @@ class _Curve(NamedTuple):
 CURVES = {"roc": _Curve(metrics.roc_points, "auc", "false positive rate", "true positive rate",
                         "lower right"),
           "pr": _Curve(metrics.pr_points, "ap", "recall", "precision", "lower left")}
+
+
+def versions() -> Dict[str, str]:
+  """Versions of havic_jax and the libraries that shape the numbers (results.json's meta)."""
+  out = {}
+  for package in ("havic_jax", "jax", "flax", "numpy", "scikit-learn", "av"):
+    try:
+      out[package] = importlib.metadata.version(package)
+    except importlib.metadata.PackageNotFoundError:
+      out[package] = "unknown"
+  return out
 
 
 def status_counts(videos: Sequence[VideoResult]) -> Dict[str, int]:

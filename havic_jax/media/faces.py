@@ -9,13 +9,15 @@ default, detects every frame).
 
 ``mtcnn_multi_detector`` returns every face of a frame instead, for following each person of a
 video separately (``havic_jax.media.tracking``); ``centre_detector`` crops the centre square of
-clips that have no face (out-of-domain pretraining data).
+clips that have no face (out-of-domain pretraining data). ``process_detector`` keeps one of
+each per process (preparation and eval workers).
 """
 
 from __future__ import annotations
 
+import functools
 import itertools
-from typing import Callable, List, Optional, Sequence, Tuple
+from typing import Callable, List, Optional, Sequence, Tuple, TypeVar
 
 import cv2
 import numpy as np
@@ -28,10 +30,19 @@ MIN_FACE_CONFIDENCE = 0.9     # mtcnn_multi_detector keeps faces at least this c
 Box = Tuple[float, float, float, float]  # x0, y0, x1, y1 in pixels
 Detector = Callable[[np.ndarray], Optional[Box]]
 MultiDetector = Callable[[np.ndarray], List[Box]]
+AnyDetector = TypeVar("AnyDetector", Detector, MultiDetector)
 
 
 class NoFaceError(ValueError):
   """Too few frames of a clip contain a face."""
+
+
+@functools.cache
+def process_detector(factory: Callable[[], AnyDetector]) -> AnyDetector:
+  """This process's detector made by ``factory`` (``mtcnn_detector``, ``mtcnn_multi_detector``,
+  ``centre_detector``), built on first use and kept: a worker process loads MTCNN's networks
+  once for all its videos."""
+  return factory()
 
 
 def mtcnn_detector(min_face_size: int = 20) -> Detector:

@@ -1,8 +1,9 @@
 """Static model hyper-parameters (hashable, so Flax modules can hold them).
 
-Every size of the HAVIC model lives here; the defaults are the paper's base model (spec
-§1–§9). Configs build a :class:`ModelConfig` from their ``config.model`` ConfigDict with
-:func:`model_config_from`.
+The sizes come from the config (``config.model``, built into a :class:`ModelConfig` with
+:func:`model_config_from`); the field defaults are the paper's base model (spec §1–§9), the
+same values as the configs' base size, and fill the fields that a config.json or export written
+before a field existed lacks.
 """
 
 from __future__ import annotations

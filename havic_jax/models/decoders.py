@@ -66,18 +66,21 @@ class ReconstructionDecoder(nn.Module):
     x = x + jnp.asarray(table, x.dtype)
 
     taps = dict(zip(cfg.tap_layers, encoder_taps))
-    units = {layer: layers.HierarchicalAttention(cfg.decoder_heads, dtype, cfg.attention_impl,
-                                                 name=f"hia_{layer}")
+    units = {layer: layers.HierarchicalAttention(
+                 num_heads=cfg.decoder_heads, layer_norm_eps=cfg.layer_norm_eps, dtype=dtype,
+                 attention_impl=cfg.attention_impl, name=f"hia_{layer}")
              for layer in cfg.tap_layers}
     block_cls = transformer_block_cls(cfg)
     drop_path = cfg.video_decoder_drop_path if is_video else cfg.audio_decoder_drop_path
-    norm = layers.layer_norm("norm", dtype=dtype)
+    norm = layers.layer_norm("norm", cfg.layer_norm_eps, dtype)
     outputs = []
     for b, schedule in enumerate(hierarchical_schedule(cfg.tap_layers)):
       for layer in schedule:
         x = units[layer](x, taps[layer])
-      x = block_cls(cfg.decoder_heads, cfg.mlp_ratio, drop_path, qv_bias=True, dtype=dtype,
-                    attention_impl=cfg.attention_impl, name=f"block_{b}")(x, deterministic)
+      x = block_cls(num_heads=cfg.decoder_heads, layer_norm_eps=cfg.layer_norm_eps,
+                    mlp_ratio=cfg.mlp_ratio, drop_path_rate=drop_path, qv_bias=True,
+                    dtype=dtype, attention_impl=cfg.attention_impl,
+                    name=f"block_{b}")(x, deterministic)
       outputs.append(layers.dense(patch_dim, (layers.EMBED, None), dtype=dtype,
                                   name=f"head_{b}")(norm(x)))
     return tuple(outputs)
@@ -120,7 +123,9 @@ class CrossModalDecoder(nn.Module):
     x = x.reshape(batch, cfg.num_segments, -1, width).swapaxes(-1, -2)  # [B, T, D, P_src]
     x = layers.dense(target_segment, (None, None), dtype=dtype, name="token_map")(x)
     x = x.swapaxes(-1, -2).reshape(batch, -1, width)  # [B, T·P_tgt, D]
-    x = layers.TransformerBlock(cfg.cross_decoder_heads, cfg.mlp_ratio, 0.0, qv_bias=False,
-                                dtype=dtype, attention_impl=cfg.attention_impl,
+    x = layers.TransformerBlock(num_heads=cfg.cross_decoder_heads,
+                                layer_norm_eps=cfg.layer_norm_eps, mlp_ratio=cfg.mlp_ratio,
+                                drop_path_rate=0.0, qv_bias=False, dtype=dtype,
+                                attention_impl=cfg.attention_impl,
                                 name="block")(x, deterministic)
-    return layers.layer_norm("norm", dtype=dtype)(x)
+    return layers.layer_norm("norm", cfg.layer_norm_eps, dtype)(x)

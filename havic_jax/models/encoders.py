@@ -27,9 +27,10 @@ def transformer_block_cls(cfg: ModelConfig):
 
 def encoder_block(cfg: ModelConfig, drop_path_rate: float, name: str) -> nn.Module:
   """One pre-norm encoder block (``transformer_block_cls``) named ``name``."""
-  return transformer_block_cls(cfg)(cfg.num_heads, cfg.mlp_ratio, drop_path_rate, qv_bias=True,
-                                    dtype=cfg.compute_dtype, attention_impl=cfg.attention_impl,
-                                    name=name)
+  return transformer_block_cls(cfg)(num_heads=cfg.num_heads, layer_norm_eps=cfg.layer_norm_eps,
+                                    mlp_ratio=cfg.mlp_ratio, drop_path_rate=drop_path_rate,
+                                    qv_bias=True, dtype=cfg.compute_dtype,
+                                    attention_impl=cfg.attention_impl, name=name)
 
 
 class ScannedBlocks(nn.Module):
@@ -61,7 +62,7 @@ def run_trunk(module: nn.Module, x: Array, cfg: ModelConfig, drop_path_rate: flo
   after each tap layer, all through one shared final LayerNorm. The blocks are ``block_i``,
   or with ``cfg.scan_layers`` one scanned group ``blocks_a_b`` per span between taps
   (``stacking``)."""
-  norm = layers.layer_norm("norm", dtype=cfg.compute_dtype)
+  norm = layers.layer_norm("norm", cfg.layer_norm_eps, cfg.compute_dtype)
   taps = []
   for first, end in stacking.layer_groups(cfg.depth, cfg.tap_layers):
     if cfg.scan_layers:

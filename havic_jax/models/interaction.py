@@ -24,8 +24,10 @@ class InteractionModule(nn.Module):
   def __call__(self, video: jax.Array, audio: jax.Array) -> tuple[jax.Array, jax.Array]:
     cfg = self.cfg
     unit = lambda name: layers.CrossAttentionUnit(
-        cfg.interaction_heads, cfg.mlp_ratio, cfg.compute_dtype, cfg.attention_impl, name=name)
+        num_heads=cfg.interaction_heads, layer_norm_eps=cfg.layer_norm_eps,
+        mlp_ratio=cfg.mlp_ratio, dtype=cfg.compute_dtype, attention_impl=cfg.attention_impl,
+        name=name)
+    norm = lambda name: layers.layer_norm(name, cfg.layer_norm_eps, cfg.compute_dtype)
     video_out = video + unit("video_from_audio")(video, audio)
     audio_out = audio + unit("audio_from_video")(audio, video)
-    return (layers.layer_norm("video_out_norm", dtype=cfg.compute_dtype)(video_out),
-            layers.layer_norm("audio_out_norm", dtype=cfg.compute_dtype)(audio_out))
+    return norm("video_out_norm")(video_out), norm("audio_out_norm")(audio_out)

@@ -24,7 +24,6 @@ HEADS = "heads"
 QKV = "qkv"
 ACT_HEADS = "act_heads"
 
-LAYER_NORM_EPS = 1e-5
 SEGMENT_TOKEN_INIT_STD = 0.02
 MODALITY_INIT_STD = 0.02
 SINCOS_TEMPERATURE = 10000.0  # the 10000 of angle = p / 10000^(2k/D) (spec §3)
@@ -80,8 +79,8 @@ def dense(features: int, axes: tuple, *, use_bias: bool = True, dtype: Any = jnp
                   bias_init=nn.with_logical_partitioning(nn.initializers.zeros, axes[1:]))
 
 
-def layer_norm(name: Optional[str] = None, eps: float = LAYER_NORM_EPS, dtype: Any = jnp.float32
-               ) -> nn.LayerNorm:
+def layer_norm(name: str, eps: float, dtype: Any = jnp.float32) -> nn.LayerNorm:
+  """LayerNorm over the last axis with epsilon ``eps`` (``ModelConfig.layer_norm_eps``)."""
   return nn.LayerNorm(epsilon=eps, dtype=dtype, name=name,
                       scale_init=nn.with_logical_partitioning(nn.initializers.ones, (EMBED,)),
                       bias_init=nn.with_logical_partitioning(nn.initializers.zeros, (EMBED,)))
@@ -193,10 +192,12 @@ def drop_path(x: Array, rate: float, deterministic: bool, rng: Optional[Array]) 
 class TransformerBlock(nn.Module):
   """Pre-norm ViT block ``x + Attn(LN(x))``, ``x + MLP(LN(x))`` with optional DropPath.
 
-  ``qv_bias`` selects the attention's bias layout (see :class:`SelfAttention`).
+  ``qv_bias`` selects the attention's bias layout (see :class:`SelfAttention`); both LayerNorms
+  use epsilon ``layer_norm_eps``.
   """
 
   num_heads: int
+  layer_norm_eps: float
   mlp_ratio: float = 4.0
   drop_path_rate: float = 0.0
   qv_bias: bool = True
@@ -209,9 +210,9 @@ class TransformerBlock(nn.Module):
                          name="attn")
     rng = lambda: (None if deterministic or self.drop_path_rate == 0.0
                    else self.make_rng("dropout"))
-    x = x + drop_path(attn(layer_norm("norm1", dtype=self.dtype)(x)), self.drop_path_rate,
-                      deterministic, rng())
-    h = Mlp(self.mlp_ratio, self.dtype, name="mlp")(layer_norm("norm2", dtype=self.dtype)(x))
+    norm = lambda name: layer_norm(name, self.layer_norm_eps, self.dtype)
+    x = x + drop_path(attn(norm("norm1")(x)), self.drop_path_rate, deterministic, rng())
+    h = Mlp(self.mlp_ratio, self.dtype, name="mlp")(norm("norm2")(x))
     x = x + drop_path(h, self.drop_path_rate, deterministic, rng())
     return nn.with_logical_constraint(x, (BATCH, None, None))
 
@@ -220,10 +221,12 @@ class CrossAttentionUnit(nn.Module):
   """One direction of the audio-visual interaction module (spec §6).
 
   ``q = Wq·LN_q(query)``, ``k = Wk·LN_k(context)``, ``v = Wv·context`` (v not normalised),
-  ``y = query + Wo·attn``, ``y = y + MLP(LN_2(y))``. Returns y [B, Nq, C].
+  ``y = query + Wo·attn``, ``y = y + MLP(LN_2(y))`` (LayerNorm epsilon ``layer_norm_eps``).
+  Returns y [B, Nq, C].
   """
 
   num_heads: int
+  layer_norm_eps: float
   mlp_ratio: float = 4.0
   dtype: Any = jnp.float32
   attention_impl: Optional[str] = None
@@ -231,25 +234,25 @@ class CrossAttentionUnit(nn.Module):
   @nn.compact
   def __call__(self, query: Array, context: Array) -> Array:
     width = query.shape[-1]
-    q = dense(width, (EMBED, HEADS), dtype=self.dtype, name="q")(
-        layer_norm("norm_q", dtype=self.dtype)(query))
-    k = dense(width, (EMBED, HEADS), dtype=self.dtype, name="k")(
-        layer_norm("norm_k", dtype=self.dtype)(context))
+    norm = lambda name: layer_norm(name, self.layer_norm_eps, self.dtype)
+    q = dense(width, (EMBED, HEADS), dtype=self.dtype, name="q")(norm("norm_q")(query))
+    k = dense(width, (EMBED, HEADS), dtype=self.dtype, name="k")(norm("norm_k")(context))
     v = dense(width, (EMBED, HEADS), dtype=self.dtype, name="v")(context)
     out = multi_head_attention(q, k, v, self.num_heads, self.attention_impl)
     y = query + dense(width, (HEADS, EMBED), dtype=self.dtype, name="out")(out)
-    return y + Mlp(self.mlp_ratio, self.dtype, name="mlp")(layer_norm("norm2", dtype=self.dtype)(y))
+    return y + Mlp(self.mlp_ratio, self.dtype, name="mlp")(norm("norm2")(y))
 
 
 class HierarchicalAttention(nn.Module):
   """HiA unit of the reconstruction decoders (spec §7.2).
 
   ``e = Linear(enc_width -> width)(encoder tokens)``, ``q = Wq·LN_q(x)``, ``k = Wk·LN_k(e)``,
-  ``v = Wv·LN_k(e)``; returns ``LN_out(LN_q(x) + attn)`` (no output projection).
-  x [B, N, width], encoder tokens [B, K, enc_width] -> [B, N, width].
+  ``v = Wv·LN_k(e)``; returns ``LN_out(LN_q(x) + attn)`` (no output projection; LayerNorm
+  epsilon ``layer_norm_eps``). x [B, N, width], encoder tokens [B, K, enc_width] -> [B, N, width].
   """
 
   num_heads: int
+  layer_norm_eps: float
   dtype: Any = jnp.float32
   attention_impl: Optional[str] = None
 
@@ -257,10 +260,11 @@ class HierarchicalAttention(nn.Module):
   def __call__(self, x: Array, encoder_tokens: Array) -> Array:
     width = x.shape[-1]
     e = dense(width, (EMBED, HEADS), dtype=self.dtype, name="encoder_proj")(encoder_tokens)
-    xq = layer_norm("norm_q", dtype=self.dtype)(x)
-    ek = layer_norm("norm_k", dtype=self.dtype)(e)
+    norm = lambda name: layer_norm(name, self.layer_norm_eps, self.dtype)
+    xq = norm("norm_q")(x)
+    ek = norm("norm_k")(e)
     q = dense(width, (EMBED, HEADS), dtype=self.dtype, name="q")(xq)
     k = dense(width, (EMBED, HEADS), dtype=self.dtype, name="k")(ek)
     v = dense(width, (EMBED, HEADS), dtype=self.dtype, name="v")(ek)
     out = multi_head_attention(q, k, v, self.num_heads, self.attention_impl)
-    return layer_norm("out_norm", dtype=self.dtype)(xq + out)
+    return norm("out_norm")(xq + out)

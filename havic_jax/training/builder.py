@@ -1,17 +1,17 @@
 """What a training run is made of, built once from a config and a mesh: the model, the loss of
 the config's detector and stage, the optimiser, the state's shardings and the jitted step.
 
-The training loop (``train.run``), the benchmark (``bench``) and the ahead-of-time compiler
-(``aot``) all take these from :func:`build`. Nothing here allocates or runs anything on the
-mesh's devices, so the mesh may be made of devices of a TPU topology description that only
-compiles (``jax.experimental.topologies``).
+The training loop (``loop.run``), the benchmark (``bench``), the ahead-of-time compiler
+(``aot``) and the tests all take these from :func:`build`. Building allocates and runs nothing
+on the mesh's devices, so the mesh may be made of devices of a TPU topology description that
+only compiles (``jax.experimental.topologies``).
 """
 
 from __future__ import annotations
 
 import contextlib
 import dataclasses
-from typing import Any, Callable, Dict, Iterator, Optional
+from typing import Any, Callable, Dict, Iterator, Mapping, Optional
 
 import flax.linen as nn
 import jax
@@ -19,10 +19,12 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 from absl import logging
-from jax.sharding import Mesh
+from flax import traverse_util
+from jax.sharding import Mesh, NamedSharding
 
 from havic_jax import detectors, sharding
-from havic_jax.data import input_pipeline
+from havic_jax.checkpoints import loading
+from havic_jax.data import input_pipeline, records
 from havic_jax.models.config import ModelConfig, model_config_from
 from havic_jax.training.optimizer import Schedule, make_optimizer
 from havic_jax.training.train_step import LossFn, TrainState, jit_train_step, sharded_init
@@ -35,6 +37,7 @@ KEY = jax.ShapeDtypeStruct((2,), jnp.uint32)
 class Training:
   """The pieces of one training run on ``mesh``.
 
+  config: the run's config, complete (``detector.num_identities`` filled in: :func:`build`);
   kind: the model's ``example_inputs`` kind (``detectors.model_kind``); init: jitted
   ``key -> TrainState``, the fresh state written directly in ``shardings``; step: the jitted
   ``(state, global batch) -> (state, metrics)`` (state donated). Trace, lower or call ``init``
@@ -59,6 +62,29 @@ class Training:
     with jax.set_mesh(self.mesh), nn.logical_axis_rules(self.rules):
       yield
 
+  @property
+  def batch_sharding(self) -> NamedSharding:
+    """The global batch's sharding: leading axis over ``config.mesh.batch_axes``."""
+    return sharding.batch_sharding(self.mesh, self.config.mesh.batch_axes)
+
+  def global_batch(self, local_batch: Mapping[str, np.ndarray]) -> Dict[str, jax.Array]:
+    """This process's slice of a batch (NumPy) -> the global batch in :attr:`batch_sharding`."""
+    return sharding.global_batch(local_batch, self.mesh, self.config.mesh.batch_axes)
+
+  def initial_state(self) -> TrainState:
+    """A new run's state: initialised from ``config.seed``, then every parameter that the
+    checkpoints of ``config.init_from`` hold (comma-separated sources, each giving other
+    modules: ``loading.load_modules``) put in its place (:func:`with_params`). Call inside
+    :meth:`scope`."""
+    state = self.init(jax.random.PRNGKey(self.config.seed))
+    if not self.config.init_from:
+      return state
+    modules = loading.load_modules(self.config.init_from.split(","), self.cfg)
+    state = with_params(state, self.shardings, modules)
+    logging.info("initialised %s from %s", ", ".join(n for n in modules if n in state.params),
+                 self.config.init_from)
+    return state
+
   def abstract_state(self) -> TrainState:
     """The state as ``jax.ShapeDtypeStruct`` leaves carrying their shardings (computes
     nothing): a restore target, or the state argument of an ahead-of-time compile."""
@@ -76,16 +102,62 @@ class Training:
     spec = input_pipeline.example_spec(self.cfg, config.stage, **ratios)
     if detectors.info(config).identities and config.stage == "pretrain":
       spec["identity"] = ((), np.int32)
-    batch_sharding = sharding.batch_sharding(self.mesh)
-    return {key: jax.ShapeDtypeStruct((global_batch,) + shape, dtype, sharding=batch_sharding)
+    return {key: jax.ShapeDtypeStruct((global_batch,) + shape, dtype,
+                                      sharding=self.batch_sharding)
             for key, (shape, dtype) in spec.items()}
 
 
-def build(config: Any, mesh: Mesh) -> Training:
+def with_identity_count(config: Any, data: Optional[records.PreparedData]) -> Any:
+  """A copy of ``config`` whose ``detector.num_identities`` (0: not set) is, for detectors that
+  learn identities (``DetectorInfo.identities``), the count of identities of the real clips of
+  the training split of ``data``, or the batch size for random batches (``data`` None: ids
+  below the batch size)."""
+  config = config.copy_and_resolve_references()
+  if not detectors.info(config).identities or config.detector.num_identities:
+    return config
+  if data is None:
+    config.detector.num_identities = config.batch_size
+  else:
+    indices = data.real_indices(data.split_indices(config.data.split or None))
+    config.detector.num_identities = len(data.identity_vocabulary(indices))
+  return config
+
+
+def with_params(state: TrainState, shardings: Any, params: Mapping[str, Any]) -> TrainState:
+  """``state`` with every parameter that ``params`` holds (same module and path) replaced by
+  ``params``'s, placed in its sharding; shapes must match. Parameters ``params`` lacks keep
+  their initialisation and are logged (a MARLIN or AudioMAE state_dict covers part of a
+  module; a pretraining export has no classifier)."""
+  ours = traverse_util.flatten_dict(state.params)
+  given = traverse_util.flatten_dict(dict(params))
+  shared = [path for path in given if path in ours]
+  if not shared:
+    raise ValueError(f"init_from: the checkpoint has modules {sorted(params)}, none of this "
+                     f"model's {sorted(state.params)}; pass a pretraining workdir, an export or "
+                     f"a released state_dict")
+  wrong = [f"{'/'.join(path)}: {np.shape(given[path])}, the model's {ours[path].shape}"
+           for path in shared if np.shape(given[path]) != ours[path].shape]
+  if wrong:
+    raise ValueError(f"init_from: shapes differ from this config's model ({wrong[:4]}); use "
+                     f"the model sizes the checkpoint was trained with")
+  flat_shardings = traverse_util.flatten_dict(shardings.params)
+  for path in shared:
+    ours[path] = jax.device_put(given[path], flat_shardings[path])
+  left = sorted({path[0] for path in ours if path not in given})
+  if left:
+    count = sum(path not in given for path in ours)
+    logging.warning("init_from: %d parameter tensors keep their initialisation (in modules %s)",
+                    count, ", ".join(left))
+  return state.replace(params=traverse_util.unflatten_dict(ours))
+
+
+def build(config: Any, mesh: Mesh, data: Optional[records.PreparedData] = None) -> Training:
   """The model, loss, optimiser, state shardings and jitted step of ``config`` on ``mesh``.
 
-  ``config`` is complete: detectors with identity classifiers need
-  ``config.detector.num_identities`` set (``train.with_identity_count``)."""
+  ``data``: the prepared training data (None: random batches), which gives detectors that
+  learn identities their identity count (:func:`with_identity_count`); ``Training.config`` is
+  ``config`` completed so."""
+  config = with_identity_count(config, data)
   cfg = model_config_from(config.model, config.compat)
   model = detectors.build_model(cfg, config)
   kind = detectors.model_kind(config)
@@ -95,7 +167,7 @@ def build(config: Any, mesh: Mesh) -> Training:
   with jax.set_mesh(mesh), nn.logical_axis_rules(rules):
     init, shardings = sharded_init(model, cfg, kind, optimizer, KEY, mesh, rules)
     step = jit_train_step(loss_fn, optimizer, schedules, shardings, mesh,
-                          config.grad_accumulation_steps)
+                          config.mesh.batch_axes, config.grad_accumulation_steps)
   return Training(config=config, cfg=cfg, model=model, kind=kind, loss_fn=loss_fn,
                   optimizer=optimizer, schedules=schedules, mesh=mesh, rules=rules, init=init,
                   shardings=shardings, step=step)
@@ -108,9 +180,8 @@ def compile_ahead(training: Training, state: TrainState, local_batch: Dict[str, 
   result in its place. Logs the memory each device needs; where the runtime reports a device
   capacity (``device_capacity``) that the step exceeds, raises at once with the batch, the
   memory needed and the capacity instead of failing out of memory mid-run."""
-  batch_sharding = sharding.batch_sharding(training.mesh)
   batch = {key: jax.ShapeDtypeStruct((global_batch,) + np.shape(value)[1:],
-                                     np.asarray(value).dtype, sharding=batch_sharding)
+                                     np.asarray(value).dtype, sharding=training.batch_sharding)
            for key, value in local_batch.items()}
   with training.scope():
     compiled = training.step.lower(state, batch).compile()

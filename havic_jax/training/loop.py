@@ -15,37 +15,34 @@ import os
 import pathlib
 import signal
 import time
-from typing import Any, Callable, Dict, Mapping, Optional, Tuple
+from typing import Any, Callable, Dict, Mapping, Optional, Sequence, Tuple
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
 from absl import logging
-from flax import traverse_util
 
-from havic_jax.data import augment, input_pipeline, pseudo_fakes
+from havic_jax.data import augment, input_pipeline, pseudo_fakes, records
 from havic_jax.models import masking
 from havic_jax.checkpoints import runs
 from havic_jax import detectors
 from havic_jax.training import builder
-from havic_jax.checkpoints import released
 from havic_jax import sharding, storage
 from havic_jax.training.metric_writer import MetricWriter, parameter_overview, train_metrics_from
-from havic_jax.models import stacking
 from havic_jax.models.config import ModelConfig
 from havic_jax.evaluation.metrics import binary_metrics
 from havic_jax.training.visualize import reconstruction_images
-from havic_jax.data.random_batches import local_batch_size, synthetic_batches
-from havic_jax.training.train_step import TrainState
+from havic_jax.data.random_batches import synthetic_batches
 from havic_jax.models.inputs import unit_video
+from havic_jax.training.train_step import TrainState
 
 
 def synthetic_corpus(path: pathlib.Path, num_videos: int, seed: int) -> pathlib.Path:
   """``path/prepared``: the synthetic corpus generated and prepared under ``path`` unless a
   previous run left it there."""
   prepared = path / "prepared"
-  if not (prepared / input_pipeline.MANIFEST).is_file():
+  if not (prepared / records.MANIFEST).is_file():
     if jax.process_count() > 1:
       raise ValueError("data.source='synthetic_corpus' is a single-process demo; prepare data "
                        "with data_pipelines.prepare and use data.source='prepared'")
@@ -73,15 +70,15 @@ def prepared_data_path(config: Any, workdir: str) -> pathlib.Path:
                    f"{data_cfg.source!r}")
 
 
-def open_training_data(config: Any, workdir: str) -> Optional[input_pipeline.PreparedData]:
+def open_training_data(config: Any, workdir: str) -> Optional[records.PreparedData]:
   """The prepared data ``config.data`` names (read once per run), or None for
   ``data.source="random"``."""
   if config.data.source == "random":
     return None
-  return input_pipeline.open_prepared(str(prepared_data_path(config, workdir)))
+  return records.open_prepared(str(prepared_data_path(config, workdir)))
 
 
-def training_iterator(data: input_pipeline.PreparedData, config: Any, cfg: ModelConfig
+def training_iterator(data: records.PreparedData, config: Any, cfg: ModelConfig
                       ) -> Any:
   """This process's Grain batch iterator over ``data`` per ``config.data`` (checkpointable)."""
   detector = detectors.info(config)
@@ -100,77 +97,13 @@ def training_iterator(data: input_pipeline.PreparedData, config: Any, cfg: Model
         identities=data.identity_vocabulary(data.real_indices(indices) if real_only
                                             else indices),
         clips_per_identity=config.data.clips_per_identity)
-  mixture = tuple((input_pipeline.open_prepared(path), share) for path, share in
+  mixture = tuple((records.open_prepared(path), share) for path, share in
                   input_pipeline.parse_mixture(config.data.get("mixture", "")))
   dataset = input_pipeline.training_dataset(
-      data, split, cfg, config.stage, local_batch_size(config.batch_size), config.seed,
-      balanced=config.data.balanced, workers=config.data.workers, real_only=real_only,
-      mixture=mixture, **stage_options)
+      data, split, cfg, config.stage, sharding.local_batch_size(config.batch_size),
+      config.seed, balanced=config.data.balanced, workers=config.data.workers,
+      real_only=real_only, mixture=mixture, **stage_options)
   return iter(dataset)
-
-
-def with_identity_count(config: Any, data: Optional[input_pipeline.PreparedData]) -> None:
-  """Fills ``config.detector.num_identities`` (0: not set) with the training data's identity
-  count for detectors with identity classifiers."""
-  if detectors.detector_name(config) != "voice_face" or config.detector.num_identities:
-    return
-  if data is None:  # random batches: ids below the batch size
-    config.detector.num_identities = config.batch_size
-    return
-  indices = data.real_indices(data.split_indices(config.data.split or None))
-  config.detector.num_identities = len(data.identity_vocabulary(indices))
-
-
-def load_backbone(init_from: str, cfg: ModelConfig) -> Dict[str, Any]:
-  """Parameters (NumPy, per-layer layout) from ``init_from``: a training workdir, an export, or
-  a released state_dict file (HAVIC, MARLIN or AudioMAE; converted in memory for ``cfg``), or
-  several of them comma-separated (e.g. ``marlin.pth,audiomae.pth``), each giving other
-  modules."""
-  backbone: Dict[str, Any] = {}
-  for source in init_from.split(","):
-    if released.is_released_file(source):
-      loaded = released.load_released(source, cfg)
-      logging.info("init_from %s:\n%s", source, released.summary(loaded.report))
-      params = loaded.params
-    elif (storage.path(source) / runs.CHECKPOINT_DIR).is_dir():
-      _, params = runs.load_params(source)
-    else:
-      from havic_jax.checkpoints.exported import load_pretrained
-      _, params = load_pretrained(source)
-    twice = sorted(set(params) & set(backbone))
-    if twice:
-      raise ValueError(f"init_from: {source} gives modules {twice} that an earlier entry of "
-                       f"{init_from!r} gave already; name each module's source once")
-    backbone.update(params)
-  return backbone
-
-
-def with_backbone(state: TrainState, shardings: Any, backbone: Mapping[str, Any]) -> TrainState:
-  """``state`` with every parameter that ``backbone`` holds (same module and path) replaced
-  by ``backbone``'s, placed in its sharding; shapes must match. Parameters ``backbone`` lacks
-  keep their initialisation and are logged (a MARLIN or AudioMAE state_dict covers part of a
-  module; a pretraining export has no classifier)."""
-  ours = traverse_util.flatten_dict(state.params)
-  given = traverse_util.flatten_dict(dict(backbone))
-  shared = [path for path in given if path in ours]
-  if not shared:
-    raise ValueError(f"init_from: the checkpoint has modules {sorted(backbone)}, none of this "
-                     f"model's {sorted(state.params)}; pass a pretraining workdir, an export or "
-                     f"a released state_dict")
-  wrong = [f"{'/'.join(path)}: {np.shape(given[path])}, the model's {ours[path].shape}"
-           for path in shared if np.shape(given[path]) != ours[path].shape]
-  if wrong:
-    raise ValueError(f"init_from: shapes differ from this config's model ({wrong[:4]}); use "
-                     f"the model sizes the checkpoint was trained with")
-  flat_shardings = traverse_util.flatten_dict(shardings.params)
-  for path in shared:
-    ours[path] = jax.device_put(given[path], flat_shardings[path])
-  left = sorted({path[0] for path in ours if path not in given})
-  if left:
-    count = sum(path not in given for path in ours)
-    logging.warning("init_from: %d parameter tensors keep their initialisation (in modules %s)",
-                    count, ", ".join(left))
-  return state.replace(params=traverse_util.unflatten_dict(ours))
 
 
 class Preemption:
@@ -243,6 +176,10 @@ class FiniteCheck:
           f"without saving it (the newest checkpoint, if any, is of step {good} or earlier)")
 
 
+# What a logging window reports besides the step's averaged metrics.
+THROUGHPUT = ("steps_per_second", "samples_per_second", "data_wait_fraction")
+
+
 class WindowLog:
   """Writes each logging window's averages without stalling the device.
 
@@ -268,15 +205,15 @@ class WindowLog:
     metrics = {k: float(v) for k, v in jax.device_get(values).items()}
     now = time.time()
     elapsed, steps = now - self.last_time, step - self.last_step
-    metrics.update(steps_per_second=steps / elapsed,
-                   samples_per_second=steps * self.batch_size / elapsed,
-                   data_wait_fraction=data_wait / elapsed)
+    metrics.update(zip(THROUGHPUT, (steps / elapsed, steps * self.batch_size / elapsed,
+                                    data_wait / elapsed)))
     self.writer.write(step, metrics)
     self.pending, self.last_step, self.last_time = None, step, now
     return metrics
 
 
-def make_eval_step(scorer: Callable, param_shardings: Any, mesh: Any) -> Callable:
+def make_eval_step(scorer: Callable, param_shardings: Any, mesh: Any, batch_axes: Sequence[str]
+                   ) -> Callable:
   """Jitted detector forward: (params, batch) -> (fake probability, overall label, valid),
   each [global batch], replicated so every process sees them all. ``scorer`` is the
   detector's window scorer (``detectors.window_scorer``)."""
@@ -284,7 +221,8 @@ def make_eval_step(scorer: Callable, param_shardings: Any, mesh: Any) -> Callabl
     fake_logit = scorer(params, batch["video"], batch["audio"])["overall"]
     return jax.nn.sigmoid(fake_logit), batch["overall_label"], batch["valid"]
   replicated = sharding.replicated(mesh)
-  return jax.jit(eval_step, in_shardings=(param_shardings, sharding.batch_sharding(mesh)),
+  return jax.jit(eval_step, in_shardings=(param_shardings,
+                                         sharding.batch_sharding(mesh, batch_axes)),
                  out_shardings=(replicated,) * 3)
 
 
@@ -306,20 +244,22 @@ def make_reconstruct(model: nn.Module, cfg: ModelConfig, config: Any, param_shar
     return (video[0], batch["audio"][0], ids_v[0], ids_a[0], out["video_recon"][-1][0],
             out["audio_recon"][-1][0])
 
-  jitted = jax.jit(forward, in_shardings=(param_shardings, sharding.batch_sharding(mesh)),
+  jitted = jax.jit(forward, in_shardings=(param_shardings,
+                                          sharding.batch_sharding(mesh, config.mesh.batch_axes)),
                    out_shardings=sharding.replicated(mesh))
   return lambda params, batch: reconstruction_images(
       *[np.asarray(x) for x in jax.device_get(jitted(params, batch))], cfg)
 
 
-def evaluate(eval_step: Callable, params: Any, data: input_pipeline.PreparedData, config: Any,
+def evaluate(eval_step: Callable, params: Any, data: records.PreparedData, config: Any,
              cfg: ModelConfig, mesh: Any) -> Dict[str, float]:
   """ACC / AP / AUC of the clips of ``config.data.eval_split`` (clip level)."""
   dataset = input_pipeline.eval_dataset(data, config.data.eval_split or None, cfg,
-                                        local_batch_size(config.batch_size))
+                                        sharding.local_batch_size(config.batch_size))
   scores, labels = [], []
   for batch in dataset:
-    score, label, valid = jax.device_get(eval_step(params, sharding.global_batch(batch, mesh)))
+    score, label, valid = jax.device_get(eval_step(params, sharding.global_batch(
+        batch, mesh, config.mesh.batch_axes)))
     scores.append(score[valid > 0])
     labels.append(label[valid > 0])
   return binary_metrics(np.concatenate(scores), np.concatenate(labels))
@@ -331,10 +271,10 @@ def run(config: Any, workdir: str) -> Tuple[TrainState, Dict[str, float]]:
 
   Returns the final state and the last logged metrics."""
   data = open_training_data(config, workdir)
-  with_identity_count(config, data)
   mesh = sharding.make_mesh(config.mesh)
-  training = builder.build(config, mesh)
-  cfg, model, schedules = training.cfg, training.model, training.schedules
+  training = builder.build(config, mesh, data)
+  config, cfg, model = training.config, training.cfg, training.model
+  schedules = training.schedules
   runs.write_config(workdir, config)
   data_iterator = training_iterator(data, config, cfg) if data is not None else None
   manager = runs.make_manager(workdir, config.checkpoint)
@@ -347,12 +287,7 @@ def run(config: Any, workdir: str) -> Tuple[TrainState, Dict[str, float]]:
         state, start = runs.restore(manager, training.abstract_state(), data_iterator)
         logging.info("resumed from %s at step %d", manager.directory, start)
       else:
-        state = training.init(jax.random.PRNGKey(config.seed))
-        if config.init_from:
-          backbone = stacking.to_layout(load_backbone(config.init_from, cfg), cfg)
-          state = with_backbone(state, shardings, backbone)
-          logging.info("initialised %s from %s",
-                       ", ".join(n for n in backbone if n in state.params), config.init_from)
+        state = training.initial_state()
       start = int(state.step)
       batches = data_iterator if data_iterator is not None else synthetic_batches(
           cfg, config.stage, config.batch_size, config.seed, fixed=config.data.fixed_batch,
@@ -361,10 +296,13 @@ def run(config: Any, workdir: str) -> Tuple[TrainState, Dict[str, float]]:
       batches = itertools.chain([first], batches)
       step_fn = builder.compile_ahead(training, state, first, config.batch_size)
       finite = FiniteCheck()
-      scored = config.stage == "finetune" or detectors.detector_name(config) != detectors.HAVIC
+      scored = config.stage not in detectors.info(config).unscored_stages
       evaluates = (scored and config.eval_every
                    and data is not None)  # random batches have no eval split
-      eval_step = (make_eval_step(detectors.window_scorer(cfg, config), shardings.params, mesh)
+      eval_step = (make_eval_step(detectors.window_scorer(
+                       cfg, detectors.detector_name(config), config.stage,
+                       detectors.options_of(config)), shardings.params, mesh,
+                       config.mesh.batch_axes)
                    if evaluates else None)
       reconstruct = (make_reconstruct(model, cfg, config, shardings.params, mesh)
                      if training.kind == "pretrain" and config.image_every else None)
@@ -379,7 +317,7 @@ def run(config: Any, workdir: str) -> Tuple[TrainState, Dict[str, float]]:
       eval_metrics = None
       for step in range(start, config.num_steps):
         t = time.time()
-        batch = sharding.global_batch(next(batches), mesh)
+        batch = sharding.global_batch(next(batches), mesh, config.mesh.batch_axes)
         log.data_wait += time.time() - t
         state, device_metrics = step_fn(state, batch)
         finite.update(state.step, device_metrics)

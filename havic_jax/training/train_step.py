@@ -3,12 +3,13 @@
 The state is created from ``jax.eval_shape`` of the init function, so its shardings come from
 the parameters' logical axis names and it never exists unsharded. The step is one
 ``jax.jit`` with explicit in/out shardings and a donated state. Call everything inside
-``jax.set_mesh(mesh)`` and ``nn.logical_axis_rules(rules)`` (see ``train.py``).
+``jax.set_mesh(mesh)`` and ``nn.logical_axis_rules(rules)`` (``training.builder.Training.scope``). The loss is the
+detector's (``havic_jax.detectors.loss_fn``).
 """
 
 from __future__ import annotations
 
-from typing import Any, Callable, Dict, Mapping, Tuple
+from typing import Any, Callable, Dict, Mapping, Sequence, Tuple
 
 import flax
 import flax.linen as nn
@@ -79,10 +80,12 @@ def sharded_init(model: nn.Module, cfg: ModelConfig, kind: str,
   return jax.jit(lambda r: nn.unbox(init(r)), out_shardings=shardings), shardings
 
 
-def split_microbatches(batch: Mapping[str, Array], count: int) -> Dict[str, Array]:
+def split_microbatches(batch: Mapping[str, Array], count: int, batch_axes: Sequence[str]
+                       ) -> Dict[str, Array]:
   """[B, ...] arrays -> [count, B/count, ...]; microbatch i holds samples i, i+count, ...
 
-  The strided split keeps every microbatch spread over all devices of the batch axes (a
+  The strided split keeps every microbatch spread over all devices of the mesh axes
+  ``batch_axes`` (a
   contiguous split would put each microbatch on a few of them)."""
   def split(x):
     if x.shape[0] % count:
@@ -91,12 +94,12 @@ def split_microbatches(batch: Mapping[str, Array], count: int) -> Dict[str, Arra
     x = x.reshape((x.shape[0] // count, count) + x.shape[1:])
     x = jnp.moveaxis(x, 1, 0)
     return jax.lax.with_sharding_constraint(
-        x, PartitionSpec(None, sharding.BATCH_AXES, *([None] * (x.ndim - 2))))
+        x, PartitionSpec(None, tuple(batch_axes), *([None] * (x.ndim - 2))))
   return {k: split(v) for k, v in batch.items()}
 
 
 def accumulated_gradients(loss_fn: LossFn, params: Any, batch: Mapping[str, Array], key: Array,
-                          microbatches: int) -> Tuple[Any, Metrics]:
+                          microbatches: int, batch_axes: Sequence[str]) -> Tuple[Any, Metrics]:
   """Gradients and metrics averaged over ``microbatches`` slices of ``batch``, run one after
   the other (a ``lax.scan``: activation memory of one microbatch). Microbatch i uses
   ``fold_in(key, i)``. Losses that are batch means (reconstruction, cross-modal, the
@@ -114,19 +117,20 @@ def accumulated_gradients(loss_fn: LossFn, params: Any, batch: Mapping[str, Arra
 
   zeros = jax.tree.map(lambda p: jnp.zeros(p.shape, jnp.float32), params)
   grads, metrics = jax.lax.scan(
-      one, zeros, (jnp.arange(microbatches), split_microbatches(batch, microbatches)))
+      one, zeros, (jnp.arange(microbatches), split_microbatches(batch, microbatches, batch_axes)))
   return (jax.tree.map(lambda g, p: (g / microbatches).astype(p.dtype), grads, params),
           jax.tree.map(lambda x: jnp.mean(x, axis=0), metrics))
 
 
 def train_step(state: TrainState, batch: Mapping[str, Array], *, loss_fn: LossFn,
                optimizer: optax.GradientTransformation,
-               schedules: Mapping[str, Callable[[Array], Array]], microbatches: int = 1
-               ) -> Tuple[TrainState, Metrics]:
+               schedules: Mapping[str, Callable[[Array], Array]], batch_axes: Sequence[str],
+               microbatches: int = 1) -> Tuple[TrainState, Metrics]:
   """One optimisation step: loss and gradients on the global batch (accumulated over
   ``microbatches`` slices), AdamW update."""
   key = jax.random.fold_in(state.rng, state.step)
-  grads, metrics = accumulated_gradients(loss_fn, state.params, batch, key, microbatches)
+  grads, metrics = accumulated_gradients(loss_fn, state.params, batch, key, microbatches,
+                                         batch_axes)
   updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
   params = optax.apply_updates(state.params, updates)
   metrics = dict(metrics, grad_norm=optax.tree.norm(grads),
@@ -136,12 +140,14 @@ def train_step(state: TrainState, batch: Mapping[str, Array], *, loss_fn: LossFn
 
 def jit_train_step(loss_fn: LossFn, optimizer: optax.GradientTransformation,
                    schedules: Mapping[str, Callable[[Array], Array]], state_shardings: Any,
-                   mesh: Mesh, microbatches: int = 1) -> Callable[[TrainState, Mapping[str, Array]],
-                                           Tuple[TrainState, Metrics]]:
-  """The jitted step: state in its shardings (donated), batch split over data × fsdp,
-  metrics replicated; gradients accumulated over ``microbatches`` slices of the batch."""
+                   mesh: Mesh, batch_axes: Sequence[str], microbatches: int = 1
+                   ) -> Callable[[TrainState, Mapping[str, Array]], Tuple[TrainState, Metrics]]:
+  """The jitted step: state in its shardings (donated), batch split over the mesh axes
+  ``batch_axes``, metrics replicated; gradients accumulated over ``microbatches`` slices of
+  the batch."""
   step = lambda state, batch: train_step(state, batch, loss_fn=loss_fn, optimizer=optimizer,
-                                         schedules=schedules, microbatches=microbatches)
-  return jax.jit(step, in_shardings=(state_shardings, sharding.batch_sharding(mesh)),
+                                         schedules=schedules, batch_axes=batch_axes,
+                                         microbatches=microbatches)
+  return jax.jit(step, in_shardings=(state_shardings, sharding.batch_sharding(mesh, batch_axes)),
                  out_shardings=(state_shardings, sharding.replicated(mesh)),
                  donate_argnums=(0,))
