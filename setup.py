@@ -45,7 +45,8 @@ setup(
     ],
     extras_require={
         # gcp-storage-emulator: a Cloud Storage API on 127.0.0.1 for the gs:// tests
-        "test": ["pytest>=8", "gcp-storage-emulator>=2026.7"],
+        # pytest-xdist: the README's test command runs the tests in two processes (-n 2)
+        "test": ["pytest>=8", "pytest-xdist>=3.5", "gcp-storage-emulator>=2026.7"],
         # reading PyTorch .pth checkpoints in havic_jax/convert.py (weights_only=True)
         "torch": ["torch>=2.2"],
         # compiling for TPU topologies on any host (havic_jax/aot.py; brings libtpu 0.0.42.1)

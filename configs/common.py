@@ -134,6 +134,12 @@ def data_config(stage: str) -> ml_collections.ConfigDict:
       "split": "" if stage == "pretrain" else "train",
       "eval_split": "test",
       "workers": 0,               # Grain worker processes (0: decode in the training process)
+      # Grain's read-ahead (per process, and per worker process): threads decoding batches and
+      # the batches decoded ahead of the step. Grain's own default, 500 batches, would hold
+      # ≈ 140 GB of base-size batches of 112 (uint8 video) and keep a small host's cores busy
+      # on batches no step takes.
+      "read_threads": 8,
+      "prefetch_batches": 4,
       "balanced": stage == "finetune",  # class-balanced weighted sampling (spec §11)
       "synthetic_videos": 16,
       "fixed_batch": False,

@@ -1,10 +1,22 @@
-"""Test set-up: 8 simulated CPU devices (set before JAX touches a device), absl flags at their
-defaults, the synthetic corpus, its prepared shards and unusable video files shared by the
-data and eval tests, and a Cloud Storage emulator."""
+"""Test set-up: 8 simulated CPU devices (set before JAX touches a device), one persistent
+compilation cache for the run, absl flags at their defaults, the synthetic corpus, its prepared
+shards and unusable video files shared by the data and eval tests, and a Cloud Storage
+emulator."""
 
+import atexit
+import fcntl
 import os
+import shutil
+import tempfile
 
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
+# JAX's persistent compilation cache, shared by this run's processes: the pytest-xdist workers
+# (started after this module runs in the controlling process, they inherit its environment)
+# and every training, export or eval process a test starts (but the two-process runs of
+# tests/test_multihost.py). The many tests that build the same tiny program compile it once.
+if "JAX_COMPILATION_CACHE_DIR" not in os.environ:
+  os.environ["JAX_COMPILATION_CACHE_DIR"] = tempfile.mkdtemp(prefix="havic_jax_test_jit_")
+  atexit.register(shutil.rmtree, os.environ["JAX_COMPILATION_CACHE_DIR"], ignore_errors=True)
 import jax  # noqa: E402
 
 jax.config.update("jax_num_cpu_devices", 8)
@@ -19,23 +31,38 @@ SYNTHETIC_VIDEOS = 8
 SYNTHETIC_SECONDS = 3.5  # one 3.2 s clip per video
 
 
+def shared_directory(tmp_path_factory, name, build):
+  """``name``, a directory of this test run that ``build(directory)`` fills once, shared by
+  every pytest-xdist worker (``-n``): the first worker to ask builds it under a file lock, the
+  others wait for it and read the same files."""
+  base = tmp_path_factory.getbasetemp()
+  if "PYTEST_XDIST_WORKER" in os.environ:
+    base = base.parent  # the run's directory above the workers' own
+  directory, done = base / name, base / f"{name}.done"
+  with open(base / f"{name}.lock", "w") as lock:
+    fcntl.flock(lock, fcntl.LOCK_EX)
+    if not done.exists():
+      shutil.rmtree(directory, ignore_errors=True)
+      directory.mkdir()
+      build(directory)
+      done.touch()
+  return directory
+
+
 @pytest.fixture(scope="session")
 def synthetic_corpus(tmp_path_factory):
   """Directory holding a synthetic FakeAVCeleb/ tree of 8 videos (two of each type)."""
   from havic_jax.data import synthetic
-  root = tmp_path_factory.mktemp("synthetic_corpus")
-  synthetic.generate_corpus(root, SYNTHETIC_VIDEOS, seed=3, duration=SYNTHETIC_SECONDS)
-  return root
+  return shared_directory(tmp_path_factory, "synthetic_corpus", lambda root: (
+      synthetic.generate_corpus(root, SYNTHETIC_VIDEOS, seed=3, duration=SYNTHETIC_SECONDS)))
 
 
 @pytest.fixture(scope="session")
 def prepared_corpus(synthetic_corpus, tmp_path_factory):
   """The synthetic corpus prepared into ArrayRecord shards (3 shards, 2 worker processes)."""
   from havic_jax.data import prepare
-  output = tmp_path_factory.mktemp("prepared")
-  prepare.prepare("fakeavceleb", str(synthetic_corpus), str(output), workers=2,
-                  videos_per_shard=3)
-  return output
+  return shared_directory(tmp_path_factory, "prepared", lambda output: prepare.prepare(
+      "fakeavceleb", str(synthetic_corpus), str(output), workers=2, videos_per_shard=3))
 
 
 @pytest.fixture(scope="session")

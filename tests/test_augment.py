@@ -9,6 +9,7 @@ import cv2
 import numpy as np
 import pytest
 
+from configs import common
 from havic_jax.data import augment
 
 H, W = 48, 64  # non-square frames, so a swapped (height, width) shows
@@ -245,7 +246,7 @@ def test_mask_fbank_zeroes_one_band_of_bins_and_one_of_frames():
   edges = []
   n = 200
   for _ in range(n):
-    out = augment.mask_fbank(rng, fbank)
+    out = augment.mask_fbank(rng, fbank, common.FREQ_MASK, common.TIME_MASK)  # spec: 20, 100
     assert out.dtype == np.float32 and out.shape == fbank.shape
     zero = out == 0
     rows, cols = zero.all(axis=1), zero.all(axis=0)
@@ -292,4 +293,4 @@ def test_bad_inputs_are_refused():
   with pytest.raises(ValueError, match="uint8"):
     augment.apply_video_augmentation(frames.astype(np.float32), _aug())
   with pytest.raises(ValueError, match=r"\[T, F\]"):
-    augment.mask_fbank(np.random.default_rng(0), np.zeros(10))
+    augment.mask_fbank(np.random.default_rng(0), np.zeros(10), 20, 100)

@@ -114,14 +114,18 @@ def test_base_sizes_build_model_config_defaults():
   assert set(common.BASE_MODEL) == fields
 
 
-def test_augmentation_and_pseudo_fake_values_match_the_library_defaults():
-  """The library's option dataclasses default to the config's values (they are built from
-  ``config.augment`` / ``config.pseudo_fakes``; the defaults serve callers without a config)."""
+def test_augmentation_and_pseudo_fake_sections_build_the_library_options_with_the_spec_values():
+  """The library's option dataclasses have no defaults of their own: they are built from
+  ``config.augment`` / ``config.pseudo_fakes`` (spec §11: masks of 20 bins and 100 frames at
+  the base input, scaled with a smaller one)."""
   from havic_jax.data import augment, pseudo_fakes
   config = load("fine_grained.py:size=base")
-  assert augment.Options(**config.augment) == augment.Options()
+  assert augment.Options(**config.augment) == augment.Options(20, 100, video=True, audio=True)
+  tiny = load("fine_grained.py:size=tiny").augment
+  assert (tiny.freq_mask, tiny.time_mask) == (20 * 64 // 128, 100 * 128 // 1024)
   options = {k: v for k, v in config.pseudo_fakes.items() if k != "enabled"}
-  assert pseudo_fakes.PseudoFakeOptions(**options) == pseudo_fakes.PseudoFakeOptions()
+  assert pseudo_fakes.PseudoFakeOptions(**options) == pseudo_fakes.PseudoFakeOptions(
+      probability=0.5, r_min=0.0, r_max=1.0, min_units=2)
 
 
 def test_the_detector_files_cover_the_registry():

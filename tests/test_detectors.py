@@ -250,3 +250,21 @@ def test_each_detector_trains_and_the_eval_binary_scores_it(name, prepared_corpu
   for video in scored:
     logits = np.log(np.asarray(video.window_scores)) - np.log1p(-np.asarray(video.window_scores))
     assert video.score == pytest.approx(1 / (1 + np.exp(-logits.mean())), rel=1e-5)
+
+
+@pytest.mark.parametrize("name", ["fakeout", "voice_face_finetune", "finetune", "pretrain"])
+def test_a_checkpoint_scores_itself_only_with_its_whole_scoring_model(name):
+  from flax import traverse_util
+  from havic_jax.checkpoints import loading
+  config = {**CONFIGS, "finetune": finetune_tiny, "pretrain": pretrain_tiny}[name].get_config()
+  if "num_identities" in config.get("detector", {}):
+    config.detector.num_identities = 4  # what a trained workdir's config holds
+  cfg = model_config_from(config.model, config.compat)
+  detector = detectors.detector_name(config)
+  paths = detectors.param_paths(cfg, detector, config.stage, detectors.options_of(config))
+  assert len(paths) > 20 and ("audio_encoder", "block_0", "mlp", "fc1", "kernel") in paths
+  whole = traverse_util.unflatten_dict({path: np.zeros(1) for path in paths})
+  assert loading.Checkpoint(cfg, config.stage, whole, {}, config).has_classifier == (
+      name != "pretrain")  # HAVIC's pretraining model gives no fake logit
+  partial = traverse_util.unflatten_dict({path: np.zeros(1) for path in paths[:-1]})
+  assert not loading.Checkpoint(cfg, config.stage, partial, {}, config).has_classifier

@@ -6,8 +6,9 @@ import itertools
 import numpy as np
 import pytest
 
+from configs import finetune_tiny
 from configs.tiny import tiny_model
-from havic_jax.data import features, records, samplers
+from havic_jax.data import augment, features, records, samplers
 from havic_jax.data import input_pipeline as ip
 from havic_jax.media import fbank
 from havic_jax.media.clips import INT16_SCALE
@@ -15,6 +16,8 @@ from havic_jax.models.config import ModelConfig, model_config_from
 
 BASE = ModelConfig()
 TINY = model_config_from(tiny_model())
+# Every fine-tuning augmentation, with the audio masks the tiny model's input scales them to.
+AUGMENTATION = augment.Options(**dict(finetune_tiny.get_config().augment, video=True))
 RATIOS = dict(video_mask_ratio=0.9, audio_mask_ratio=0.8125)
 
 
@@ -75,7 +78,8 @@ def test_same_seed_same_batches_and_exact_resume(data):
 
 def test_worker_processes_give_the_same_batches_and_resume(data):
   make = lambda workers: ip.training_dataset(data, None, TINY, "finetune", 2, seed=4,
-                                             balanced=True, workers=workers)
+                                             balanced=True, augmentation=AUGMENTATION,
+                                             workers=workers)
   expected = take(make(0), 5)
   iterator = iter(make(1))  # one worker process: the 2-core test machine stays responsive
   got = [next(iterator) for _ in range(2)]
@@ -131,7 +135,8 @@ def test_balanced_sampling_draws_both_classes_equally(data):
 
 
 def test_finetune_augmentation_changes_inputs_but_not_labels(data):
-  batch = take(ip.training_dataset(data, "train", TINY, "finetune", 4, seed=2), 1)[0]
+  batch = take(ip.training_dataset(data, "train", TINY, "finetune", 4, seed=2,
+                                     augmentation=AUGMENTATION), 1)[0]
   assert set(batch) == set(ip.example_spec(TINY, "finetune"))
   assert batch["video"].dtype == np.uint8 and batch["audio"].dtype == np.float32
   plain = take(ip.eval_dataset(data, "train", TINY, 6), 1)[0]

@@ -92,15 +92,19 @@ def test_compat_chooses_audio_segments():
 
 
 def _layer_norm_epsilons(model, params, inputs):
-  """({LayerNorm path: epsilon} of one forward pass, the outputs)."""
+  """({LayerNorm path: epsilon} of one forward pass, the outputs); the epsilons are recorded
+  while the jitted forward pass is traced."""
   seen = {}
 
   def record(next_fun, args, kwargs, context):
     if isinstance(context.module, nn.LayerNorm):
       seen["/".join(context.module.scope.path)] = context.module.epsilon
     return next_fun(*args, **kwargs)
-  with nn.intercept_methods(record):
-    outputs = model.apply({"params": params}, *inputs)
+
+  def forward(params, inputs):
+    with nn.intercept_methods(record):
+      return model.apply({"params": params}, *inputs)
+  outputs = jax.jit(forward)(params, inputs)
   return seen, outputs
 
 

@@ -4,6 +4,7 @@ SIGTERM to one of them makes both save the same step and exit 0, and the resumed
 what the uninterrupted one did."""
 
 import json
+import os
 import pathlib
 import signal
 import subprocess
@@ -24,13 +25,17 @@ STEPS = 8
 def start(workdir, prepared, every_steps):
   """The two processes of one run (log every step, checkpoint every ``every_steps``)."""
   port = free_port()
+  # Without the tests' persistent compilation cache: a two-process CPU run whose processes
+  # load the step from it hangs or aborts in its first collective.
+  environment = {k: v for k, v in os.environ.items() if k != "JAX_COMPILATION_CACHE_DIR"}
   return [subprocess.Popen(
       [sys.executable, "-m", "havic_jax.main", "--config=configs/pretrain_tiny.py",
        f"--workdir={workdir}", f"--config.num_steps={STEPS}", "--config.log_every=1",
        f"--config.checkpoint.every_steps={every_steps}", "--config.data.source=prepared",
        f"--config.data.path={prepared}", f"--coordinator_address=localhost:{port}",
        "--num_processes=2", f"--process_id={i}", "--cpu_devices=2"],
-      cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for i in range(2)]
+      cwd=ROOT, env=environment, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+      for i in range(2)]
 
 
 def finish(processes):

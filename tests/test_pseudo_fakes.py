@@ -8,12 +8,14 @@ import grain
 import numpy as np
 import pytest
 
+from configs import common
 from havic_jax.data import pseudo_fakes as pf
 from havic_jax.data import records
 
 FRAMES, SIZE, SPU = 16, 4, 3200  # 16 frames of 4×4 pixels, 3200 samples (0.2 s) per frame
 REAL = {"audio_label": 0, "visual_label": 0, "overall_label": 0}
-ALWAYS = pf.PseudoFakeOptions(probability=1.0)
+SPEC = pf.PseudoFakeOptions(**common.PSEUDO_FAKES)  # what the fine-grained detector trains with
+ALWAYS = dataclasses.replace(SPEC, probability=1.0)
 
 
 def _clip(frame_offset=0, audio_offset=0):
@@ -52,7 +54,7 @@ def _spans(options, num_units=FRAMES, draws=3000, seed=0):
     (0.3, 0.55, 5, 9),     # 4.8 and 8.8 units round to the nearest integer
 ])
 def test_span_lengths_cover_exactly_the_allowed_range(r_min, r_max, shortest, longest):
-  options = pf.PseudoFakeOptions(probability=1.0, r_min=r_min, r_max=r_max)
+  options = dataclasses.replace(ALWAYS, r_min=r_min, r_max=r_max)
   assert options.span_bounds(FRAMES) == (shortest, longest)
   spans = _spans(options)
   lengths = [s.end - s.start for s in spans]
@@ -62,7 +64,7 @@ def test_span_lengths_cover_exactly_the_allowed_range(r_min, r_max, shortest, lo
 
 
 def test_start_is_uniform_among_the_starts_that_fit():
-  spans = _spans(pf.PseudoFakeOptions(probability=1.0, r_min=0.5, r_max=0.5), draws=4500)
+  spans = _spans(dataclasses.replace(ALWAYS, r_min=0.5, r_max=0.5), draws=4500)
   assert {s.end - s.start for s in spans} == {8}
   counts = collections.Counter(s.start for s in spans)
   assert sorted(counts) == list(range(FRAMES - 8 + 1))  # starts 0 … 8, both ends reached
@@ -71,11 +73,11 @@ def test_start_is_uniform_among_the_starts_that_fit():
 
 def test_impossible_span_bounds_and_options_raise():
   with pytest.raises(ValueError, match="no span"):
-    pf.PseudoFakeOptions(min_units=4).span_bounds(3)
+    dataclasses.replace(SPEC, min_units=4).span_bounds(3)
   for bad in (dict(probability=1.5), dict(r_min=0.6, r_max=0.5), dict(r_max=1.2),
               dict(min_units=0)):
     with pytest.raises(ValueError):
-      pf.PseudoFakeOptions(**bad)
+      dataclasses.replace(SPEC, **bad)
 
 
 @pytest.mark.parametrize("modality", pf.MODALITIES)
@@ -140,7 +142,7 @@ def test_labels_follow_the_replaced_modality_and_keep_earlier_fakes(modality, ex
 
 def test_share_of_pseudo_fakes_and_modalities():
   rng = np.random.default_rng(2)
-  transform = _transform(pf.PseudoFakeOptions())
+  transform = _transform(SPEC)
   draws = 2000
   modalities = collections.Counter()
   for _ in range(draws):
@@ -153,7 +155,7 @@ def test_share_of_pseudo_fakes_and_modalities():
   assert set(modalities) == set(pf.MODALITIES)
   assert all(abs(count / made - 1 / 3) < 0.05 for count in modalities.values()), modalities
   fake = dataclasses.replace(ORIGINAL_RECORD, audio_label=1, visual_label=1, overall_label=1)
-  never = _transform(pf.PseudoFakeOptions(probability=0.0))
+  never = _transform(dataclasses.replace(SPEC, probability=0.0))
   assert never.random_map(fake, rng) is fake
 
 
@@ -185,7 +187,7 @@ def test_grain_transform_makes_clip_records_with_a_pseudo_fake_category():
   np.testing.assert_array_equal(clip.frames, ORIGINAL[0])  # the input record is untouched
 
   dataset = grain.MapDataset.source([clip] * 60).random_map(
-      pf.PseudoFakeTransform(lambda rng: other), seed=5)
+      pf.PseudoFakeTransform(lambda rng: other, SPEC), seed=5)
   outputs = list(dataset)
   assert all(isinstance(o, records.ClipRecord) for o in outputs)
   categories = collections.Counter(o.category for o in outputs)

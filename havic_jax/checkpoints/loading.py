@@ -28,7 +28,6 @@ from havic_jax import detectors, storage
 from havic_jax.checkpoints import exported, released, runs
 from havic_jax.models import stacking
 from havic_jax.models.config import ModelConfig, model_config_from
-from havic_jax.models.reference import param_shapes
 
 # ``step`` of a training workdir: its best kept checkpoint by the run's
 # ``checkpoint.best_metric`` (the latest where the run kept none).
@@ -58,14 +57,13 @@ class Checkpoint:
 
   @property
   def has_classifier(self) -> bool:
-    """Whether the checkpoint scores videos itself: any detector other than HAVIC, or every
-    parameter of HAVIC's fine-tuning classifier present."""
-    if self.detector != detectors.HAVIC:
-      return True
-    if self.stage != "finetune":
+    """Whether the checkpoint scores videos itself: its detector's stage gives a fake logit
+    (it is not in ``unscored_stages``) and every parameter of that stage's model is present."""
+    if self.stage in detectors.DETECTORS[self.detector].unscored_stages:
       return False
     present = traverse_util.flatten_dict(self.params)
-    return all(path in present for path in param_shapes(self.cfg, "finetune"))
+    return all(path in present for path in detectors.param_paths(
+        self.cfg, self.detector, self.stage, detectors.options_of(self.config)))
 
 
 def numpy_tree(path: Any, item: Optional[str] = None) -> Any:

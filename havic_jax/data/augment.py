@@ -30,8 +30,6 @@ BRIGHTNESS = 0.2                 # colour jitter brightness ±0.2: factor U(0.8,
 CONTRAST = 0.2                   # colour jitter contrast ±0.2: factor U(0.8, 1.2)
 SATURATION = 0.2                 # colour jitter saturation ±0.2: factor U(0.8, 1.2)
 HUE = 0.1                        # colour jitter hue ±0.1: shift U(-0.1, 0.1) of a full turn
-FREQ_MASK = 20                   # frequency mask 20: floor(U(0, 20)) mel bins
-TIME_MASK = 100                  # time mask 100: floor(U(0, 100)) frames of 10 ms
 NOISE_PROB = 0.5                 # with p 0.5 add U(0,1)·rand(T, F)/10
 NOISE_SCALE = 0.1                # the /10 of U(0,1)·rand(T, F)/10
 
@@ -209,13 +207,14 @@ def apply_video_augmentation(frames: np.ndarray, aug: VideoAugmentation) -> np.n
 
 @dataclasses.dataclass(frozen=True)
 class Options:
-  """Which fine-tuning augmentations run (config ``augment``): ``video`` (the whole video chain),
-  ``audio`` (masks and noise), and the widest masks in mel bins / 10 ms frames (the spec's 20 /
-  100 are for the 128 × 1024 input; smaller models scale them with their input)."""
+  """Which fine-tuning augmentations run (config ``augment``, whose ``configs.common`` holds the
+  spec's values): the widest masks in mel bins / 10 ms frames (the spec's 20 / 100 are for the
+  128 × 1024 input; smaller models scale them with their input), ``video`` (the whole video
+  chain) and ``audio`` (masks and noise)."""
+  freq_mask: int
+  time_mask: int
   video: bool = True
   audio: bool = True
-  freq_mask: int = FREQ_MASK
-  time_mask: int = TIME_MASK
 
 
 def augment_video(rng: np.random.Generator, frames: np.ndarray) -> np.ndarray:
@@ -232,8 +231,8 @@ def _mask_span(rng: np.random.Generator, size: int, max_width: int) -> Tuple[int
   return int(start), int(value)
 
 
-def mask_fbank(rng: np.random.Generator, fbank: np.ndarray, freq_mask: int = FREQ_MASK,
-               time_mask: int = TIME_MASK) -> np.ndarray:
+def mask_fbank(rng: np.random.Generator, fbank: np.ndarray, freq_mask: int,
+               time_mask: int) -> np.ndarray:
   """One frequency mask (< ``freq_mask`` bins) then one time mask (< ``time_mask`` frames), set
   to 0.
 

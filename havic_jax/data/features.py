@@ -23,13 +23,13 @@ from havic_jax.models.config import ModelConfig
 
 
 def audio_features(wave: np.ndarray, cfg: ModelConfig, rng: Optional[np.random.Generator] = None,
-                   options: augment.Options = augment.Options()) -> np.ndarray:
+                   options: Optional[augment.Options] = None) -> np.ndarray:
   """int16 [S] 16 kHz clip audio -> float32 [audio_frames, mel_bins] model input (spec §1).
 
   With ``rng`` and ``options.audio`` (fine-tuning), the spec §11 audio augmentation:
   frequency/time masks on the fbank before normalisation, noise after it."""
   wave = wave.astype(np.float32) / INT16_SCALE
-  if rng is None or not options.audio:
+  if rng is None or options is None or not options.audio:
     return audio_features_of_wave(wave, cfg.audio_frames, cfg.mel_bins)
   fbank = augment.mask_fbank(rng, log_mel(wave, cfg.audio_frames, cfg.mel_bins),
                              options.freq_mask, options.time_mask)
@@ -57,21 +57,21 @@ def resize_frames(frames: np.ndarray, size: int) -> np.ndarray:
 class ClipTransform:
   """Decoded record -> one model example (no batch axis). ``stage``: "pretrain" adds host
   masks, "finetune" adds labels and the spec §11 augmentations (those ``augmentation``
-  enables), "eval" adds labels only. With ``identities`` ({identity: id}) the example carries
+  enables; None: none), "eval" adds labels only. With ``identities`` ({identity: id}) the example carries
   ``identity`` int32."""
 
   cfg: ModelConfig
   stage: str
   video_mask_ratio: float = 0.0
   audio_mask_ratio: float = 0.0
-  augmentation: augment.Options = augment.Options()
+  augmentation: Optional[augment.Options] = None
   identities: Optional[Mapping[str, int]] = None
 
   def __call__(self, clip: records.ClipRecord, rng: Optional[np.random.Generator]
                ) -> Dict[str, np.ndarray]:
     frames = video_input(clip.frames, self.cfg)
     augmented = self.stage == "finetune"
-    if augmented and self.augmentation.video:
+    if augmented and self.augmentation is not None and self.augmentation.video:
       frames = augment.augment_video(rng, frames)
     example = {"video": frames,
                "audio": audio_features(clip.audio, self.cfg, rng if augmented else None,

@@ -122,7 +122,8 @@ def training_records(data: PreparedData, indices: np.ndarray, local_batch_size: 
 def training_dataset(data: PreparedData, split: Optional[str], cfg: ModelConfig, stage: str,
                      local_batch_size: int, seed: int, *, balanced: bool = False,
                      video_mask_ratio: float = 0.0, audio_mask_ratio: float = 0.0,
-                     augmentation: augment.Options = augment.Options(), workers: int = 0,
+                     augmentation: Optional[augment.Options] = None, workers: int = 0,
+                     read_options: Optional[grain.ReadOptions] = None,
                      real_only: bool = False, identities: Optional[Mapping[str, int]] = None,
                      clips_per_identity: int = 0,
                      pseudo_fake_options: Optional[pseudo_fakes.PseudoFakeOptions] = None,
@@ -134,10 +135,11 @@ def training_dataset(data: PreparedData, split: Optional[str], cfg: ModelConfig,
   The same (seed, shard) gives the same batches; shards are disjoint, and together cover each
   epoch's permutation. The clips of ``split`` (``real_only``: its real clips) come from
   :func:`training_records` (``balanced``, ``clips_per_identity``, ``mixture``: pretraining
-  only, not with identity groups); ``augmentation`` picks the fine-tuning augmentations;
+  only, not with identity groups); ``augmentation`` picks the fine-tuning augmentations (None: none);
   ``identities`` adds each clip's ``identity`` id; ``pseudo_fake_options`` turns clips into
   temporally-local pseudo-fakes (``havic_jax.data.pseudo_fakes``) before featurising
-  (``havic_jax.data.features``). ``workers`` > 0 decodes in that many processes.
+  (``havic_jax.data.features``). ``workers`` > 0 decodes in that many processes;
+  ``read_options``: the threads and read-ahead batches of each (None: Grain's defaults).
   """
   if stage not in ("pretrain", "finetune"):
     raise ValueError(f"stage must be 'pretrain' or 'finetune', got {stage!r}")
@@ -157,7 +159,7 @@ def training_dataset(data: PreparedData, split: Optional[str], cfg: ModelConfig,
   transform = ClipTransform(cfg, stage, video_mask_ratio, audio_mask_ratio, augmentation,
                             identities)
   ds = ds.random_map(transform, seed=seed + TRANSFORM_SEED_OFFSET)
-  ds = ds.batch(local_batch_size, drop_remainder=True).to_iter_dataset()
+  ds = ds.batch(local_batch_size, drop_remainder=True).to_iter_dataset(read_options)
   if workers > 0:
     ds = ds.mp_prefetch(grain.MultiprocessingOptions(num_workers=workers))
   return ds
@@ -180,17 +182,20 @@ class EvalTransform:
 
 
 def eval_dataset(data: PreparedData, split: Optional[str], cfg: ModelConfig,
-                 local_batch_size: int, *, workers: int = 0, shard_index: Optional[int] = None,
+                 local_batch_size: int, *, workers: int = 0,
+                 read_options: Optional[grain.ReadOptions] = None,
+                 shard_index: Optional[int] = None,
                  shard_count: Optional[int] = None) -> grain.IterDataset:
   """Every record of ``split`` once, in order, as this process's batches; padded (``valid`` =
-  0) to a multiple of the global batch so all processes run the same number of batches."""
+  0) to a multiple of the global batch so all processes run the same number of batches;
+  ``workers`` and ``read_options`` as in :func:`training_dataset`."""
   indices = data.split_indices(split)
   index, count = process_shard(shard_index, shard_count)
   global_batch = local_batch_size * count
   padded = -(-len(indices) // global_batch) * global_batch
   ds = grain.MapDataset.range(padded)[index::count]
   ds = ds.map(EvalTransform(data.source(), indices, ClipTransform(cfg, "eval")))
-  ds = ds.batch(local_batch_size).to_iter_dataset()
+  ds = ds.batch(local_batch_size).to_iter_dataset(read_options)
   if workers > 0:
     ds = ds.mp_prefetch(grain.MultiprocessingOptions(num_workers=workers))
   return ds

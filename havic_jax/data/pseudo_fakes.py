@@ -18,10 +18,6 @@ import numpy as np
 from havic_jax.data import records
 from havic_jax.data.records import LABEL_KEYS
 
-PROBABILITY = 0.5    # share of clips that become pseudo-fakes
-R_MIN = 0.0          # shortest span as a share of the clip's units (before MIN_UNITS)
-R_MAX = 1.0          # longest span as a share of the clip's units
-MIN_UNITS = 2        # shortest span in units (video frames), whatever R_MIN gives
 DONOR_TRIES = 10     # donor draws before giving up on finding a clip other than the input
 
 VIDEO, AUDIO, BOTH = "video", "audio", "both"
@@ -33,11 +29,12 @@ CATEGORIES = {VIDEO: "pseudo_fake_video", AUDIO: "pseudo_fake_audio", BOTH: "pse
 class PseudoFakeOptions:
   """``probability`` of making a pseudo-fake; the span covers between max(``min_units``,
   round(``r_min``·n)) and round(``r_max``·n) of a clip's n units, both ends included (Python's
-  ``round``: halves go to the even integer)."""
-  probability: float = PROBABILITY
-  r_min: float = R_MIN
-  r_max: float = R_MAX
-  min_units: int = MIN_UNITS
+  ``round``: halves go to the even integer). Config ``pseudo_fakes`` (``configs.common``)
+  holds the values the fine-grained detector trains with."""
+  probability: float
+  r_min: float
+  r_max: float
+  min_units: int
 
   def __post_init__(self):
     if not 0 <= self.probability <= 1:
@@ -69,7 +66,7 @@ class PseudoFake:
 
 
 def draw_pseudo_fake(rng: np.random.Generator, num_units: int,
-                     options: PseudoFakeOptions = PseudoFakeOptions()) -> Optional[PseudoFake]:
+                     options: PseudoFakeOptions) -> Optional[PseudoFake]:
   """With probability ``options.probability``, a uniform modality, a span length uniform in
   ``options.span_bounds(num_units)`` and a start uniform among those that fit; otherwise None."""
   if rng.random() >= options.probability:
@@ -147,7 +144,7 @@ class PseudoFakeTransform(grain.transforms.RandomMap):
   pseudo-fake's category is CATEGORIES[modality].
   """
   donor: Callable[[np.random.Generator], records.ClipRecord]
-  options: PseudoFakeOptions = PseudoFakeOptions()
+  options: PseudoFakeOptions
 
   def random_map(self, clip: records.ClipRecord, rng: np.random.Generator
                  ) -> records.ClipRecord:

@@ -30,8 +30,10 @@ import types
 from typing import Any, Callable, Dict, Optional, Tuple
 
 import flax.linen as nn
+import jax
 
 from havic_jax.models.config import ModelConfig
+from havic_jax.models.havic import example_inputs
 
 HAVIC = "havic"
 
@@ -63,6 +65,11 @@ class DetectorInfo:
   def module(self) -> types.ModuleType:
     """``havic_jax.detectors.<name>``: its model, loss and window outputs."""
     return importlib.import_module(f"{__name__}.{self.name}")
+
+  def kind(self, stage: str) -> str:
+    """The ``example_inputs`` kind of the ``stage`` model: "pretrain" (it also takes kept
+    token indices) or "finetune" (video and audio)."""
+    return "pretrain" if stage in self.masked_stages else "finetune"
 
 
 DETECTORS: Dict[str, DetectorInfo] = {detector.name: detector for detector in (
@@ -108,7 +115,7 @@ def options_of(config: Optional[Any]) -> Any:
 def model_kind(config: Any) -> str:
   """The ``example_inputs`` kind of the model ``config`` trains: "pretrain" (it also takes kept
   token indices) or "finetune" (video and audio)."""
-  return "pretrain" if config.stage in info(config).masked_stages else "finetune"
+  return info(config).kind(config.stage)
 
 
 def build_model(cfg: ModelConfig, config: Any) -> nn.Module:
@@ -119,6 +126,19 @@ def build_model(cfg: ModelConfig, config: Any) -> nn.Module:
 def loss_fn(model: nn.Module, cfg: ModelConfig, config: Any) -> Callable:
   """The training loss ``(params, batch, key) -> (loss, metrics)`` of ``config``."""
   return info(config).module.loss_fn(model, cfg, config)
+
+
+def param_paths(cfg: ModelConfig, name: str, stage: str, options: Any = None
+                ) -> Tuple[Tuple[str, ...], ...]:
+  """The path (tuple of names) of every parameter of detector ``name``'s ``stage`` model,
+  traced without allocating (``options``: its ``config.detector``)."""
+  detector = DETECTORS[name]
+  model = detector.module.build_model(cfg, stage, options)
+  inputs = example_inputs(cfg, detector.kind(stage))
+  with jax.set_mesh(None), nn.logical_axis_rules(()):
+    params = jax.eval_shape(lambda: model.init(jax.random.key(0), *inputs))["params"]
+  flat = jax.tree_util.tree_flatten_with_path(nn.unbox(params))[0]
+  return tuple(tuple(key.key for key in path) for path, _ in flat)
 
 
 def window_scorer(cfg: ModelConfig, name: str, stage: str, options: Any = None) -> Callable:

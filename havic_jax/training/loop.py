@@ -18,6 +18,7 @@ import time
 from typing import Any, Callable, Dict, Mapping, Optional, Sequence, Tuple
 
 import flax.linen as nn
+import grain
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -78,6 +79,13 @@ def open_training_data(config: Any, workdir: str) -> Optional[records.PreparedDa
   return records.open_prepared(str(prepared_data_path(config, workdir)))
 
 
+def read_options(config: Any) -> grain.ReadOptions:
+  """Grain's read-ahead for ``config.data``: ``read_threads`` threads, ``prefetch_batches``
+  batches."""
+  return grain.ReadOptions(num_threads=config.data.read_threads,
+                           prefetch_buffer_size=config.data.prefetch_batches)
+
+
 def training_iterator(data: records.PreparedData, config: Any, cfg: ModelConfig
                       ) -> Any:
   """This process's Grain batch iterator over ``data`` per ``config.data`` (checkpointable)."""
@@ -102,7 +110,7 @@ def training_iterator(data: records.PreparedData, config: Any, cfg: ModelConfig
   dataset = input_pipeline.training_dataset(
       data, split, cfg, config.stage, sharding.local_batch_size(config.batch_size),
       config.seed, balanced=config.data.balanced, workers=config.data.workers,
-      real_only=real_only, mixture=mixture, **stage_options)
+      read_options=read_options(config), real_only=real_only, mixture=mixture, **stage_options)
   return iter(dataset)
 
 
@@ -255,7 +263,8 @@ def evaluate(eval_step: Callable, params: Any, data: records.PreparedData, confi
              cfg: ModelConfig, mesh: Any) -> Dict[str, float]:
   """ACC / AP / AUC of the clips of ``config.data.eval_split`` (clip level)."""
   dataset = input_pipeline.eval_dataset(data, config.data.eval_split or None, cfg,
-                                        sharding.local_batch_size(config.batch_size))
+                                        sharding.local_batch_size(config.batch_size),
+                                        read_options=read_options(config))
   scores, labels = [], []
   for batch in dataset:
     score, label, valid = jax.device_get(eval_step(params, sharding.global_batch(
