@@ -57,8 +57,8 @@ def resize_frames(frames: np.ndarray, size: int) -> np.ndarray:
 class ClipTransform:
   """Decoded record -> one model example (no batch axis). ``stage``: "pretrain" adds host
   masks, "finetune" adds labels and the spec §11 augmentations (those ``augmentation``
-  enables; None: none), "eval" adds labels only. With ``identities`` ({identity: id}) the example carries
-  ``identity`` int32."""
+  enables; None: none), "eval" adds labels only. With ``identities`` ({identity: id}) the
+  example carries ``identity`` int32."""
 
   cfg: ModelConfig
   stage: str

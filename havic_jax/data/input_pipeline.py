@@ -135,8 +135,8 @@ def training_dataset(data: PreparedData, split: Optional[str], cfg: ModelConfig,
   The same (seed, shard) gives the same batches; shards are disjoint, and together cover each
   epoch's permutation. The clips of ``split`` (``real_only``: its real clips) come from
   :func:`training_records` (``balanced``, ``clips_per_identity``, ``mixture``: pretraining
-  only, not with identity groups); ``augmentation`` picks the fine-tuning augmentations (None: none);
-  ``identities`` adds each clip's ``identity`` id; ``pseudo_fake_options`` turns clips into
+  only, not with identity groups); ``augmentation`` picks the fine-tuning augmentations
+  (None: none); ``identities`` adds each clip's ``identity`` id; ``pseudo_fake_options`` turns clips into
   temporally-local pseudo-fakes (``havic_jax.data.pseudo_fakes``) before featurising
   (``havic_jax.data.features``). ``workers`` > 0 decodes in that many processes;
   ``read_options``: the threads and read-ahead batches of each (None: Grain's defaults).

@@ -33,7 +33,7 @@ import flax.linen as nn
 import jax
 
 from havic_jax.models.config import ModelConfig
-from havic_jax.models.havic import example_inputs
+from havic_jax.models.havic import abstract_params
 
 HAVIC = "havic"
 
@@ -134,10 +134,9 @@ def param_paths(cfg: ModelConfig, name: str, stage: str, options: Any = None
   traced without allocating (``options``: its ``config.detector``)."""
   detector = DETECTORS[name]
   model = detector.module.build_model(cfg, stage, options)
-  inputs = example_inputs(cfg, detector.kind(stage))
   with jax.set_mesh(None), nn.logical_axis_rules(()):
-    params = jax.eval_shape(lambda: model.init(jax.random.key(0), *inputs))["params"]
-  flat = jax.tree_util.tree_flatten_with_path(nn.unbox(params))[0]
+    params = nn.unbox(abstract_params(cfg, detector.kind(stage), model))
+  flat = jax.tree_util.tree_flatten_with_path(params)[0]
   return tuple(tuple(key.key for key in path) for path, _ in flat)
 
 

@@ -154,9 +154,10 @@ def example_inputs(cfg: ModelConfig, kind: str, batch_size: int = 1) -> tuple[Ar
   return video, audio, one_per_segment, one_per_segment
 
 
-def abstract_params(cfg: ModelConfig, kind: str) -> Any:
-  """Boxed (logically partitioned) parameter shapes, without allocating anything."""
-  model = build_model(cfg, kind)
+def abstract_params(cfg: ModelConfig, kind: str, model: Optional[nn.Module] = None) -> Any:
+  """Boxed (logically partitioned) parameter shapes of ``model`` (default: HAVIC's ``kind``
+  model), taking ``example_inputs(cfg, kind)``, without allocating anything."""
+  model = build_model(cfg, kind) if model is None else model
   variables = jax.eval_shape(
       lambda: model.init(jax.random.key(0), *example_inputs(cfg, kind)))
   return variables["params"]
