@@ -39,9 +39,11 @@ BASE_MODEL = {
     "cross_decoder_heads": 12,
     # Fine-tuning heads (spec §9).
     "reducer_hidden": 128, "classifier_hidden": (1536, 768), "classifier_dropout": (0.1, 0.2),
-    # Numerics, memory and compilation: remat_policy names a jax.checkpoint_policies entry
-    # (used when remat); scan_layers runs the encoder blocks between taps as one nn.scan.
-    "dtype": "float32", "attention_impl": None, "remat": False,
+    # Numerics, memory and compilation: attention_impl is the attention kernel ("auto":
+    # cuDNN flash attention for bfloat16 on GPUs, Pallas flash attention on TPUs, XLA
+    # elsewhere; or "xla", "cudnn", "pallas"); remat_policy names a jax.checkpoint_policies
+    # entry (used when remat); scan_layers runs the encoder blocks between taps as one nn.scan.
+    "dtype": "float32", "attention_impl": "auto", "remat": False,
     "remat_policy": "nothing_saveable", "scan_layers": False,
 }
 # The tiny model (tests, demo): 16 frames of 32×32 (8×4×4 video tokens), 128×64 fbank (8×16
@@ -99,9 +101,23 @@ def one_of(name: str, value: str, choices: Sequence[str]) -> str:
   return value
 
 
+# The type of every field whose default is None ("not set": another field decides), so that
+# the command line can set it (``--config.model.audio_segments=time``): such fields are
+# ml_collections placeholders, None-valued fields of a known type.
+OPTIONAL_FIELDS = {"audio_segments": str, "reconstruction_masked_only": bool}
+
+
+def with_placeholders(values: dict) -> ml_collections.ConfigDict:
+  """``values`` as a ConfigDict whose None values (keys of ``OPTIONAL_FIELDS``) are typed
+  placeholders."""
+  return ml_collections.ConfigDict({
+      key: (ml_collections.config_dict.placeholder(OPTIONAL_FIELDS[key])
+            if value is None else value) for key, value in values.items()})
+
+
 def model_config(size: str = "base", **overrides: Any) -> ml_collections.ConfigDict:
   """The model section: ``MODELS[size]`` with ``overrides``."""
-  return ml_collections.ConfigDict(dict(MODELS[one_of("size", size, SIZES)], **overrides))
+  return with_placeholders(dict(MODELS[one_of("size", size, SIZES)], **overrides))
 
 
 def mesh_and_rules(config: ml_collections.ConfigDict) -> None:
@@ -137,9 +153,14 @@ def data_config(stage: str) -> ml_collections.ConfigDict:
       # Grain's read-ahead (per process, and per worker process): threads decoding batches and
       # the batches decoded ahead of the step. Grain's own default, 500 batches, would hold
       # ≈ 140 GB of base-size batches of 112 (uint8 video) and keep a small host's cores busy
-      # on batches no step takes.
-      "read_threads": 8,
+      # on batches no step takes. Each thread decodes one batch ahead, so Grain uses at most
+      # prefetch_batches threads (and warns when read_threads is larger).
+      "read_threads": 4,
       "prefetch_batches": 4,
+      # Batches put on the devices ahead of the step (training.prefetch.DevicePrefetch): the
+      # next step's transfer overlaps the running step (0: each batch is sent when its step
+      # starts).
+      "device_prefetch": 2,
       "balanced": stage == "finetune",  # class-balanced weighted sampling (spec §11)
       "synthetic_videos": 16,
       "fixed_batch": False,
@@ -197,7 +218,7 @@ def base_config(stage: str) -> ml_collections.ConfigDict:
         "onecycle_div_factor": 25.0,
         "onecycle_final_div_factor": 1e4,
     })
-    config.pretrain = ml_collections.ConfigDict({
+    config.pretrain = with_placeholders({
         "video_mask_ratio": 0.9,      # tube masking (§5)
         "audio_mask_ratio": 0.8125,   # per segment (§5)
         "temperature": 0.07,          # contrastive τ (§8)

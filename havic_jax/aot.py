@@ -264,7 +264,9 @@ def compile_step(config: Any, topology: str, per_chip_batch: int
                           generated_code=int(memory.generated_code_size_in_bytes),
                           total=total),
       collectives=collectives(hlo),
-      model_tflop_per_chip=bench.matmul_flops(traced.jaxpr.jaxpr) / len(devices) / 1e12)
+      attention=cfg.attention_impl,
+      model_tflop_per_chip=bench.model_flops(training, "train", state, batch) / len(devices)
+      / 1e12)
   return report, hlo
 
 
@@ -329,6 +331,7 @@ def table(report: Dict[str, Any]) -> str:
 def main(argv: Sequence[str]) -> None:
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+  cli.enable_compilation_cache()
   config = FLAGS.config
   if FLAGS.batch is not None and FLAGS.per_chip_batch is not None:
     raise app.UsageError("give --per_chip_batch or --batch, not both")
@@ -366,6 +369,7 @@ def main(argv: Sequence[str]) -> None:
 
 
 def define_flags() -> None:
+  cli.define_compilation_cache_flag()
   config_flags.DEFINE_config_file("config", None, "Training config file.")
   flags.DEFINE_string("topology", None, "TPU topology, GENERATION:SHAPE, e.g. v5p:4x4x4, "
                       "v5e:16x16, v6e:16x16 (generations: " + ", ".join(HBM_BYTES) + ").")

@@ -127,6 +127,7 @@ def run(checkpoint: str, data_path: str, protocol: str, output: str, *, scorer: 
 def main(argv: Sequence[str]) -> None:
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+  cli.enable_compilation_cache()
   outcome = run(FLAGS.checkpoint, FLAGS.data, FLAGS.protocol, FLAGS.output, scorer=FLAGS.scorer,
                 step=FLAGS.step, split=FLAGS.split, no_audio=FLAGS.no_audio,
                 max_seconds=FLAGS.max_seconds, batch_size=FLAGS.batch_size,
@@ -146,6 +147,7 @@ def main(argv: Sequence[str]) -> None:
 
 
 def define_flags() -> None:
+  cli.define_compilation_cache_flag()
   flags.DEFINE_string("checkpoint", None,
                       "Fine-tuning or pretraining workdir, or an export directory; for "
                       "fakeavceleb_loo also CATEGORY=PATH,... (one model per held-out category).")

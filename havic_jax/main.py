@@ -33,6 +33,7 @@ flags.DEFINE_integer("process_id", None, "This process's index (with --coordinat
 flags.DEFINE_integer("cpu_devices", None,
                      "Simulate this many CPU devices per process (testing meshes without "
                      "accelerators).")
+cli.define_compilation_cache_flag()
 flags.mark_flags_as_required(["config", "workdir"])
 
 
@@ -46,6 +47,7 @@ def main(argv):
     jax.distributed.initialize(FLAGS.coordinator_address, FLAGS.num_processes, FLAGS.process_id)
   elif FLAGS.multihost:
     jax.distributed.initialize()
+  cli.enable_compilation_cache()
   from havic_jax.training import loop
   state, metrics = loop.run(FLAGS.config, FLAGS.workdir)
   if jax.process_index() == 0:

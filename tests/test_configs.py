@@ -131,3 +131,39 @@ def test_augmentation_and_pseudo_fake_sections_build_the_library_options_with_th
 def test_the_detector_files_cover_the_registry():
   from havic_jax import detectors
   assert {name: d.stages for name, d in detectors.DETECTORS.items()} == DETECTOR_STAGES
+
+
+def none_fields(config, prefix=""):
+  """(dotted name, its type) of every field of ``config`` whose value is None."""
+  fields = []
+  for key in config.keys():
+    value = config[key]
+    if isinstance(value, ml_collections.ConfigDict):
+      fields += none_fields(value, f"{prefix}{key}.")
+    elif value is None:
+      fields.append((f"{prefix}{key}", config.get_ref(key).get_type()))
+  return fields
+
+
+# A value of each type a None-valued field may take, as the command line spells it.
+COMMAND_LINE_VALUES = {str: ("time", "time"), bool: ("true", True), int: ("3", 3),
+                       float: ("0.5", 0.5)}
+
+
+@pytest.mark.parametrize("spelling", SPELLINGS)
+def test_every_field_that_defaults_to_none_overrides_from_the_command_line(spelling):
+  """Through absl's flag parser, as ``main --config=... --config.x=y`` parses them."""
+  from absl import flags
+  from ml_collections import config_flags
+  fields = none_fields(load(spelling))
+  assert {name.split(".")[-1] for name, _ in fields} <= set(common.OPTIONAL_FIELDS)
+  for name, kind in fields + [("model.attention_impl", str)]:
+    text, value = COMMAND_LINE_VALUES[kind]
+    argv = ["main", f"--config={ROOT}/configs/{spelling}", f"--config.{name}={text}"]
+    flag_values = flags.FlagValues()
+    config_flags.DEFINE_config_file("config", flag_values=flag_values, sys_argv=argv)
+    flag_values(argv)
+    node = flag_values.config
+    for part in name.split("."):
+      node = node[part]
+    assert node == value, name

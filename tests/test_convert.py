@@ -15,6 +15,7 @@ import numpy as np
 import pytest
 from safetensors.numpy import load_file, save_file
 
+import havic_jax
 from configs import finetune_tiny
 from configs.tiny import tiny_model
 from havic_jax.checkpoints import exported, loading, released
@@ -191,6 +192,9 @@ def test_export_round_trip_through_orbax_and_safetensors(pretrain_params, tmp_pa
 
   checkpoint = loading.load(str(out))  # Orbax
   cfg, params = checkpoint.cfg, checkpoint.params
+  assert cfg == expected_cfg
+  assert_trees_equal(params, backbone)
+  cfg, params = havic_jax.load_pretrained(str(out))  # the README's downstream entry point
   assert cfg == expected_cfg
   assert_trees_equal(params, backbone)
   shutil.rmtree(out / exported.ORBAX_DIR)

@@ -2,6 +2,7 @@
 
 import json
 import logging
+import os
 import pathlib
 import re
 import subprocess
@@ -19,16 +20,27 @@ OWN_FILES = {path.name for folder in ("havic_jax", "data_pipelines")
 LOG_LINE = re.compile(r"^([IWEF])\d{4} [\d:.]+ +\d+ ([\w.]+):\d+\]")
 
 
-def run(*args, timeout=300):
+# What libtpu prints when it starts on a host without TPU chips (the tpu extra installs it).
+LIBTPU_NOISE = ("Failed to find host bounds for accelerator type", "TPU_WORKER_HOSTNAMES",
+                "=== Source Location Trace: ===")
+
+
+def run(*args, timeout=300, env=None):
   return subprocess.run([sys.executable, *args], capture_output=True, text=True,
-                        timeout=timeout, cwd=ROOT)
+                        timeout=timeout, cwd=ROOT, env=env)
 
 
 def test_main_pretrains_the_tiny_model_on_the_synthetic_corpus(tmp_path):
+  """The README's demo, as a user's shell runs it (no JAX_PLATFORMS): a progress line per
+  step, a summary, and no start-up noise from libtpu or Grain."""
+  user_env = {k: v for k, v in os.environ.items() if k != "JAX_PLATFORMS"}
   result = run("-m", "havic_jax.main", "--config=configs/pretrain_tiny.py",
                f"--workdir={tmp_path}", "--config.num_steps=4", "--config.log_every=2",
-               "--config.data.synthetic_videos=4")
+               "--config.data.synthetic_videos=4", env=user_env)
   assert result.returncode == 0, result.stderr[-3000:]
+  output = result.stdout + result.stderr
+  assert not [line for line in LIBTPU_NOISE if line in output], output[-3000:]
+  assert "prefetch_buffer_size" not in output  # Grain's read-ahead defaults are consistent
   manifest = json.loads((tmp_path / "synthetic_data/prepared/manifest.json").read_text())
   assert manifest["counts"]["clips"] == 4  # generated, prepared, then read by the pipeline
   records = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]

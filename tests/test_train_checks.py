@@ -25,12 +25,12 @@ def test_a_nonfinite_loss_stops_the_run_and_keeps_the_last_good_checkpoint(tmp_p
                                                                              monkeypatch):
   """NaN audio in the 4th batch: the run raises naming step 4, and the newest checkpoint is
   step 3's, with finite parameters."""
-  random_batches = loop.synthetic_batches
+  random_batches = builder.Training.random_batches
 
   def planted(*args, **kwargs):
     for index, batch in enumerate(random_batches(*args, **kwargs)):
       yield dict(batch, audio=np.full_like(batch["audio"], np.nan)) if index == 3 else batch
-  monkeypatch.setattr(loop, "synthetic_batches", planted)
+  monkeypatch.setattr(builder.Training, "random_batches", planted)
   with pytest.raises(FloatingPointError, match=r"^step 4: the loss or the gradient norm is "
                                                r"not finite"):
     loop.run(tiny_run(8), str(tmp_path))

@@ -14,7 +14,7 @@ layout of the returned ``cfg`` (``models.stacking``).
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Dict, Mapping, Optional, Sequence, Union
+from typing import Any, Dict, Mapping, Optional, Sequence, Tuple, Union
 
 import jax
 import ml_collections
@@ -103,6 +103,14 @@ def load(source: str, cfg: Optional[ModelConfig] = None, step: Union[int, str, N
                         f"an export directory (with {exported.CONFIG_FILE}) nor a released "
                         f"state_dict file ({', '.join(released.RELEASED_SUFFIXES)}); pass one "
                         f"of those")
+
+
+def load_pretrained(source: str) -> Tuple[ModelConfig, Mapping[str, Any]]:
+  """(model sizes, parameters) of ``source`` (an export directory, a training workdir or a
+  released state_dict file, as :func:`load` reads it): the entry point for downstream
+  fine-tuning, ``cfg, params = havic_jax.load_pretrained(DIR)``."""
+  checkpoint = load(source)
+  return checkpoint.cfg, checkpoint.params
 
 
 def _released(path: str, cfg: Optional[ModelConfig], releases: Sequence[str]) -> Checkpoint:

@@ -90,6 +90,6 @@ def batch_identity_slots(identity: Array) -> Array:
 def window_outputs(model: nn.Module, params: Any, video: Array, audio: Array
                    ) -> Dict[str, Array]:
   """Fake logit ``overall`` [B] = −(intra + cross) and per-window ``coherence`` [B, T]."""
-  out = model.apply({"params": params}, unit_video(video), audio)
+  out = model.apply({"params": params}, unit_video(video, model.cfg.compute_dtype), audio)
   score = losses.consistency_score(out["identity"], out["audio"], out["video"])
   return {"overall": -score, "coherence": losses.paired_cosine(out["audio"], out["video"])}

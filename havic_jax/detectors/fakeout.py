@@ -66,7 +66,7 @@ def loss_fn(model: nn.Module, cfg: ModelConfig, config: Any):
 
 def window_outputs(model: nn.Module, params: Any, video: Array, audio: Array
                    ) -> Dict[str, Array]:
-  return {"overall": model.apply({"params": params}, unit_video(video), audio)["logit"]}
+  return {"overall": model.apply({"params": params}, unit_video(video, model.cfg.compute_dtype), audio)["logit"]}
 
 
 def clip_subset(num_windows: int, max_clips: int = MAX_CLIPS) -> np.ndarray:

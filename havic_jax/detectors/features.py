@@ -69,7 +69,7 @@ def audio_time_features(patches: Array, cfg: ModelConfig, steps: int) -> Array:
 def training_outputs(model: Any, params: Any, batch: Mapping[str, Array], key: Array) -> Any:
   """``model``'s outputs on a training batch (uint8 ``video`` scaled to [0, 1], ``audio``),
   with dropout drawn from ``key``."""
-  return model.apply({"params": params}, unit_video(batch["video"]), batch["audio"],
+  return model.apply({"params": params}, unit_video(batch["video"], model.cfg.compute_dtype), batch["audio"],
                      deterministic=False, rngs={"dropout": key})
 
 

@@ -70,5 +70,5 @@ def loss_fn(model: nn.Module, cfg: ModelConfig, config: Any):
 def window_outputs(model: nn.Module, params: Any, video: Array, audio: Array
                    ) -> Dict[str, Array]:
   """Head logits ``overall``, ``audio``, ``video`` [B]."""
-  out = model.apply({"params": params}, unit_video(video), audio)
+  out = model.apply({"params": params}, unit_video(video, model.cfg.compute_dtype), audio)
   return havic.head_logits(out)

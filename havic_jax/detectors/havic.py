@@ -14,6 +14,7 @@ from typing import Any, Callable, Dict
 
 import flax.linen as nn
 import jax
+import jax.numpy as jnp
 
 from havic_jax.models import masking
 from havic_jax.detectors import features, havic_losses, losses
@@ -55,16 +56,18 @@ def pretrain_loss_fn(model: nn.Module, cfg: ModelConfig, config: Any) -> Callabl
 
   def compute(params, batch, key):
     mask_key, dropout_key = jax.random.split(key)
-    video, audio = unit_video(batch["video"]), batch["audio"]
+    video, audio = batch["video"], batch["audio"]
     if "ids_keep_video" in batch:
       ids_v, ids_a = batch["ids_keep_video"], batch["ids_keep_audio"]
     else:
       ids_v, ids_a = masking.pretraining_masks(mask_key, video.shape[0], cfg,
                                                pcfg.video_mask_ratio, pcfg.audio_mask_ratio)
-    out = model.apply({"params": params}, video, audio, ids_v, ids_a, deterministic=False,
-                      rngs={"dropout": dropout_key})
+    out = model.apply({"params": params}, unit_video(video, cfg.compute_dtype), audio, ids_v,
+                      ids_a, deterministic=False, rngs={"dropout": dropout_key})
+    # The reconstruction targets stay float32 whatever the compute dtype.
     return havic_losses.pretraining_loss(
-        out, patchify_video(video, cfg), patchify_audio(audio, cfg), ids_v, ids_a,
+        out, patchify_video(unit_video(video, jnp.float32), cfg), patchify_audio(audio, cfg),
+        ids_v, ids_a,
         num_segments=cfg.num_segments, weights=weights, temperature=pcfg.temperature,
         masked_only=masked_only)
 
@@ -95,7 +98,8 @@ def window_outputs(model: nn.Module, params: Any, video: Array, audio: Array
                    ) -> Dict[str, Array]:
   """The fine-tuned classifier's head logits ``overall``, ``audio``, ``video`` [B] and the
   per-segment ``coherence`` [B, T] of video uint8 [B, F, H, W, 3] and audio [B, T_a, M]."""
-  out = model.apply({"params": params}, unit_video(video), audio, deterministic=True)
+  out = model.apply({"params": params}, unit_video(video, model.cfg.compute_dtype), audio,
+                    deterministic=True)
   return dict(head_logits(out), coherence=coherence(out["audio_taps"][-1],
                                                     out["video_taps"][-1],
                                                     model.cfg.num_segments))
@@ -112,7 +116,8 @@ def encoder_coherence(cfg: ModelConfig) -> Callable[..., Dict[str, Array]]:
             module.video_encoder(video, None, True)[-1])
 
   def forward(params, video, audio):
-    audio_tokens, video_tokens = model.apply({"params": params}, unit_video(video), audio,
+    audio_tokens, video_tokens = model.apply({"params": params},
+                                             unit_video(video, cfg.compute_dtype), audio,
                                              method=encode)
     return {"coherence": coherence(audio_tokens, video_tokens, cfg.num_segments)}
   return forward

@@ -92,7 +92,7 @@ def loss_fn(model: nn.Module, cfg: ModelConfig, config: Any):
 
   def compute(params, batch, key):
     frame_key, dropout_key = jax.random.split(key)
-    video = unit_video(batch["video"])
+    video = unit_video(batch["video"], cfg.compute_dtype)
     frame = jax.random.randint(frame_key, (video.shape[0],), 0, video.shape[1])
     out = model.apply({"params": params}, video, batch["audio"], deterministic=False,
                       face_frame=frame, rngs={"dropout": dropout_key})
@@ -113,5 +113,5 @@ def loss_fn(model: nn.Module, cfg: ModelConfig, config: Any):
 def window_outputs(model: nn.Module, params: Any, video: Array, audio: Array
                    ) -> Dict[str, Array]:
   """Fake logit ``overall`` [B] = −0.1 − cos(voice, face) on the window's middle frame."""
-  out = model.apply({"params": params}, unit_video(video), audio)
+  out = model.apply({"params": params}, unit_video(video, model.cfg.compute_dtype), audio)
   return {"overall": losses.vfd_fake_logit(losses.paired_cosine(out["voice"], out["face"]))}

@@ -14,6 +14,8 @@ from typing import Any, Optional, Tuple
 import jax
 import jax.numpy as jnp
 
+from havic_jax.models.attention import IMPLEMENTATIONS
+
 # compat="reference" reproduces the released code; "paper" turns on the paper's intent.
 COMPATS = ("reference", "paper")
 AUDIO_SEGMENT_MODES = ("frequency_bands", "time")
@@ -60,7 +62,7 @@ class ModelConfig:
   classifier_dropout: Tuple[float, ...] = (0.1, 0.2)
   # Numerics, memory and compilation.
   dtype: str = "float32"
-  attention_impl: Optional[str] = None
+  attention_impl: str = "auto"  # attention.IMPLEMENTATIONS
   remat: bool = False
   remat_policy: str = "nothing_saveable"  # a jax.checkpoint_policies name, used when remat
   scan_layers: bool = False  # encoder blocks between taps as one nn.scan (models.stacking)
@@ -83,6 +85,9 @@ class ModelConfig:
     if not hasattr(jax.checkpoint_policies, self.remat_policy):
       raise ValueError(f"remat_policy must name a jax.checkpoint_policies entry (e.g. "
                        f"nothing_saveable, dots_saveable), got {self.remat_policy!r}")
+    if self.attention_impl not in IMPLEMENTATIONS:
+      raise ValueError(f"attention_impl must be one of {IMPLEMENTATIONS}, got "
+                       f"{self.attention_impl!r}")
     if max(self.tap_layers) != self.depth:
       raise ValueError(f"the last tap layer must be the final encoder layer {self.depth}")
 
@@ -147,6 +152,8 @@ def model_config_from(cfg: Any, compat: str = "reference") -> ModelConfig:
   values = dict(cfg)
   if values.get("audio_segments") is None and check_compat(compat):
     values["audio_segments"] = "frequency_bands" if compat == "reference" else "time"
+  # config.json files written when the field's default was None (JAX's choice) hold None.
+  values["attention_impl"] = values.get("attention_impl") or "auto"
   for key in ("tap_layers", "classifier_hidden", "classifier_dropout"):
     if key in values:
       values[key] = tuple(values[key])

@@ -90,6 +90,20 @@ def add_segment_tokens(module: nn.Module, patches: Array, cfg: ModelConfig,
   return layers.insert_segment_tokens(tokens, patches, cfg.num_segments)
 
 
+def embed_patches(patches: Array, position: Array, ids_keep: Optional[Array],
+                  cfg: ModelConfig) -> Array:
+  """The ``patch_embed`` projection of the kept patches plus their positions: patches
+  [B, N, P], position [N, D], kept indices [B, K] (None: all) -> [B, K, D]. Only the kept
+  patches are gathered and embedded (the projection is per token)."""
+  position = jnp.asarray(position)
+  if ids_keep is not None:
+    patches = layers.gather_tokens(patches, ids_keep)
+    position = jnp.take(position, ids_keep, axis=0)
+  x = layers.dense(cfg.width, ("patch", layers.EMBED), dtype=cfg.compute_dtype,
+                   name="patch_embed")(patches)
+  return x + position.astype(x.dtype)
+
+
 class VideoEncoder(nn.Module):
   """Tubelet ViT. video [B, F, H, W, 3] in [0, 1] (no normalisation) and optional kept token
   indices [B, K] (grouped by segment) -> taps, each [B, T·(1+K/T), D]."""
@@ -100,11 +114,8 @@ class VideoEncoder(nn.Module):
   def __call__(self, video: Array, ids_keep: Optional[Array] = None,
                deterministic: bool = True) -> tuple[Array, ...]:
     cfg = self.cfg
-    x = layers.dense(cfg.width, ("patch", layers.EMBED), dtype=cfg.compute_dtype,
-                     name="patch_embed")(patchify_video(video, cfg))
-    x = x + jnp.asarray(layers.sincos_1d(np.arange(cfg.video_tokens), cfg.width), x.dtype)
-    if ids_keep is not None:
-      x = layers.gather_tokens(x, ids_keep)
+    x = embed_patches(patchify_video(video, cfg),
+                      layers.sincos_1d(np.arange(cfg.video_tokens), cfg.width), ids_keep, cfg)
     segment_position = layers.sincos_1d(np.arange(cfg.num_segments), cfg.width)
     x = add_segment_tokens(self, x, cfg, segment_position)
     return run_trunk(self, x, cfg, cfg.video_drop_path, deterministic)
@@ -126,16 +137,12 @@ class AudioEncoder(nn.Module):
   def __call__(self, audio: Array, ids_keep: Optional[Array] = None,
                deterministic: bool = True) -> tuple[Array, ...]:
     cfg = self.cfg
-    x = layers.dense(cfg.width, ("patch", layers.EMBED), dtype=cfg.compute_dtype,
-                     name="patch_embed")(patchify_audio(audio, cfg))
     table = audio_position_table(cfg, cfg.width)
     pos = layers.vector_param(self, "pos_embed", table.shape,
                               lambda *_: jnp.asarray(table), (None, layers.EMBED))
     modality = layers.vector_param(self, "modality", (cfg.width,),
                                    nn.initializers.normal(layers.MODALITY_INIT_STD),
                                    (layers.EMBED,))
-    x = x + (pos + modality).astype(x.dtype)
-    if ids_keep is not None:
-      x = layers.gather_tokens(x, ids_keep)
+    x = embed_patches(patchify_audio(audio, cfg), pos + modality, ids_keep, cfg)
     x = add_segment_tokens(self, x, cfg, None)
     return run_trunk(self, x, cfg, cfg.audio_drop_path, deterministic)

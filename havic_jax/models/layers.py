@@ -14,6 +14,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from havic_jax.models import attention
+
 Array = jax.Array
 
 # Logical axis names used by parameters and activations (mapped to mesh axes by config rules).
@@ -101,11 +103,12 @@ def gather_tokens(x: Array, ids_keep: Array) -> Array:
 
 
 def scatter_tokens(visible: Array, ids_keep: Array, fill: Array, num_tokens: int) -> Array:
-  """Places visible tokens [B, K, D] at ``ids_keep`` in a length-``num_tokens`` sequence filled
-  with ``fill`` [D] (a mask token). Returns [B, num_tokens, D]."""
+  """Places visible tokens [B, K, D] at ``ids_keep`` (distinct per sample) in a
+  length-``num_tokens`` sequence filled with ``fill`` [D] (a mask token). Returns
+  [B, num_tokens, D]."""
   batch, _, dim = visible.shape
   full = jnp.broadcast_to(fill.astype(visible.dtype), (batch, num_tokens, dim))
-  return jax.vmap(lambda f, i, v: f.at[i].set(v))(full, ids_keep, visible)
+  return jax.vmap(lambda f, i, v: f.at[i].set(v, unique_indices=True))(full, ids_keep, visible)
 
 
 def insert_segment_tokens(segment_tokens: Array, patches: Array, num_segments: int) -> Array:
@@ -128,13 +131,16 @@ def split_segment_tokens(x: Array, num_segments: int) -> tuple[Array, Array]:
 # Attention
 # --------------------------------------------------------------------------------------------
 def multi_head_attention(q: Array, k: Array, v: Array, num_heads: int,
-                         implementation: Optional[str] = None) -> Array:
-  """Softmax attention with scale head_dim^-0.5. q [B, Nq, C], k/v [B, Nk, C] -> [B, Nq, C]."""
+                         implementation: str = "auto") -> Array:
+  """Softmax attention with scale head_dim^-0.5 by the kernel ``implementation``
+  (``attention.IMPLEMENTATIONS``). q [B, Nq, C], k/v [B, Nk, C] -> [B, Nq, C]."""
   batch, nq, channels = q.shape
   head_dim = channels // num_heads
+  names = (BATCH, None, ACT_HEADS, None)
   split = lambda t: nn.with_logical_constraint(
-      t.reshape(batch, t.shape[1], num_heads, head_dim), (BATCH, None, ACT_HEADS, None))
-  out = jax.nn.dot_product_attention(split(q), split(k), split(v), implementation=implementation)
+      t.reshape(batch, t.shape[1], num_heads, head_dim), names)
+  out = attention.attend(split(q), split(k), split(v), implementation,
+                         spec=nn.logical_to_mesh_axes(names))
   return out.reshape(batch, nq, channels)
 
 
@@ -149,7 +155,7 @@ class SelfAttention(nn.Module):
   num_heads: int
   qv_bias: bool = True
   dtype: Any = jnp.float32
-  attention_impl: Optional[str] = None
+  attention_impl: str = "auto"
 
   @nn.compact
   def __call__(self, x: Array) -> Array:
@@ -202,7 +208,7 @@ class TransformerBlock(nn.Module):
   drop_path_rate: float = 0.0
   qv_bias: bool = True
   dtype: Any = jnp.float32
-  attention_impl: Optional[str] = None
+  attention_impl: str = "auto"
 
   @nn.compact
   def __call__(self, x: Array, deterministic: bool = True) -> Array:
@@ -229,7 +235,7 @@ class CrossAttentionUnit(nn.Module):
   layer_norm_eps: float
   mlp_ratio: float = 4.0
   dtype: Any = jnp.float32
-  attention_impl: Optional[str] = None
+  attention_impl: str = "auto"
 
   @nn.compact
   def __call__(self, query: Array, context: Array) -> Array:
@@ -254,7 +260,7 @@ class HierarchicalAttention(nn.Module):
   num_heads: int
   layer_norm_eps: float
   dtype: Any = jnp.float32
-  attention_impl: Optional[str] = None
+  attention_impl: str = "auto"
 
   @nn.compact
   def __call__(self, x: Array, encoder_tokens: Array) -> Array:

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-from typing import Any, Callable, Dict, Iterator, Mapping, Optional
+from typing import Any, Callable, Dict, Iterator, Mapping, Optional, Tuple
 
 import flax.linen as nn
 import jax
@@ -25,6 +25,8 @@ from jax.sharding import Mesh, NamedSharding
 from havic_jax import detectors, sharding
 from havic_jax.checkpoints import loading
 from havic_jax.data import input_pipeline, records
+from havic_jax.data.random_batches import synthetic_batches
+from havic_jax.models import attention
 from havic_jax.models.config import ModelConfig, model_config_from
 from havic_jax.training.optimizer import Schedule, make_optimizer
 from havic_jax.training.train_step import LossFn, TrainState, jit_train_step, sharded_init
@@ -91,20 +93,37 @@ class Training:
     with self.scope():
       return jax.eval_shape(self.init, KEY)
 
+  @property
+  def mask_ratios(self) -> Optional[Tuple[float, float]]:
+    """(video, audio) mask ratios of the host masks pretraining batches carry, else None."""
+    if self.config.stage != "pretrain":
+      return None
+    return self.config.pretrain.video_mask_ratio, self.config.pretrain.audio_mask_ratio
+
+  @property
+  def learns_identities(self) -> bool:
+    """Whether batches carry ``identity`` (pretraining of detectors that learn identities)."""
+    return detectors.info(self.config).identities and self.config.stage == "pretrain"
+
   def batch_spec(self, global_batch: int) -> Dict[str, jax.ShapeDtypeStruct]:
     """The global batch the input pipeline sends for this config, as abstract arrays split
     over the batch axes: video uint8 [B, F, S, S, 3], audio float32 [B, T, M], the stage's
     masks or labels, and ``identity`` int32 [B] for detectors that learn identities."""
-    config = self.config
-    ratios = ({"video_mask_ratio": config.pretrain.video_mask_ratio,
-               "audio_mask_ratio": config.pretrain.audio_mask_ratio}
-              if config.stage == "pretrain" else {})
-    spec = input_pipeline.example_spec(self.cfg, config.stage, **ratios)
-    if detectors.info(config).identities and config.stage == "pretrain":
+    ratios = self.mask_ratios or (0.0, 0.0)
+    spec = input_pipeline.example_spec(self.cfg, self.config.stage, *ratios)
+    if self.learns_identities:
       spec["identity"] = ((), np.int32)
     return {key: jax.ShapeDtypeStruct((global_batch,) + shape, dtype,
                                       sharding=self.batch_sharding)
             for key, (shape, dtype) in spec.items()}
+
+  def random_batches(self, global_batch: int, fixed: bool = False, start_step: int = 0
+                     ) -> Iterator[Dict[str, np.ndarray]]:
+    """This process's random batches in the layout of :meth:`batch_spec` (the pipeline's:
+    uint8 video, host-drawn masks, labels; ``random_batches.synthetic_batches``)."""
+    return synthetic_batches(self.cfg, self.config.stage, global_batch, self.config.seed,
+                             fixed=fixed, start_step=start_step, masks=self.mask_ratios,
+                             identities=self.learns_identities)
 
 
 def with_identity_count(config: Any, data: Optional[records.PreparedData]) -> Any:
@@ -159,6 +178,13 @@ def build(config: Any, mesh: Mesh, data: Optional[records.PreparedData] = None) 
   ``config`` completed so."""
   config = with_identity_count(config, data)
   cfg = model_config_from(config.model, config.compat)
+  # "auto" attention resolves for the mesh's devices (a TPU topology compiled on a CPU host
+  # gets the TPU kernel).
+  platform = mesh.devices.flat[0].platform
+  cfg = dataclasses.replace(cfg, attention_impl=attention.choose(cfg.attention_impl, platform,
+                                                                 cfg.compute_dtype))
+  logging.info("attention: %s (attention_impl=%s, %s, %s)", cfg.attention_impl,
+               config.model.attention_impl, platform, cfg.dtype)
   model = detectors.build_model(cfg, config)
   kind = detectors.model_kind(config)
   optimizer, schedules = make_optimizer(config)
@@ -173,18 +199,33 @@ def build(config: Any, mesh: Mesh, data: Optional[records.PreparedData] = None) 
                   shardings=shardings, step=step)
 
 
-def compile_ahead(training: Training, state: TrainState, local_batch: Dict[str, np.ndarray],
-                  global_batch: int) -> Any:
-  """``training.step`` compiled before the first step for ``state`` and batches shaped like
-  ``local_batch`` (this process's slice of a global batch of ``global_batch``); call the
-  result in its place. Logs the memory each device needs; where the runtime reports a device
-  capacity (``device_capacity``) that the step exceeds, raises at once with the batch, the
-  memory needed and the capacity instead of failing out of memory mid-run."""
-  batch = {key: jax.ShapeDtypeStruct((global_batch,) + np.shape(value)[1:],
-                                     np.asarray(value).dtype, sharding=training.batch_sharding)
-           for key, value in local_batch.items()}
+def compile_ahead(training: Training, state: TrainState, batch: Mapping[str, Any]) -> Any:
+  """``training.step`` compiled before the first step for ``state`` and global batches like
+  ``batch`` (arrays or ``jax.ShapeDtypeStruct``s in their shardings); call the result in its
+  place. Logs the memory each device needs; where the runtime reports a device capacity
+  (``device_capacity``) that the step exceeds, raises at once with the batch, the memory
+  needed and the capacity instead of failing out of memory mid-run."""
+  return check_memory(compile_step(training, state, batch),
+                      jax.tree.leaves(batch)[0].shape[0])
+
+
+def abstract_like(tree: Any) -> Any:
+  """``tree``'s arrays (or abstract arrays) as ``jax.ShapeDtypeStruct`` leaves carrying their
+  shardings."""
+  return jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=x.sharding),
+                      tree)
+
+
+def compile_step(training: Training, state: TrainState, batch: Mapping[str, Any]) -> Any:
+  """The step compiled for ``state`` and global batches like ``batch`` (one trace, one
+  compile, in :meth:`Training.scope`)."""
   with training.scope():
-    compiled = training.step.lower(state, batch).compile()
+    return training.step.trace(*abstract_like((state, dict(batch)))).lower().compile()
+
+
+def check_memory(compiled: Any, global_batch: int) -> Any:
+  """``compiled`` (the train step at ``global_batch``) after logging the memory each device
+  needs; raises where that exceeds the device's capacity (``device_capacity``)."""
   memory = compiled.memory_analysis()
   needed = memory_needed(memory)
   capacity = device_capacity(jax.local_devices()[0])

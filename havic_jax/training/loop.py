@@ -10,7 +10,6 @@ local paths.
 
 from __future__ import annotations
 
-import itertools
 import os
 import pathlib
 import signal
@@ -28,13 +27,12 @@ from havic_jax.data import augment, input_pipeline, pseudo_fakes, records
 from havic_jax.models import masking
 from havic_jax.checkpoints import runs
 from havic_jax import detectors
-from havic_jax.training import builder
+from havic_jax.training import builder, prefetch
 from havic_jax import sharding, storage
 from havic_jax.training.metric_writer import MetricWriter, parameter_overview, train_metrics_from
 from havic_jax.models.config import ModelConfig
 from havic_jax.evaluation.metrics import binary_metrics
 from havic_jax.training.visualize import reconstruction_images
-from havic_jax.data.random_batches import synthetic_batches
 from havic_jax.models.inputs import unit_video
 from havic_jax.training.train_step import TrainState
 
@@ -241,7 +239,7 @@ def make_reconstruct(model: nn.Module, cfg: ModelConfig, config: Any, param_shar
   pcfg = config.pretrain
 
   def forward(params, batch):
-    video = unit_video(batch["video"][:1])
+    video = unit_video(batch["video"][:1], jnp.float32)
     if "ids_keep_video" in batch:
       ids_v, ids_a = batch["ids_keep_video"][:1], batch["ids_keep_audio"][:1]
     else:
@@ -298,12 +296,11 @@ def run(config: Any, workdir: str) -> Tuple[TrainState, Dict[str, float]]:
       else:
         state = training.initial_state()
       start = int(state.step)
-      batches = data_iterator if data_iterator is not None else synthetic_batches(
-          cfg, config.stage, config.batch_size, config.seed, fixed=config.data.fixed_batch,
-          start_step=start)
-      first = next(batches)
-      batches = itertools.chain([first], batches)
-      step_fn = builder.compile_ahead(training, state, first, config.batch_size)
+      batches = prefetch.DevicePrefetch(
+          data_iterator if data_iterator is not None else training.random_batches(
+              config.batch_size, fixed=config.data.fixed_batch, start_step=start),
+          training.global_batch, config.data.device_prefetch)
+      step_fn = builder.compile_ahead(training, state, batches.peek())
       finite = FiniteCheck()
       scored = config.stage not in detectors.info(config).unscored_stages
       evaluates = (scored and config.eval_every
@@ -325,9 +322,9 @@ def run(config: Any, workdir: str) -> Tuple[TrainState, Dict[str, float]]:
       log = WindowLog(writer, config.batch_size, start)
       eval_metrics = None
       for step in range(start, config.num_steps):
-        t = time.time()
-        batch = sharding.global_batch(next(batches), mesh, config.mesh.batch_axes)
-        log.data_wait += time.time() - t
+        waited = batches.wait_seconds
+        batch = next(batches)
+        log.data_wait += batches.wait_seconds - waited
         state, device_metrics = step_fn(state, batch)
         finite.update(state.step, device_metrics)
         if log.pending:  # the last window's values, read while this step runs
@@ -352,8 +349,8 @@ def run(config: Any, workdir: str) -> Tuple[TrainState, Dict[str, float]]:
         preempted = preemption.reached(done)
         if done % config.checkpoint.every_steps == 0 or last or preempted or eval_metrics:
           finite.check(done)
-          runs.save(manager, done, state, data_iterator, eval_metrics,
-                           force=last or preempted)
+          runs.save(manager, done, state, batches if batches.checkpointable else None,
+                    eval_metrics, force=last or preempted)
         if preempted:
           logging.warning("stopped at step %d after a preemption notice", done)
           break

@@ -9,6 +9,7 @@ detector's (``havic_jax.detectors.loss_fn``).
 
 from __future__ import annotations
 
+import functools
 from typing import Any, Callable, Dict, Mapping, Sequence, Tuple
 
 import flax
@@ -145,9 +146,8 @@ def jit_train_step(loss_fn: LossFn, optimizer: optax.GradientTransformation,
   """The jitted step: state in its shardings (donated), batch split over the mesh axes
   ``batch_axes``, metrics replicated; gradients accumulated over ``microbatches`` slices of
   the batch."""
-  step = lambda state, batch: train_step(state, batch, loss_fn=loss_fn, optimizer=optimizer,
-                                         schedules=schedules, batch_axes=batch_axes,
-                                         microbatches=microbatches)
+  step = functools.partial(train_step, loss_fn=loss_fn, optimizer=optimizer,
+                           schedules=schedules, batch_axes=batch_axes, microbatches=microbatches)
   return jax.jit(step, in_shardings=(state_shardings, sharding.batch_sharding(mesh, batch_axes)),
                  out_shardings=(state_shardings, sharding.replicated(mesh)),
                  donate_argnums=(0,))
