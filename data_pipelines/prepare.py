@@ -33,6 +33,8 @@ def shard_runner(runner: str, beam_options: str = "") -> Optional[ShardRunner]:
 def main(argv: Sequence[str]) -> None:
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+  cli.check_paths(inputs={"--input": "" if FLAGS.input_uri else FLAGS.input},
+                  output_dirs={"--output": FLAGS.output})
   started = time.time()
   options = PrepareOptions(FLAGS.frame_encoding, FLAGS.clip_hop, FLAGS.max_clips_per_video,
                            FLAGS.crop, FLAGS.detect_every)

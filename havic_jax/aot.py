@@ -28,6 +28,7 @@ import jax
 from absl import app, flags
 from ml_collections import config_flags
 
+from havic_jax.errors import UserError
 from havic_jax import bench, cli, sharding
 from havic_jax.training import builder
 
@@ -46,7 +47,7 @@ _DTYPE_BYTES = {"pred": 1, "s8": 1, "u8": 1, "s16": 2, "u16": 2, "f16": 2, "bf16
 _SHAPE = re.compile(r"\b(" + "|".join(_DTYPE_BYTES) + r")\[([\d,]*)\]")
 
 
-class AotError(ValueError):
+class AotError(UserError):
   """A request the tool cannot compile (unknown topology, no libtpu, bad batch)."""
 
 
@@ -66,6 +67,12 @@ def topology_devices(topology: str) -> List[Any]:
     raise AotError('compiling for TPU needs libtpu: pip install "havic_jax[tpu]"')
   # Compiling opens no chip, so libtpu's one-process-per-host lock is not needed.
   os.environ.setdefault("ALLOW_MULTIPLE_LIBTPU_LOAD", "1")
+  from jax._src import hardware_utils
+  if hardware_utils.num_available_tpu_chips_and_device_id()[0] == 0:
+    # libtpu's start looks up this host's TPU type and workers and prints errors where there
+    # is none; these placeholders answer it (the topology compiled for stays the one named).
+    os.environ.setdefault("TPU_ACCELERATOR_TYPE", f"{generation(topology)}-8")
+    os.environ.setdefault("TPU_WORKER_HOSTNAMES", "localhost")
   from jax.experimental import topologies
   try:
     return list(topologies.get_topology_desc(platform="tpu", topology_name=topology).devices)
@@ -225,6 +232,7 @@ def compile_step(config: Any, topology: str, per_chip_batch: int
   report: Dict[str, Any] = {
       "topology": topology, "chips": len(devices), "device_kind": devices[0].device_kind,
       "config": {"stage": config.stage, "detector": config.detector.name, "dtype": cfg.dtype,
+                 "attention": cfg.attention_impl,
                  "remat": cfg.remat, "remat_policy": cfg.remat_policy,
                  "scan_layers": cfg.scan_layers,
                  "grad_accumulation_steps": config.grad_accumulation_steps},
@@ -264,7 +272,6 @@ def compile_step(config: Any, topology: str, per_chip_batch: int
                           generated_code=int(memory.generated_code_size_in_bytes),
                           total=total),
       collectives=collectives(hlo),
-      attention=cfg.attention_impl,
       model_tflop_per_chip=bench.model_flops(training, "train", state, batch) / len(devices)
       / 1e12)
   return report, hlo
@@ -331,6 +338,7 @@ def table(report: Dict[str, Any]) -> str:
 def main(argv: Sequence[str]) -> None:
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+  cli.check_paths(output_files={"--output": FLAGS.output, "--hlo": FLAGS.hlo})
   cli.enable_compilation_cache()
   config = FLAGS.config
   if FLAGS.batch is not None and FLAGS.per_chip_batch is not None:

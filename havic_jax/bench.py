@@ -182,14 +182,16 @@ def run(config: Any, batch_size: int, steps: int, warmup: int, mode: str, data: 
     carry = (training.init(key) if mode == "train" else
              jax.jit(lambda key: training.init(key).params,
                      out_shardings=training.shardings.params)(key))
-  started = time.perf_counter()
-  if mode == "train":
-    compiled = call = builder.compile_step(training, carry, staged[0])
-  else:
-    with training.scope():
-      compiled = forward_step(training).trace(carry, staged[0]).lower().compile()
-    call = lambda params, batch: (params, compiled(params, batch))
-  compile_seconds = time.perf_counter() - started
+  step = training.step if mode == "train" else forward_step(training)
+  with training.scope():
+    started = time.perf_counter()
+    lowered = step.trace(*builder.abstract_like((carry, staged[0]))).lower()
+    lowered_at = time.perf_counter()
+    compiled = lowered.compile()
+    compile_seconds = time.perf_counter() - lowered_at
+  trace_seconds = lowered_at - started
+  call = compiled if mode == "train" else (
+      lambda params, batch: (params, compiled(params, batch)))
   flops = model_flops(training, mode, carry, staged[0]) / batch_size
   cost = compiled.cost_analysis()
   cost = cost[0] if isinstance(cost, (list, tuple)) else cost
@@ -232,6 +234,7 @@ def run(config: Any, batch_size: int, steps: int, warmup: int, mode: str, data: 
       "device": {"kind": device.device_kind, "platform": device.platform,
                  "count": jax.device_count(), "host": platform.node(),
                  "jax": jax.__version__},
+      "trace_seconds": trace_seconds,
       "compile_seconds": compile_seconds,
       "compilation_cache": jax.config.jax_compilation_cache_dir
                            if jax.config.jax_enable_compilation_cache else None,
@@ -264,7 +267,9 @@ def table(result: Dict[str, Any]) -> str:
   rows = [
       ("device", f"{result['device']['count']} × {result['device']['kind']}"),
       ("config", json.dumps(result["config"])),
-      ("compile", f"{result['compile_seconds']:.1f} s"),
+      ("trace + lower / compile", f"{result['trace_seconds']:.1f} / "
+                                  f"{result['compile_seconds']:.1f} s (compilation cache: "
+                                  f"{result['compilation_cache'] or 'off'})"),
       ("step, compute-only (median / min / max)", f"{fmt(step['median'], '.3f')} / {fmt(step['min'], '.3f')}"
                                     f" / {fmt(step['max'], '.3f')} s over {step['steps']} steps"),
       ("samples/s (per chip)", f"{fmt(result['samples_per_second'], '.2f')} "
@@ -292,8 +297,11 @@ def table(result: Dict[str, Any]) -> str:
 def main(argv: Sequence[str]) -> None:
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
-  cli.enable_compilation_cache()
   config = FLAGS.config
+  cli.check_paths(inputs={"--config.data.path": config.data.path if FLAGS.data == "pipeline"
+                          and config.data.source == "prepared" else ""},
+                  output_files={"--output": FLAGS.output})
+  cli.enable_compilation_cache()
   result = run(config, FLAGS.batch or config.batch_size, FLAGS.steps, FLAGS.warmup, FLAGS.mode,
                FLAGS.data, profile_dir=FLAGS.profile)
   print(table(result))

@@ -1,19 +1,24 @@
-"""absl entry-point helpers shared by the project's commands: logging, help, and JAX's
-persistent compilation cache (``--compilation_cache``) for the commands that compile.
+"""absl entry-point helpers shared by the project's commands: logging, help, one-line errors
+for mistakes in what was asked for (``errors.UserError``, unknown config fields, paths checked
+before any work), and JAX's persistent compilation cache (``--compilation_cache``) for the
+commands that compile.
 
 Every command logs its own lines (INFO and up) and everyone's warnings; the INFO lines of the
 libraries underneath (Orbax, JAX, absl, Grain, ...) show only with ``--verbosity=1`` (absl's
 flag) or more.
 """
 
+import difflib
 import logging
 import os
 import pathlib
 import sys
-from typing import Callable, Optional, Sequence
+from typing import Any, Callable, List, Mapping, Optional, Sequence
 
 from absl import app, flags
 from absl import logging as absl_logging
+
+from havic_jax.errors import UserError
 
 HELP_FLAGS = ("--help", "-h", "-?", "--helpfull", "--helpshort")
 # Source folders whose INFO lines always show: this package and the data_pipelines commands.
@@ -77,21 +82,107 @@ def cpu_only_without_accelerators() -> None:
   if os.environ.get("JAX_PLATFORMS"):
     return
   import jax
-  from jax._src import hardware_utils
-  if (hardware_utils.num_available_tpu_chips_and_device_id()[0] == 0
-      and not hardware_utils.has_visible_nvidia_gpu()):
+  try:  # JAX's own probe of the host's devices (private: other JAX versions may lack it)
+    from jax._src import hardware_utils
+    accelerators = (hardware_utils.num_available_tpu_chips_and_device_id()[0] > 0
+                    or hardware_utils.has_visible_nvidia_gpu())
+  except (ImportError, AttributeError):
+    return
+  if not accelerators:
     jax.config.update("jax_platforms", "cpu")
+
+
+def config_fields(config: Any, prefix: str = "") -> List[str]:
+  """Dotted names of every field of a ConfigDict, nested ones included."""
+  names = []
+  for key in config.keys():
+    names.append(prefix + key)
+    if hasattr(config[key], "keys"):
+      names += config_fields(config[key], f"{prefix}{key}.")
+  return names
+
+
+def unknown_config_field(argv: Sequence[str]) -> Optional[str]:
+  """The first ``--NAME.FIELD=VALUE`` override in ``argv`` whose FIELD the config file of
+  ``--NAME=FILE`` lacks, with the nearest fields it has; None where every override names a
+  field."""
+  from ml_collections.config_flags.config_flags import ConfigFileFlagParser
+  files = dict(arg[2:].split("=", 1) for arg in argv if arg.startswith("--") and "=" in arg)
+  for arg in argv:
+    name, _, field = arg[2:].partition("=")[0].partition(".")
+    if not (arg.startswith("--") and field and name in files):
+      continue
+    try:
+      config = ConfigFileFlagParser(name).parse(files[name])
+    except Exception:  # the file itself is the problem: absl reports it
+      return None
+    fields = config_fields(config)
+    if field not in fields:
+      near = difflib.get_close_matches(field, fields, n=3, cutoff=0.6)
+      hint = f"; did you mean {', '.join(f'--{name}.{n}' for n in near)}?" if near else (
+          f"; its fields: {', '.join(sorted(config.keys()))}")
+      return f"--{name}.{field}: {files[name]} has no field {field!r}{hint}"
+  return None
+
+
+def check_paths(inputs: Mapping[str, Optional[str]] = {},
+                output_dirs: Mapping[str, Optional[str]] = {},
+                output_files: Mapping[str, Optional[str]] = {}) -> None:
+  """Checks, before any work and without changing anything, the local paths a command
+  depends on (``{flag: path}``; empty and ``gs://`` values are skipped): ``inputs`` exist,
+  ``output_dirs`` and the directories of ``output_files`` can be created or written. Raises one
+  :class:`UserError` with one line per problem."""
+  problems = []
+  local = lambda mapping: [(flag, path) for flag, path in mapping.items()
+                           if path and not str(path).startswith("gs://")]
+  for flag, path in local(inputs):
+    if not os.path.exists(path):
+      problems.append(f"{flag}={path}: no such file or directory")
+  writable = local(output_dirs) + [(flag, os.path.dirname(os.path.abspath(path)))
+                                   for flag, path in local(output_files)]
+  for flag, directory in writable:
+    existing = os.path.abspath(directory)  # the deepest part that exists: created under it
+    while not os.path.exists(existing):
+      existing = os.path.dirname(existing)
+    if not os.path.isdir(existing):
+      problems.append(f"{flag}: cannot write to {directory} ({existing} is a file)")
+    elif not os.access(existing, os.W_OK):
+      problems.append(f"{flag}: cannot write to {directory} ({existing} is not writable)")
+  if problems:
+    raise UserError("\n".join(problems))
+
+
+def fail(message: str, code: int) -> None:
+  """Prints ``message`` as ``error: ...`` lines on stderr and exits with ``code``."""
+  for line in str(message).splitlines() or [""]:
+    print(f"error: {line}", file=sys.stderr)
+  sys.exit(code)
 
 
 def run(main: Callable[[Sequence[str]], None]) -> None:
   """``absl.app.run(main)`` with :func:`quiet_libraries` and
   :func:`cpu_only_without_accelerators`, except that asking for help exits with status 0 (absl
-  uses 1)."""
+  uses 1), an override of a config field that does not exist is one line naming the nearest
+  fields (exit 2), and a :class:`UserError` is its message (exit 1): their tracebacks print
+  only with ``--verbose`` or ``HAVIC_JAX_TRACEBACK=1``."""
+  flags.DEFINE_bool("verbose", False, "Print the Python traceback of errors in what was asked "
+                    "for (missing files, unknown config fields, data of another layout); also "
+                    "HAVIC_JAX_TRACEBACK=1.")
   app.call_after_init(quiet_libraries)
   app.call_after_init(cpu_only_without_accelerators)
+  started = []
   try:
-    app.run(main)
+    app.run(lambda argv: started.append(True) or main(argv))
   except SystemExit as exit_:
     if exit_.code == 1 and any(arg in HELP_FLAGS for arg in sys.argv[1:]):
       sys.exit(0)
+    raise
+  except Exception as error:
+    traceback = ("--verbose" in sys.argv or os.environ.get("HAVIC_JAX_TRACEBACK") == "1"
+                 or (flags.FLAGS.is_parsed() and flags.FLAGS.verbose))
+    problem = None if started else unknown_config_field(sys.argv)
+    if problem and not traceback:
+      fail(problem, 2)
+    if isinstance(error, UserError) and not traceback:
+      fail(str(error), 1)
     raise

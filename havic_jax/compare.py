@@ -179,6 +179,8 @@ def run(detector_names: Sequence[str], data: str, eval_data: str, workdir: str, 
 def main(argv: Sequence[str]) -> None:
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+  cli.check_paths(inputs={"--data": FLAGS.data, "--eval_data": FLAGS.eval_data},
+                  output_dirs={"--workdir": FLAGS.workdir})
   run(FLAGS.detectors, FLAGS.data, FLAGS.eval_data or FLAGS.data, FLAGS.workdir,
       configs=FLAGS.configs, protocol=FLAGS.protocol,
       steps={"pretrain": FLAGS.pretrain_steps, "finetune": FLAGS.finetune_steps},

@@ -20,6 +20,7 @@ FLAGS = flags.FLAGS
 def main(argv: Sequence[str]) -> None:
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+  cli.check_paths(inputs={"--input": FLAGS.input}, output_dirs={"--output": FLAGS.output})
   if FLAGS.config:
     model, compat = FLAGS.config.model, FLAGS.config.compat
   else:

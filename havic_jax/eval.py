@@ -127,6 +127,11 @@ def run(checkpoint: str, data_path: str, protocol: str, output: str, *, scorer: 
 def main(argv: Sequence[str]) -> None:
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+  checkpoints = (item.rpartition("=") for item in FLAGS.checkpoint.split(","))
+  cli.check_paths(inputs={"--data": FLAGS.data,
+                          **{"--checkpoint" + (f" ({category})" if category else ""): path
+                             for category, _, path in checkpoints}},
+                  output_dirs={"--output": FLAGS.output})
   cli.enable_compilation_cache()
   outcome = run(FLAGS.checkpoint, FLAGS.data, FLAGS.protocol, FLAGS.output, scorer=FLAGS.scorer,
                 step=FLAGS.step, split=FLAGS.split, no_audio=FLAGS.no_audio,

@@ -20,6 +20,7 @@ FLAGS = flags.FLAGS
 def main(argv: Sequence[str]) -> None:
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+  cli.check_paths(inputs={"--workdir": FLAGS.workdir}, output_dirs={"--output": FLAGS.output})
   checkpoint = loading.load(FLAGS.workdir, step=FLAGS.step)
   if checkpoint.config is None:
     raise app.UsageError(f"--workdir={FLAGS.workdir} is a {checkpoint.description['kind']}, "

@@ -47,6 +47,12 @@ def main(argv):
     jax.distributed.initialize(FLAGS.coordinator_address, FLAGS.num_processes, FLAGS.process_id)
   elif FLAGS.multihost:
     jax.distributed.initialize()
+  config = FLAGS.config
+  cli.check_paths(
+      inputs={"--config.data.path": config.data.path if config.data.source == "prepared" else "",
+              **{f"--config.init_from ({path})": path
+                 for path in filter(None, config.init_from.split(","))}},
+      output_dirs={"--workdir": FLAGS.workdir})
   cli.enable_compilation_cache()
   from havic_jax.training import loop
   state, metrics = loop.run(FLAGS.config, FLAGS.workdir)

@@ -75,7 +75,7 @@ def release_sincos_2d(mel: int, time: int, width: int) -> np.ndarray:
 
 
 def release_tables(fixed: dict, power_ulps: int = 0) -> dict:
-  """The release's float32 values [1, N, D] of every ``reference.FixedTable`` in ``fixed``."""
+  """The release's float32 values [1, N, D] of every ``fixed_tables.FixedTable`` in ``fixed``."""
   out = {}
   for key, table in fixed.items():
     if len(table.grid) == 1:

@@ -133,6 +133,15 @@ def test_fsdp_shards_parameters_and_adds_gathers_and_scatters(compiles):
     assert report["model_tflop_per_chip"] > 0 and report["compile_seconds"] > 0
 
 
+@pytest.mark.parametrize("name", MESHES)
+def test_tpu_steps_run_the_pallas_flash_kernel(compiles, name):
+  """``attention_impl="auto"`` on a TPU mesh: every attention of the step is the Pallas kernel
+  (a Mosaic custom call in the compiled program), XLA's score matrices gone."""
+  report, hlo = compiles[name]
+  assert report["config"]["attention"] == "pallas"
+  assert "tpu_custom_call" in hlo
+
+
 def test_a_batch_far_too_large_for_v5e_does_not_fit():
   report, hlo = aot.compile_step(tiny(), "v5e:2x2", 2048)
   assert not report["fits"] and hlo is None

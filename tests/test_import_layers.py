@@ -3,6 +3,7 @@
 Layers, lowest first; a module may import its own package and lower layers only (a binary may
 also run another binary):
 
+  errors       (the base class of errors in what a user asked for)
   foundation   cli, storage, sharding
   media, models
   data, detectors      (siblings: neither imports the other)
@@ -24,6 +25,7 @@ import pytest
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 PACKAGE = "havic_jax"
 LAYERS = (
+    ("errors",),
     ("cli", "storage", "sharding"),
     ("media", "models"),
     ("data", "detectors"),

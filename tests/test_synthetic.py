@@ -6,7 +6,7 @@ import av
 import numpy as np
 import pytest
 
-from havic_jax.data import synthetic
+from havic_jax.data import synthetic, synthetic_audio
 
 DURATION = 3.3
 SEED = 7
@@ -97,7 +97,8 @@ def test_mouth_tracks_audio_in_real_video_only(corpus):
   for row in (real, shifted):
     frames, audio, _, _ = decode(output / row["folder"] / row["path"])
     mouth = mouth_darkness(frames)
-    sound = synthetic.envelope_per_frame(audio, synthetic.SAMPLE_RATE, synthetic.FPS, len(frames))
+    sound = synthetic_audio.envelope_per_frame(audio, synthetic.SAMPLE_RATE, synthetic.FPS,
+                                               len(frames))
     correlations = [lagged_correlation(mouth, sound, lag) for lag in range(25)]
     expected_lag = round(row["audio_shift_s"] * synthetic.FPS)
     assert abs(int(np.argmax(correlations)) - expected_lag) <= 1, (row["path"], correlations)
@@ -126,11 +127,11 @@ def test_same_seed_same_corpus(corpus, tmp_path):
 
 def test_speech_like_audio():
   rng = np.random.default_rng(0)
-  audio = synthetic.speech_like_audio(rng, 2.0, 16_000, pitch_hz=150.0)
+  audio = synthetic_audio.speech_like_audio(rng, 2.0, 16_000, pitch_hz=150.0)
   assert audio.shape == (32_000,) and audio.dtype == np.float32
   assert np.abs(audio).max() <= 1.0
   spectrum = np.abs(np.fft.rfft(audio))
   peak_hz = np.argmax(spectrum) * 16_000 / len(audio)
   assert 120 < peak_hz < 180  # the fundamental, within the ±12% pitch drift
-  envelope = synthetic.envelope_per_frame(audio, 16_000, 25, 50)
+  envelope = synthetic_audio.envelope_per_frame(audio, 16_000, 25, 50)
   assert envelope.min() < 0.1 and envelope.max() == pytest.approx(1.0)  # syllables and pauses

@@ -24,6 +24,7 @@ from absl import logging
 from flax import traverse_util
 from safetensors.numpy import load as load_safetensors
 
+from havic_jax.errors import UserError
 from havic_jax import detectors, storage
 from havic_jax.checkpoints import exported, released, runs
 from havic_jax.models import stacking
@@ -34,7 +35,7 @@ from havic_jax.models.config import ModelConfig, model_config_from
 BEST = "best"
 
 
-class CheckpointError(ValueError):
+class CheckpointError(UserError):
   """A source that is no checkpoint, or not one of the kinds the caller takes."""
 
 

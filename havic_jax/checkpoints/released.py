@@ -39,6 +39,7 @@ from typing import Any, Callable, Dict, List, Mapping, NamedTuple, Optional, Seq
 import numpy as np
 from safetensors.numpy import load_file
 
+from havic_jax.errors import UserError
 from havic_jax.checkpoints.exported import export_params, leaves_left_out
 from havic_jax.models.config import ModelConfig, model_config_from
 from havic_jax.models.reference import (Rule, Rules, apply_rules, from_reference, param_shapes,
@@ -83,11 +84,11 @@ AUDIOMAE_DECODER_MLP_RATIO = 4
 AUDIOMAE_POSITION_BIAS_HIDDEN = 384  # the MLP of its windowed attention's relative position bias
 
 
-class TorchMissingError(ImportError):
+class TorchMissingError(UserError, ImportError):
   """Reading a PyTorch pickle without PyTorch installed."""
 
 
-class LayoutError(ValueError):
+class LayoutError(UserError):
   """A state_dict file of another model, or of a release the caller does not take."""
 
 

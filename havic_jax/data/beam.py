@@ -5,7 +5,7 @@
   faces, encode records) -> group by shard -> write_shard per shard
 
 It calls the same per-video function (``prepare.process_video``) and shard writer
-(``prepare.write_shard``) as the local runner, with the same videos in each shard in the same
+(``shard_writer.write_shard``) as the local runner, with the same videos in each shard in the same
 order, so it writes the same files; ``prepare.prepare(..., run_shards=runner(beam_options))``
 lists the videos, skips the shards a previous run finished and writes ``manifest.json`` from
 the shards' descriptions once the pipeline is done. The pending videos travel to the workers
@@ -34,8 +34,8 @@ from apache_beam.metrics import Metrics
 from apache_beam.options.pipeline_options import PipelineOptions
 from etils import epath
 
-from havic_jax.data.prepare import (PrepareOptions, ShardRunner, VideoOutcome, process_video,
-                                    write_shard)
+from havic_jax.data.prepare import PrepareOptions, ShardRunner, process_video
+from havic_jax.data.shard_writer import VideoOutcome, write_shard
 from havic_jax import storage
 from havic_jax.data.sources import VideoEntry
 

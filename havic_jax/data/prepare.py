@@ -7,10 +7,10 @@
 Each video is decoded, cut into clips, face-cropped and written as clip records
 (``havic_jax.data.records``) by :func:`process_video`. Videos go to shards in a fixed order,
 ``--videos_per_shard`` each; a shard is written to a temporary file, renamed when complete (a
-``gs://`` object is uploaded whole) and described by a ``.json`` file beside it, so re-running
-the command skips the finished shards (resume). A video that cannot be used (corrupt, not a
-video, no audio, no face, too short) is listed in the manifest with its reason; the run goes
-on and exits 0.
+``gs://`` object is uploaded whole) and described by a ``.json`` file beside it
+(``havic_jax.data.shard_writer``), so re-running the command skips the finished shards
+(resume). A video that cannot be used (corrupt, not a video, no audio, no face, too short) is
+listed in the manifest with its reason; the run goes on and exits 0.
 
 The shards are written by a shard runner: :func:`run_local` (default) on ``--workers``
 processes of this machine, or ``havic_jax.data.beam.runner`` (``--runner=beam``), the same
@@ -29,13 +29,11 @@ import functools
 import json
 import multiprocessing
 import os
-import pathlib
 import queue
 import shutil
 import tempfile
 import traceback
 from typing import Any, Callable, Dict, Iterable, Iterator, List, Mapping, Optional, Sequence
-from typing import Tuple
 
 import tqdm
 from absl import logging
@@ -43,6 +41,8 @@ from etils import epath
 
 from havic_jax import storage
 from havic_jax.data import records
+from havic_jax.data.shard_writer import (VideoOutcome, finished_shard, publish, staged_path,
+                                         write_shard)
 from havic_jax.data.sources import FAKEAVCELEB_SPLIT_SEED, READERS, VideoEntry, read_fakeavceleb
 from havic_jax.media.clips import extract_clips
 from havic_jax.media.decode import CLIP_SECONDS, Media, MediaError, read_media
@@ -142,17 +142,6 @@ def video_records(entry: VideoEntry, detect: Detector, options: PrepareOptions
   return encoded, rejected
 
 
-@dataclasses.dataclass(frozen=True)
-class VideoOutcome:
-  """What :func:`process_video` made of one video: its serialised clip records and the number
-  of clips it dropped, or (``rejection`` set, no records) why it yields no clip at all."""
-
-  video_id: str
-  records: Tuple[bytes, ...] = ()
-  clips_rejected: int = 0
-  rejection: Optional[Dict[str, str]] = None
-
-
 _WORKER: Dict[str, Any] = {}
 
 
@@ -182,71 +171,6 @@ def process_video(entry: VideoEntry, options: PrepareOptions) -> VideoOutcome:
   return VideoOutcome(entry.video_id, tuple(encoded), len(dropped))
 
 
-def _staged(path: epath.Path) -> epath.Path:
-  """Where to write ``path`` so that it appears complete or not at all: a local file is
-  written as ``<name>.partial`` and renamed (:func:`_publish`); an object store's upload is
-  already all or nothing, so a ``gs://`` object is written in place (a rename there is a copy)."""
-  return path if storage.is_remote(path) else path.with_name(path.name + ".partial")
-
-
-def _publish(staged: epath.Path, path: epath.Path) -> None:
-  """Moves the file :func:`_staged` gave for ``path`` into place."""
-  if staged != path:
-    staged.replace(path)
-
-
-def _write_array_record(path: epath.Path, data: Iterable[bytes]) -> None:
-  """Writes ``data`` as an ArrayRecord file at ``path``; the writer needs a local file, so a
-  remote ``path`` is written in the temporary directory first and then uploaded."""
-  from array_record.python.array_record_module import ArrayRecordWriter
-  if not storage.is_remote(path):
-    writer = ArrayRecordWriter(os.fspath(path), "group_size:1")
-    try:
-      for item in data:
-        writer.write(item)
-    finally:
-      writer.close()
-    return
-  with tempfile.TemporaryDirectory() as scratch:
-    local = pathlib.Path(scratch) / path.name
-    _write_array_record(epath.Path(local), data)
-    with local.open("rb") as source, path.open("wb") as target:
-      shutil.copyfileobj(source, target)
-
-
-def write_shard(output: storage.PathLike, index: int, count: int,
-                outcomes: Iterable[VideoOutcome]) -> Dict[str, Any]:
-  """Writes the records of ``outcomes`` (the shard's videos, in order; an iterator is
-  consumed as it is written) as shard ``index`` of ``count`` and its ``.json`` description;
-  returns the description."""
-  path = storage.path(output) / records.shard_name(index, count)
-  staged = _staged(path)
-  videos, rejected, clip_rejections = [], [], 0
-  num_records = 0
-
-  def shard_records() -> Iterator[bytes]:
-    nonlocal num_records, clip_rejections
-    for outcome in outcomes:
-      if outcome.rejection is not None:
-        rejected.append(outcome.rejection)
-        continue
-      yield from outcome.records
-      videos.append({"video_id": outcome.video_id, "first_record": num_records,
-                     "clips": len(outcome.records), "clips_rejected": outcome.clips_rejected})
-      num_records += len(outcome.records)
-      clip_rejections += outcome.clips_rejected
-
-  _write_array_record(staged, shard_records())
-  _publish(staged, path)
-  description = {"file": path.name, "records": num_records, "videos": videos,
-                 "rejected": rejected, "clips_rejected": clip_rejections}
-  sidecar = path.with_suffix(".json")
-  staged = _staged(sidecar)
-  staged.write_text(json.dumps(description))
-  _publish(staged, sidecar)
-  return description
-
-
 def _reported(outcomes: Iterable[VideoOutcome]) -> Iterator[VideoOutcome]:
   """``outcomes``, counting each on this worker's progress queue (if any) as it passes."""
   for outcome in outcomes:
@@ -266,18 +190,6 @@ def split_into_shards(entries: Sequence[VideoEntry], videos_per_shard: int
                       ) -> List[List[VideoEntry]]:
   return [list(entries[i:i + videos_per_shard])
           for i in range(0, len(entries), videos_per_shard)]
-
-
-def finished_shard(output: epath.Path, index: int, count: int,
-                   entries: Sequence[VideoEntry]) -> Optional[Dict[str, Any]]:
-  """The description of a shard a previous run completed for the same videos, else None."""
-  sidecar = (output / records.shard_name(index, count)).with_suffix(".json")
-  if not sidecar.is_file() or not (output / records.shard_name(index, count)).is_file():
-    return None
-  description = json.loads(sidecar.read_text())
-  done = [v["video_id"] for v in description["videos"]] + [
-      r["video_id"] for r in description["rejected"]]
-  return description if sorted(done) == sorted(e.video_id for e in entries) else None
 
 
 # Writes the pending shards (index -> its videos, of ``count`` shards) into the output with
@@ -396,7 +308,7 @@ def prepare(dataset: str, source: str, output: storage.PathLike, workers: int = 
                          f"finished without writing this shard; re-run the command to resume")
   manifest = build_manifest(dataset, source, options, entries,
                             [done[i] for i in range(len(groups))])
-  staged = _staged(out / records.MANIFEST)
+  staged = staged_path(out / records.MANIFEST)
   staged.write_text(json.dumps(manifest, indent=1))
-  _publish(staged, out / records.MANIFEST)
+  publish(staged, out / records.MANIFEST)
   return manifest

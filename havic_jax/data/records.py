@@ -26,6 +26,7 @@ import cv2
 import grain
 import numpy as np
 
+from havic_jax.errors import UserError
 from havic_jax import storage
 
 FORMAT_VERSION = 1
@@ -143,7 +144,7 @@ def shard_name(index: int, count: int) -> str:
   return f"{SHARD_PREFIX}-{index:05d}-of-{count:05d}.array_record"
 
 
-class DataError(ValueError):
+class DataError(UserError):
   """Prepared data that is missing or does not fit the request."""
 
 

@@ -14,6 +14,8 @@ from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
+from havic_jax.errors import UserError
+
 VIDEO_SUFFIXES = (".mp4", ".avi", ".mov", ".mkv", ".webm")
 FAKEAVCELEB_TRAIN_FRACTION = 0.7  # spec §11: 70 % train / 30 % test
 FAKEAVCELEB_SPLIT_SEED = 0
@@ -24,7 +26,7 @@ CSV_COLUMNS = ("video_path", "overall_label", "audio_label", "visual_label", "ca
                "generator")
 
 
-class DatasetError(ValueError):
+class DatasetError(UserError):
   """A dataset directory or list that does not have the expected layout."""
 
 

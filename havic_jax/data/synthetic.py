@@ -6,7 +6,8 @@ writes `DIR/FakeAVCeleb/<type>/<race>/<gender>/<id>/<file>.mp4` (H.264 + AAC) an
 `DIR/FakeAVCeleb/meta_data.csv`. Faces are the sample photographs that ship with scikit-image
 and matplotlib, recoloured, flipped and zoomed into more identities; each frame carries a dark
 mouth ellipse whose opening follows the audio's RMS at that frame. The audio is a few harmonics
-of a slowly drifting, identity-specific pitch, amplitude-modulated by syllables and pauses.
+of a slowly drifting, identity-specific pitch, amplitude-modulated by syllables and pauses
+(``havic_jax.data.synthetic_audio``).
 Fakes break the pairing the way FakeAVCeleb's do: another identity's voice (or the same voice
 shifted in time) under a real face, another identity's face swapped in, a re-synthesised mouth,
 or both. Each generator leaves the kind of trace its real counterpart does, so a detector has
@@ -25,6 +26,7 @@ from typing import Dict, List, Optional, Sequence, Tuple
 import numpy as np
 import tqdm
 
+from havic_jax.data.synthetic_audio import envelope_per_frame, speech_like_audio, vocoder_trace
 from havic_jax.media.reencode import write_video
 
 MIN_DURATION_S = 3.2  # one HAVIC clip (spec §1)
@@ -51,7 +53,8 @@ MOUTH_RGB = (50, 15, 20)
 HEAD_MOTION_PX = 3  # largest head displacement, pixels
 CANVAS_MARGIN_PX = HEAD_MOTION_PX + 3  # face canvas border the head motion moves into
 
-# Generator traces (fractions of the face canvas; resolution divisors; amplitudes).
+# Generator traces in the picture (fractions of the face canvas; resolution divisors; brightness
+# factors); the cloned voice's hiss is in ``synthetic_audio``.
 SWAP_CENTRE_XY = (0.5, 0.55)     # centre of the swapped inner-face ellipse
 SWAP_HALF_AXES = (0.28, 0.36)    # its half width and half height
 SWAP_DOWNSCALE = 2               # the swapped face is rendered at 1/2 resolution
@@ -60,8 +63,6 @@ SWAP_FLICKER = 0.2               # its brightness flickers frame to frame by U(�
 FSGAN_SOURCE_BLEND = 0.3         # fsgan blends 30 % of the source face back in
 LIPSYNC_DOWNSCALE = 4            # wav2lip repaints the mouth box at 1/4 resolution
 LIPSYNC_TONE = (0.6, 0.9)        # and darker by a factor drawn per frame
-VOCODER_HISS = 0.05              # rtvc: noise std at full loudness, follows the track's envelope
-VOCODER_WINDOW_S = 0.02          # envelope window of the hiss, seconds
 
 # Identity variants of a photograph: mirrored or not, three zooms, then small hue shifts (turns
 # of the colour wheel; larger ones give faces the face detector no longer finds).
@@ -144,50 +145,6 @@ def make_identities(count: int, seed: int, frame_size: int = FRAME_SIZE) -> List
                                gender=GENDERS[rng.integers(len(GENDERS))],
                                pitch_hz=float(rng.uniform(100.0, 220.0)), face=face))
   return identities
-
-
-def syllable_envelope(rng: np.random.Generator, seconds: float, sample_rate: int) -> np.ndarray:
-  """float32 [round(seconds * sample_rate)] in [0, 1]: raised-cosine syllables at 3–6 Hz."""
-  num_samples = int(round(seconds * sample_rate))
-  envelope = np.zeros(num_samples, np.float32)
-  start = rng.uniform(0.0, 0.15)
-  while start < seconds:
-    if rng.random() < 0.15:
-      start += rng.uniform(0.2, 0.5)  # a pause between words
-      continue
-    length = 1.0 / rng.uniform(3.0, 6.0)
-    first, last = int(start * sample_rate), min(int((start + length) * sample_rate), num_samples)
-    phase = (np.arange(first, last) / sample_rate - start) / length
-    envelope[first:last] = rng.uniform(0.4, 1.0) * np.sin(np.pi * phase) ** 2
-    start += length + rng.uniform(0.0, 0.05)
-  return envelope
-
-
-def speech_like_audio(rng: np.random.Generator, seconds: float, sample_rate: int,
-                      pitch_hz: float) -> np.ndarray:
-  """float32 [round(seconds * sample_rate)] waveform in [-1, 1] that sounds vaguely voiced.
-
-  Five harmonics (amplitude 1/k) of a pitch drifting ±12% around `pitch_hz`, multiplied by
-  `syllable_envelope`, peak 0.5, plus white noise of standard deviation 0.005.
-  """
-  envelope = syllable_envelope(rng, seconds, sample_rate)
-  t = np.arange(envelope.size) / sample_rate
-  pitch = pitch_hz * (1.0 + 0.12 * np.sin(2 * np.pi * rng.uniform(0.2, 0.6) * t
-                                          + rng.uniform(0, 2 * np.pi)))
-  phase = 2 * np.pi * np.cumsum(pitch) / sample_rate
-  voice = sum(np.sin(k * phase) / k for k in range(1, 6))
-  voice *= 0.5 / np.max(np.abs(voice))
-  audio = envelope * voice + rng.normal(0.0, 0.005, envelope.size)
-  return np.clip(audio, -1.0, 1.0).astype(np.float32)
-
-
-def envelope_per_frame(audio: np.ndarray, sample_rate: int, fps: float,
-                       num_frames: int) -> np.ndarray:
-  """float32 [num_frames] RMS of `audio` over each video frame's 1/fps s, divided by its maximum."""
-  edges = np.round(np.arange(num_frames + 1) * sample_rate / fps).astype(int)
-  rms = np.array([np.sqrt(np.mean(np.square(audio[a:b], dtype=np.float64))) if b > a else 0.0
-                  for a, b in zip(edges[:-1], edges[1:])])
-  return (rms / max(rms.max(), 1e-12)).astype(np.float32)
 
 
 def head_motion(rng: np.random.Generator, num_frames: int, fps: float) -> np.ndarray:
@@ -279,16 +236,6 @@ def lipsync_trace(frame: np.ndarray, tone: float) -> np.ndarray:
   box = _resample(frame[rows, cols].astype(np.float32), LIPSYNC_DOWNSCALE) * tone
   out[rows, cols] = np.round(np.clip(box, 0, 255))
   return out
-
-
-def vocoder_trace(rng: np.random.Generator, track: np.ndarray, sample_rate: int) -> np.ndarray:
-  """float32 `track` plus white hiss of std VOCODER_HISS × its normalised RMS envelope
-  (VOCODER_WINDOW_S windows): the noise a neural vocoder leaves while the voice sounds."""
-  window = max(1, int(round(VOCODER_WINDOW_S * sample_rate)))
-  power = np.convolve(np.square(track, dtype=np.float64), np.ones(window) / window, "same")
-  envelope = np.sqrt(power) / max(np.sqrt(power.max()), 1e-12)
-  hiss = VOCODER_HISS * envelope * rng.standard_normal(track.size)
-  return np.clip(track + hiss, -1.0, 1.0).astype(np.float32)
 
 
 def write_mp4(path: os.PathLike, frames: np.ndarray, fps: int, audio: Optional[np.ndarray],

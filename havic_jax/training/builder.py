@@ -205,8 +205,9 @@ def compile_ahead(training: Training, state: TrainState, batch: Mapping[str, Any
   place. Logs the memory each device needs; where the runtime reports a device capacity
   (``device_capacity``) that the step exceeds, raises at once with the batch, the memory
   needed and the capacity instead of failing out of memory mid-run."""
-  return check_memory(compile_step(training, state, batch),
-                      jax.tree.leaves(batch)[0].shape[0])
+  with training.scope():
+    compiled = training.step.trace(*abstract_like((state, dict(batch)))).lower().compile()
+  return check_memory(compiled, jax.tree.leaves(batch)[0].shape[0])
 
 
 def abstract_like(tree: Any) -> Any:
@@ -214,13 +215,6 @@ def abstract_like(tree: Any) -> Any:
   shardings."""
   return jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=x.sharding),
                       tree)
-
-
-def compile_step(training: Training, state: TrainState, batch: Mapping[str, Any]) -> Any:
-  """The step compiled for ``state`` and global batches like ``batch`` (one trace, one
-  compile, in :meth:`Training.scope`)."""
-  with training.scope():
-    return training.step.trace(*abstract_like((state, dict(batch)))).lower().compile()
 
 
 def check_memory(compiled: Any, global_batch: int) -> Any:

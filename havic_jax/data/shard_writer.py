@@ -1,0 +1,111 @@
+"""The preparation's shard files: each shard's clip records as one ArrayRecord file with a
+``.json`` description beside it (``havic_jax.data.records`` names them), written so that each
+appears complete or not at all, and recognised as finished when a re-run finds them (resume).
+
+Both shard runners (``prepare.run_local`` and ``havic_jax.data.beam``) write shards with
+:func:`write_shard` from the :class:`VideoOutcome` of each video.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import pathlib
+import shutil
+import tempfile
+from typing import Any, Dict, Iterable, Iterator, Optional, Sequence, Tuple
+
+from etils import epath
+
+from havic_jax import storage
+from havic_jax.data import records
+from havic_jax.data.sources import VideoEntry
+
+
+@dataclasses.dataclass(frozen=True)
+class VideoOutcome:
+  """What ``prepare.process_video`` made of one video: its serialised clip records and the
+  number of clips it dropped, or (``rejection`` set, no records) why it yields no clip at all."""
+
+  video_id: str
+  records: Tuple[bytes, ...] = ()
+  clips_rejected: int = 0
+  rejection: Optional[Dict[str, str]] = None
+
+
+def staged_path(path: epath.Path) -> epath.Path:
+  """Where to write ``path`` so that it appears complete or not at all: a local file is
+  written as ``<name>.partial`` and renamed (:func:`publish`); an object store's upload is
+  already all or nothing, so a ``gs://`` object is written in place (a rename there is a copy)."""
+  return path if storage.is_remote(path) else path.with_name(path.name + ".partial")
+
+
+def publish(staged: epath.Path, path: epath.Path) -> None:
+  """Moves the file :func:`staged_path` gave for ``path`` into place."""
+  if staged != path:
+    staged.replace(path)
+
+
+def _write_array_record(path: epath.Path, data: Iterable[bytes]) -> None:
+  """Writes ``data`` as an ArrayRecord file at ``path``; the writer needs a local file, so a
+  remote ``path`` is written in the temporary directory first and then uploaded."""
+  from array_record.python.array_record_module import ArrayRecordWriter
+  if not storage.is_remote(path):
+    writer = ArrayRecordWriter(os.fspath(path), "group_size:1")
+    try:
+      for item in data:
+        writer.write(item)
+    finally:
+      writer.close()
+    return
+  with tempfile.TemporaryDirectory() as scratch:
+    local = pathlib.Path(scratch) / path.name
+    _write_array_record(epath.Path(local), data)
+    with local.open("rb") as source, path.open("wb") as target:
+      shutil.copyfileobj(source, target)
+
+
+def write_shard(output: storage.PathLike, index: int, count: int,
+                outcomes: Iterable[VideoOutcome]) -> Dict[str, Any]:
+  """Writes the records of ``outcomes`` (the shard's videos, in order; an iterator is
+  consumed as it is written) as shard ``index`` of ``count`` and its ``.json`` description;
+  returns the description."""
+  path = storage.path(output) / records.shard_name(index, count)
+  staged = staged_path(path)
+  videos, rejected, clip_rejections = [], [], 0
+  num_records = 0
+
+  def shard_records() -> Iterator[bytes]:
+    nonlocal num_records, clip_rejections
+    for outcome in outcomes:
+      if outcome.rejection is not None:
+        rejected.append(outcome.rejection)
+        continue
+      yield from outcome.records
+      videos.append({"video_id": outcome.video_id, "first_record": num_records,
+                     "clips": len(outcome.records), "clips_rejected": outcome.clips_rejected})
+      num_records += len(outcome.records)
+      clip_rejections += outcome.clips_rejected
+
+  _write_array_record(staged, shard_records())
+  publish(staged, path)
+  description = {"file": path.name, "records": num_records, "videos": videos,
+                 "rejected": rejected, "clips_rejected": clip_rejections}
+  sidecar = path.with_suffix(".json")
+  staged = staged_path(sidecar)
+  staged.write_text(json.dumps(description))
+  publish(staged, sidecar)
+  return description
+
+
+def finished_shard(output: epath.Path, index: int, count: int,
+                   entries: Sequence[VideoEntry]) -> Optional[Dict[str, Any]]:
+  """The description of a shard a previous run completed for the same videos, else None."""
+  sidecar = (output / records.shard_name(index, count)).with_suffix(".json")
+  if not sidecar.is_file() or not (output / records.shard_name(index, count)).is_file():
+    return None
+  description = json.loads(sidecar.read_text())
+  done = [v["video_id"] for v in description["videos"]] + [
+      r["video_id"] for r in description["rejected"]]
+  return description if sorted(done) == sorted(e.video_id for e in entries) else None
