@@ -50,18 +50,21 @@ def define_compilation_cache_flag() -> None:
       "compilation_cache", None,
       "Directory of JAX's persistent compilation cache: later runs of the same program load "
       "it instead of compiling (default: $JAX_COMPILATION_CACHE_DIR, else "
-      f"{DEFAULT_COMPILATION_CACHE}); 'off' turns it off.")
+      f"{DEFAULT_COMPILATION_CACHE} on GPUs and TPUs, none on CPUs); 'off' turns it off.")
 
 
 def enable_compilation_cache() -> Optional[str]:
   """Points JAX's persistent compilation cache at ``--compilation_cache`` (or its default) and
   returns the directory; None where it is off. Call before the first compile and after
-  ``jax.distributed.initialize``: processes joined by ``jax.distributed`` on CPUs run without
-  it (there the cache aborted the runs that read it)."""
+  ``jax.distributed.initialize``. On CPUs the cache is used only where a directory is named
+  (the flag or ``JAX_COMPILATION_CACHE_DIR``): processes loading cached XLA:CPU executables
+  have aborted (SIGABRT) on resuming runs. Processes joined by ``jax.distributed`` on CPUs run
+  without it whatever is named (there every resumed run aborted)."""
   import jax
-  directory = (flags.FLAGS.compilation_cache or os.environ.get("JAX_COMPILATION_CACHE_DIR")
-               or DEFAULT_COMPILATION_CACHE)
-  if directory != "off" and jax.process_count() > 1 and jax.default_backend() == "cpu":
+  named = flags.FLAGS.compilation_cache or os.environ.get("JAX_COMPILATION_CACHE_DIR")
+  cpu = jax.default_backend() == "cpu"
+  directory = named or ("off" if cpu else DEFAULT_COMPILATION_CACHE)
+  if directory != "off" and cpu and jax.process_count() > 1:
     absl_logging.info("compilation cache off: %d processes on CPUs", jax.process_count())
     directory = "off"
   if directory == "off":
@@ -70,26 +73,6 @@ def enable_compilation_cache() -> Optional[str]:
   jax.config.update("jax_enable_compilation_cache", True)
   jax.config.update("jax_compilation_cache_dir", directory)
   return directory
-
-
-def cpu_only_without_accelerators() -> None:
-  """On a host with neither TPU chips nor NVIDIA GPUs, where ``JAX_PLATFORMS`` is not set,
-  tells JAX the CPU is its platform before it looks for backends. Otherwise, with libtpu
-  installed (the ``tpu`` extra, which compiles TPU programs on any host), JAX would start
-  libtpu's runtime to find no chip, and libtpu prints start-up errors ("Failed to find host
-  bounds for accelerator type", "unexpected worker hostname ... TPU_WORKER_HOSTNAMES"). TPU
-  topologies still compile (``havic_jax.aot`` loads libtpu's compiler by itself)."""
-  if os.environ.get("JAX_PLATFORMS"):
-    return
-  import jax
-  try:  # JAX's own probe of the host's devices (private: other JAX versions may lack it)
-    from jax._src import hardware_utils
-    accelerators = (hardware_utils.num_available_tpu_chips_and_device_id()[0] > 0
-                    or hardware_utils.has_visible_nvidia_gpu())
-  except (ImportError, AttributeError):
-    return
-  if not accelerators:
-    jax.config.update("jax_platforms", "cpu")
 
 
 def config_fields(config: Any, prefix: str = "") -> List[str]:

@@ -67,12 +67,19 @@ def test_the_loop_with_the_ring_resumes_bit_identically(tmp_path, prepared_corpu
   """4 steps without the ring, against 4 steps with the ring two batches ahead, stopped after
   step 2 (a preemption notice: the checkpoint holds the pipeline position the ring recorded)
   and resumed: the same parameters, bit for bit."""
-  loop.run(run_config(0, prepared_corpus), str(tmp_path / "reference"))
-  interrupted = str(tmp_path / "interrupted")
-  with monkeypatch.context() as patch:
-    patch.setattr(loop.Preemption, "reached", lambda self, step: step == 2)
-    state, _ = loop.run(run_config(2, prepared_corpus), interrupted)
-  assert int(state.step) == 2
-  loop.run(run_config(2, prepared_corpus), interrupted)
+  # In one process, without the persistent compilation cache: loading XLA:CPU executables
+  # from it in the process that wrote them has aborted resumed runs
+  # (cli.enable_compilation_cache).
+  jax.config.update("jax_enable_compilation_cache", False)
+  try:
+    loop.run(run_config(0, prepared_corpus), str(tmp_path / "reference"))
+    interrupted = str(tmp_path / "interrupted")
+    with monkeypatch.context() as patch:
+      patch.setattr(loop.Preemption, "reached", lambda self, step: step == 2)
+      state, _ = loop.run(run_config(2, prepared_corpus), interrupted)
+    assert int(state.step) == 2
+    loop.run(run_config(2, prepared_corpus), interrupted)
+  finally:
+    jax.config.update("jax_enable_compilation_cache", True)
   jax.tree.map(np.testing.assert_array_equal, loading.load(str(tmp_path / "reference")).params,
                loading.load(interrupted).params)
