@@ -75,6 +75,26 @@ def enable_compilation_cache() -> Optional[str]:
   return directory
 
 
+def cpu_only_without_accelerators() -> None:
+  """On a host with neither TPU chips nor NVIDIA GPUs, where ``JAX_PLATFORMS`` is not set,
+  tells JAX the CPU is its platform before it looks for backends. Otherwise, with libtpu
+  installed (the ``tpu`` extra, which compiles TPU programs on any host), JAX would start
+  libtpu's runtime to find no chip, and libtpu prints start-up errors ("Failed to find host
+  bounds for accelerator type", "unexpected worker hostname ... TPU_WORKER_HOSTNAMES"). TPU
+  topologies still compile (``havic_jax.aot`` loads libtpu's compiler by itself)."""
+  if os.environ.get("JAX_PLATFORMS"):
+    return
+  import jax
+  try:  # JAX's own probe of the host's devices (private: other JAX versions may lack it)
+    from jax._src import hardware_utils
+    accelerators = (hardware_utils.num_available_tpu_chips_and_device_id()[0] > 0
+                    or hardware_utils.has_visible_nvidia_gpu())
+  except (ImportError, AttributeError):
+    return
+  if not accelerators:
+    jax.config.update("jax_platforms", "cpu")
+
+
 def config_fields(config: Any, prefix: str = "") -> List[str]:
   """Dotted names of every field of a ConfigDict, nested ones included."""
   names = []
