@@ -19,7 +19,6 @@ from configs import pretrain_tiny
 from havic_jax.checkpoints import loading, runs
 from havic_jax import sharding, storage
 from havic_jax.training import builder, loop
-from havic_jax.data.random_batches import synthetic_batches
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 STEPS = 8
@@ -131,8 +130,7 @@ def test_restore_onto_another_mesh(tmp_path):
     assert kernel.sharding.spec[0] == "fsdp" and kernel.addressable_shards[0].data.shape[0] == 16
     saved = loading.load(str(workdir)).params
     jax.tree.map(np.testing.assert_array_equal, jax.device_get(restored.params), saved)
-    batch = next(synthetic_batches(training.cfg, "pretrain", config.batch_size, config.seed,
-                                   start_step=2))
+    batch = next(training.random_batches(config.batch_size, start_step=2))
     key = jax.random.fold_in(restored.rng, restored.step)
     loss, _ = jax.jit(training.loss_fn)(restored.params, training.global_batch(batch), key)
   assert abs(float(loss) - logged_metrics["total"]) < 1e-5
