@@ -71,6 +71,17 @@ TIME_MASK = 100
 # the shortest span in units whatever r_min gives.
 PSEUDO_FAKES = {"probability": 0.5, "r_min": 0.0, "r_max": 1.0, "min_units": 2}
 
+# The paper's recipe (spec §11): the global batch its learning rates are tuned for, and the
+# run length, warm-up and restarts in epochs of the training data.
+REFERENCE_BATCH_SIZE = {"pretrain": 112, "finetune": 32}
+PAPER_EPOCHS = {"pretrain": 200.0, "finetune": 50.0}
+PRETRAIN_WARMUP_EPOCHS = 20.0
+FINETUNE_RESTART_EPOCHS = 10.0
+# How the learning rates follow the global batch (havic_jax.training.run_length.LR_SCALINGS).
+LR_SCALING = "sqrt"
+# The tiny model's batch, which its learning rates (tiny_optimizer) are tuned for.
+TINY_BATCH_SIZE = 8
+
 # The mesh axes (data, fsdp, tensor) batches are split over.
 BATCH_AXES = ("data", "fsdp")
 
@@ -104,7 +115,10 @@ def one_of(name: str, value: str, choices: Sequence[str]) -> str:
 # The type of every field whose default is None ("not set": another field decides), so that
 # the command line can set it (``--config.model.audio_segments=time``): such fields are
 # ml_collections placeholders, None-valued fields of a known type.
-OPTIONAL_FIELDS = {"audio_segments": str, "reconstruction_masked_only": bool}
+OPTIONAL_FIELDS = {"audio_segments": str, "reconstruction_masked_only": bool,
+                   "num_steps": int, "num_epochs": float, "warmup_steps": int,
+                   "warmup_epochs": float, "restart_every_steps": int,
+                   "restart_every_epochs": float}
 
 
 def with_placeholders(values: dict) -> ml_collections.ConfigDict:
@@ -184,7 +198,10 @@ def base_config(stage: str) -> ml_collections.ConfigDict:
   # (time segments for audio, reconstruction loss on masked tokens only).
   config.compat = "reference"
   config.seed = 0
-  config.num_steps = 1000
+  # The run's length (havic_jax.training.run_length): num_epochs passes over the training
+  # clips (the split's, plus every mixture component's) at the global batch_size, or
+  # num_steps, which overrides it where set.
+  config.update(with_placeholders({"num_epochs": None, "num_steps": None}))
   config.log_every = 10
   # Gradient accumulation: each step runs the batch as this many microbatches in sequence
   # (activation memory of batch_size / grad_accumulation_steps samples).
@@ -205,19 +222,26 @@ def base_config(stage: str) -> ml_collections.ConfigDict:
   config.init_from = ""
   mesh_and_rules(config)
 
+  # The learning rates below are tuned for reference_batch_size samples per step and follow
+  # the global batch_size by lr_scaling: "none", "linear" (× batch / reference) or "sqrt".
   config.optimizer = ml_collections.ConfigDict({
       "b1": 0.95, "b2": 0.999, "weight_decay": 0.05, "grad_clip_norm": 1.0,
+      "lr_scaling": LR_SCALING,
+      "reference_batch_size": REFERENCE_BATCH_SIZE[stage],
   })
   if stage == "pretrain":
     config.optimizer.update({
         "peak_learning_rate": 1.5e-4,
-        # "onecycle" (released code: 10 % warm-up from peak/25, cosine to peak/25e4, per
-        # step) or "warmup_cosine" (paper: linear warm-up then cosine to zero).
+        # "onecycle" (released code: warm-up from peak/25, cosine to peak/25e4, per step) or
+        # "warmup_cosine" (paper: linear warm-up then cosine to zero).
         "schedule": "onecycle",
-        "warmup_fraction": 0.1,
         "onecycle_div_factor": 25.0,
         "onecycle_final_div_factor": 1e4,
+        # The warm-up: warmup_steps where set, else warmup_epochs, else warmup_fraction of
+        # the run.
+        "warmup_fraction": 0.1,
     })
+    config.optimizer.update(with_placeholders({"warmup_epochs": None, "warmup_steps": None}))
     config.pretrain = with_placeholders({
         "video_mask_ratio": 0.9,      # tube masking (§5)
         "audio_mask_ratio": 0.8125,   # per segment (§5)
@@ -236,9 +260,11 @@ def base_config(stage: str) -> ml_collections.ConfigDict:
     config.optimizer.update({
         "pretrained_learning_rate": 1e-5,  # encoders + interaction module
         "new_learning_rate": 1e-4,         # reducers, pools, classifiers
-        "restart_every_steps": 500,        # cosine warm restarts (10 epochs in the paper)
         "learning_rate_floor": 1e-9,
     })
+    # Cosine warm restarts: every restart_every_steps where set, else restart_every_epochs.
+    config.optimizer.update(with_placeholders({"restart_every_epochs": None,
+                                               "restart_every_steps": None}))
   return config
 
 
@@ -248,15 +274,15 @@ def havic_config(stage: str, size: str) -> ml_collections.ConfigDict:
   config = base_config(stage)
   config.model = model_config(size)
   if size == "base":
+    config.batch_size = REFERENCE_BATCH_SIZE[stage]
+    config.num_epochs = PAPER_EPOCHS[stage]
     if stage == "pretrain":
-      config.batch_size = 112
-      config.num_steps = 200 * 400  # 200 epochs of LRS2 (about 45k clips) at batch 112
+      config.optimizer.warmup_epochs = PRETRAIN_WARMUP_EPOCHS
     else:
-      config.batch_size = 32
-      config.num_steps = 50 * 500  # 50 epochs of the FakeAVCeleb training split at batch 32
-      config.optimizer.restart_every_steps = 10 * 500
+      config.optimizer.restart_every_epochs = FINETUNE_RESTART_EPOCHS
     return config
-  config.batch_size = 8
+  config.batch_size = TINY_BATCH_SIZE
+  config.optimizer.reference_batch_size = TINY_BATCH_SIZE
   config.num_steps = 20
   config.log_every = 1
   config.data.source = "synthetic_corpus"

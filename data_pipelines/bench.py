@@ -1,7 +1,10 @@
-"""Input throughput: preparation clips/s and Grain loader samples/s per worker process.
+"""Input throughput: preparation clips/s, Grain loader samples/s per worker process, and the eval
+binary's window inputs per second.
 
   python -m data_pipelines.bench [--prepared=DIR] [--videos=16] [--workers=0,1,2] [--batches=20]
   python -m data_pipelines.bench --runners=local,beam --detect_every=1,4 --per_stage --batches=0
+  python -m data_pipelines.bench --eval_windows [--eval_data=DIR] --detect_every=1,2,4 \
+      --runners= --batches=0
 
 Without ``--prepared`` it generates the synthetic corpus (``--videos`` videos of 6.4 s, two
 clips each) in a temporary directory and times its preparation first, once per runner
@@ -12,6 +15,9 @@ loader computes) and the agreement of the ``--detect_every`` crops (and of centr
 detection on every frame: IoU of the crop boxes, mean absolute pixel difference of the crops.
 The loader is timed on pretraining or fine-tuning batches at the base model's input size
 (16×224×224 video, 1024×128 fbank), after one warm-up batch (``--batches=0``: not timed).
+``--eval_windows`` times the eval binary's window inputs of raw videos in one process (decoding,
+MTCNN on the sampled frames, crops at the base model's input size, fbank) per ``--detect_every``
+value, on ``--eval_data`` (a FakeAVCeleb directory or a CSV of videos) or the synthetic corpus.
 Prints tables and, with ``--json``, writes the figures.
 """
 
@@ -32,6 +38,7 @@ from absl import app, flags
 from configs import common
 from havic_jax import cli
 from havic_jax.data import input_pipeline, records
+from havic_jax.media.windows import MAX_SECONDS
 from havic_jax.models.config import ModelConfig
 
 FLAGS = flags.FLAGS
@@ -181,6 +188,28 @@ def crop_agreement(videos: Sequence[pathlib.Path], variants: Sequence[str]
   return results
 
 
+def time_eval_windows(data_path: str, detect_every: int) -> Dict[str, Any]:
+  """Windows/s of the eval binary's window inputs (``inputs.window_inputs``, workers=0) of the
+  videos of ``data_path`` with faces detected on every ``detect_every``-th sampled frame, after
+  one warm-up video (MTCNN loading). Per core: windows per CPU second of this process (all its
+  threads), which other jobs on the machine do not lower."""
+  from havic_jax.evaluation import inputs, videos
+  data = videos.load_data(data_path)
+  cfg = ModelConfig()
+  list(inputs.window_inputs(data.videos[:1], data, cfg, MAX_SECONDS, False, None, 0,
+                            detect_every=detect_every))
+  wall, cpu = time.perf_counter(), time.process_time()
+  made = list(inputs.window_inputs(data.videos, data, cfg, MAX_SECONDS, False, None, 0,
+                                   detect_every=detect_every))
+  wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
+  windows = sum(0 if w.video is None else len(w.video) for w in made)
+  statuses = {s: sum(w.status == s for w in made) for s in sorted({w.status for w in made})}
+  return {"stage": "eval_windows", "detect_every": detect_every, "videos": len(made),
+          "windows": windows, "seconds": wall, "cpu_seconds": cpu,
+          "windows_per_second": windows / wall, "windows_per_cpu_second": windows / cpu,
+          "statuses": statuses}
+
+
 def time_loader(data: records.PreparedData, stage: str, workers: int, batch_size: int,
                 batches: int) -> Dict[str, Any]:
   """samples/s of ``batches`` training batches after one warm-up batch."""
@@ -205,13 +234,17 @@ def time_loader(data: records.PreparedData, stage: str, workers: int, batch_size
 def run(prepared: str, videos: int, prepare_workers: int, workers: Sequence[int],
         stages: Sequence[str], batch_size: int, batches: int, runners: Sequence[str] = ("local",),
         detect_every: Sequence[int] = (1,), per_stage: bool = False,
-        videos_per_shard: int = 4) -> List[Dict[str, Any]]:
+        videos_per_shard: int = 4, eval_windows: bool = False, eval_data: str = ""
+        ) -> List[Dict[str, Any]]:
   results = []
   with tempfile.TemporaryDirectory() as scratch:
-    if not prepared:
+    corpus = pathlib.Path(scratch) / "videos"
+    if (not prepared and (per_stage or runners)) or (eval_windows and not eval_data):
       from havic_jax.data import synthetic
-      corpus = pathlib.Path(scratch) / "videos"
       synthetic.generate_corpus(corpus, videos, seed=0, duration=6.4)
+    if eval_windows:
+      results += [time_eval_windows(eval_data or str(corpus), every) for every in detect_every]
+    if not prepared:
       if per_stage:
         files = sorted(corpus.rglob("*.mp4"))
         results.append(stage_times(files))
@@ -242,6 +275,13 @@ def format_table(results: Sequence[Dict[str, Any]]) -> str:
                    f"p5 {r['iou_p5']:.4f}, min {r['iou_min']:.4f}; pixel MAD "
                    f"{r['pixel_mad']:.2f}; {r['clips_changed']} of {r['clips']} clips changed")
       continue
+    if r["stage"] == "eval_windows":
+      lines.append(f"eval windows (detect_every={r['detect_every']}): {r['windows']} windows of "
+                   f"{r['videos']} videos in {r['seconds']:.1f} s, "
+                   f"{r['windows_per_second']:.2f} windows/s, "
+                   f"{r['windows_per_cpu_second']:.2f} per CPU second; " +
+                   ", ".join(f"{n} {s}" for s, n in r["statuses"].items()))
+      continue
     unit = "clips" if r["stage"] == "prepare" else "samples"
     total, per_worker = r[f"{unit}_per_second"], r[f"{unit}_per_second_per_worker"]
     name = (f"{r['stage']} ({r['runner']}, detect_every={r['detect_every']})"
@@ -259,7 +299,7 @@ def main(argv: Sequence[str]) -> None:
   results = run(FLAGS.prepared, FLAGS.videos, FLAGS.prepare_workers,
                 [int(w) for w in FLAGS.workers], FLAGS.stages, FLAGS.batch_size, FLAGS.batches,
                 FLAGS.runners, [int(k) for k in FLAGS.detect_every], FLAGS.per_stage,
-                FLAGS.videos_per_shard)
+                FLAGS.videos_per_shard, FLAGS.eval_windows, FLAGS.eval_data)
   print(f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPU cores")
   print(format_table(results))
   if FLAGS.json:
@@ -277,9 +317,14 @@ def define_flags() -> None:
   flags.DEFINE_integer("videos_per_shard", 4, "Shard size of the timed preparation (the local "
                        "runner gives each worker whole shards: keep a shard per worker).",
                        lower_bound=1)
-  flags.DEFINE_list("detect_every", ["1"], "prepare --detect_every values to time.")
+  flags.DEFINE_list("detect_every", ["1"], "prepare (and eval --eval_windows) --detect_every "
+                    "values to time.")
   flags.DEFINE_bool("per_stage", False, "Also time each preparation stage per clip and "
                     "measure the crop agreement of --detect_every > 1 and of centre crops.")
+  flags.DEFINE_bool("eval_windows", False, "Also time the eval binary's window inputs (decode, "
+                    "faces, crops, fbank; one process) per --detect_every value.")
+  flags.DEFINE_string("eval_data", "", "Raw videos for --eval_windows: a FakeAVCeleb directory "
+                      "or a CSV (default: the synthetic corpus of --videos videos).")
   flags.DEFINE_list("workers", ["0", "1", "2"], "Loader worker-process counts to time "
                     "(0: decoding in the main process with Grain's reader threads).")
   flags.DEFINE_list("stages", ["pretrain", "finetune"], "Batch kinds to time.")

@@ -43,6 +43,35 @@ def quiet_libraries() -> None:
     absl_logging.get_absl_handler().addFilter(OwnInfoOnly())
 
 
+def define_distributed_flags() -> None:
+  """Flags of a process joined to others by ``jax.distributed`` (:func:`initialize_distributed`)
+  and of simulated CPU devices."""
+  flags.DEFINE_bool("multihost", False,
+                    "Call jax.distributed.initialize() (TPU pods, SLURM GPU clusters).")
+  flags.DEFINE_string("coordinator_address", None,
+                      "HOST:PORT of process 0 for jax.distributed (implies --multihost).")
+  flags.DEFINE_integer("num_processes", None, "Processes in the run (with "
+                       "--coordinator_address).")
+  flags.DEFINE_integer("process_id", None, "This process's index (with --coordinator_address).")
+  flags.DEFINE_integer("cpu_devices", None,
+                       "Simulate this many CPU devices per process (testing meshes without "
+                       "accelerators).")
+
+
+def initialize_distributed() -> None:
+  """Applies :func:`define_distributed_flags`' flags: the simulated CPU devices, then
+  ``jax.distributed.initialize`` with the explicit coordinator, or with what the cluster's
+  environment says (``--multihost``: Cloud TPU, SLURM)."""
+  import jax
+  if flags.FLAGS.cpu_devices:
+    jax.config.update("jax_num_cpu_devices", flags.FLAGS.cpu_devices)
+  if flags.FLAGS.coordinator_address:
+    jax.distributed.initialize(flags.FLAGS.coordinator_address, flags.FLAGS.num_processes,
+                               flags.FLAGS.process_id)
+  elif flags.FLAGS.multihost:
+    jax.distributed.initialize()
+
+
 def define_compilation_cache_flag() -> None:
   """``--compilation_cache`` of the commands that compile (read by
   :func:`enable_compilation_cache`)."""

@@ -78,7 +78,7 @@ def recipe_configs(detector: str, configs: str, data: str, steps: Dict[str, Opti
       config.data.real_only = True
     if steps.get(stage):
       config.num_steps = steps[stage]
-    config.log_every = min(log_every, config.num_steps)
+    config.log_every = min(log_every, config.num_steps or log_every)
     stage_configs.append((spelling, config))
   return stage_configs
 
@@ -88,11 +88,14 @@ def train_recipe(detector: str, configs: Sequence[Tuple[str, Any]], workdir: epa
   """Runs the stages in order (each from the previous one's workdir) -> the last workdir and
   the runs."""
   from havic_jax.checkpoints import runs
-  from havic_jax.training import loop
+  from havic_jax.data import records
+  from havic_jax.training import builder, loop
   previous: Optional[epath.Path] = None
   stage_runs = []
   for name, config in configs:
     stage_dir = workdir / detector / config.stage
+    # Its length in steps (from epochs of its training clips, where it counts epochs).
+    config = builder.with_run_length(config, records.open_prepared(config.data.path))
     if previous is not None:
       config.init_from = str(previous)
     seconds = None

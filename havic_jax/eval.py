@@ -32,18 +32,20 @@ from __future__ import annotations
 
 import datetime
 import pathlib
-from typing import Any, Dict, List, Optional, Sequence, Tuple
+from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
 import jax
 from absl import app, flags
+from jax.experimental import multihost_utils
 
 from havic_jax import cli, detectors, sharding, storage
 from havic_jax.checkpoints import loading, released
 from havic_jax.checkpoints.loading import Checkpoint
 from havic_jax.data import sources
-from havic_jax.evaluation import per_video, protocols, reports
+from havic_jax.evaluation import (per_video, protocols, reports, shard_scoring,
+                                  window_shards)
 from havic_jax.evaluation.scoring import WindowScorer
-from havic_jax.evaluation.videos import load_data
+from havic_jax.evaluation.videos import EvalData, EvalVideo, load_data
 from havic_jax.media import reencode, windows
 
 FLAGS = flags.FLAGS
@@ -53,11 +55,21 @@ def run(checkpoint: str, data_path: str, protocol: str, output: str, *, scorer: 
         step: Optional[int] = None, split: Optional[str] = None, no_audio: bool = False,
         max_seconds: float = windows.MAX_SECONDS, batch_size: int = 32, workers: int = 0,
         limit: Optional[int] = None, split_seed: int = sources.FAKEAVCELEB_SPLIT_SEED,
-        split_by: str = "video") -> Dict[str, Any]:
+        split_by: str = "video", detect_every: int = 1, windows: str = "",
+        windows_only: bool = False, runner: str = "local", beam_options: str = "",
+        videos_per_shard: int = 16) -> Dict[str, Any]:
   """Scores ``protocol`` on ``data_path`` with ``checkpoint``; writes the report to ``output``.
+  ``detect_every``: the face detector runs on every k-th sampled frame of a raw video and its
+  last, the boxes in between interpolated (1: every sampled frame).
+
+  ``windows``: a directory of window shards (``evaluation.window_shards``): the videos are cut
+  into windows there first (``runner`` "local" on ``workers`` processes, or "beam" with
+  ``beam_options``; ``windows_only`` stops after that), then every process joined by
+  ``jax.distributed`` scores its share of the shards on its own devices into ``output``
+  (``evaluation.shard_scoring``, resumable) and process 0 writes the report.
 
   Returns {"results": [ProtocolResult], "videos": [VideoResult], "files": {name: path},
-  "throughput": {...}}."""
+  "throughput": {...}} (empty on processes other than 0 and with ``windows_only``)."""
   if protocol not in protocols.PROTOCOLS:
     raise ValueError(f"--protocol must be one of {protocols.PROTOCOLS}, got {protocol!r}")
   classifier = scorer == "classifier"
@@ -68,7 +80,7 @@ def run(checkpoint: str, data_path: str, protocol: str, output: str, *, scorer: 
   paths = protocols.parse_checkpoints(checkpoint)
   if protocol != "fakeavceleb_loo" and None not in paths:
     raise ValueError("CATEGORY=PATH checkpoints are for --protocol=fakeavceleb_loo only")
-  mesh = sharding.make_mesh({"data": -1, "fsdp": 1, "tensor": 1})
+  mesh = sharding.make_mesh({"data": -1, "fsdp": 1, "tensor": 1}, jax.local_devices())
   loaded: Dict[str, Checkpoint] = {}
   scorers: Dict[str, WindowScorer] = {}
   for path in sorted(set(paths.values())):
@@ -84,25 +96,42 @@ def run(checkpoint: str, data_path: str, protocol: str, output: str, *, scorer: 
     notes.append("one checkpoint scored every category; leave-one-out numbers need one model "
                  "per held-out category (--checkpoint=RVFA=DIR,...)")
 
-  all_results: List[reports.VideoResult] = []
   groups: Dict[str, List[reports.VideoResult]] = {}
   throughput: Dict[str, Dict[str, float]] = {}
   conditions = [None] + (list(reencode.CONDITIONS) if protocol == "robustness" else [])
   cache: Dict[Tuple[str, str, Optional[str]], reports.VideoResult] = {}
+  if windows:
+    if len(scorers) > 1:
+      raise ValueError("--windows scores with one checkpoint; score each CATEGORY=PATH "
+                       "checkpoint of fakeavceleb_loo in a run of its own")
+    path, window_scorer = next(iter(scorers.items()))
+    options = window_shards.WindowOptions(window_scorer.cfg, max_seconds, no_audio,
+                                          window_scorer.face_tracks, detect_every)
+    merged, speed = windows_results(
+        windows, data, columns, conditions, window_scorer, options, output, windows_only,
+        runner=runner, beam_options=beam_options, videos_per_shard=videos_per_shard,
+        workers=workers)
+    if merged is None:
+      return {"results": [], "videos": [], "files": {}, "throughput": {}}
+    cache = {(path,) + key: result for key, result in merged.items()}
+    throughput["windows"] = speed
   for name, videos in columns.items():
     for condition in conditions:
       path = paths.get(name if name in paths else None) or paths[None]
       todo = [v for v in videos if (path, v.video_id, condition) not in cache]
       label = name if condition is None else condition
-      scored, speed = per_video.score_videos(todo, data, scorers[path], max_seconds, no_audio,
-                                             workers, condition,
-                                             description=f"scoring {label}")
-      throughput[label] = speed
-      for video, result in zip(todo, scored):
-        cache[(path, video.video_id, condition)] = result
-        all_results.append(result)
+      if todo:
+        scored, speed = per_video.score_videos(todo, data, scorers[path], max_seconds, no_audio,
+                                               workers, condition,
+                                               description=f"scoring {label}",
+                                               detect_every=detect_every)
+        throughput[label] = speed
+        for video, result in zip(todo, scored):
+          cache[(path, video.video_id, condition)] = result
       column = protocols.CLEAN if protocol == "robustness" and condition is None else label
       groups[column] = [cache[(path, v.video_id, condition)] for v in videos]
+  # Every result once, in the order the columns first name it.
+  all_results = list({id(r): r for group in groups.values() for r in group}.values())
   generators = {v.video_id: v.generator for v in data.videos}
   method = pathlib.Path(next(iter(paths.values()))).name if len(paths) == 1 else "per-category"
   thresholded = classifier and all(detectors.DETECTORS[loaded[path].detector].thresholded
@@ -112,6 +141,7 @@ def run(checkpoint: str, data_path: str, protocol: str, output: str, *, scorer: 
   tables = protocols.protocol_results(protocol, method, groups, generators, thresholded, notes)
   meta = {
       "protocol": protocol, "scorer": scorer, "no_audio": no_audio, "max_seconds": max_seconds,
+      "detect_every": detect_every,
       "checkpoints": {str(k or "all"): loaded[p].description for k, p in paths.items()},
       "data": {"path": data.path, "kind": data.kind, "sha256": data.hash,
                "videos": sum(len(v) for v in columns.values())},
@@ -124,20 +154,66 @@ def run(checkpoint: str, data_path: str, protocol: str, output: str, *, scorer: 
   return {"results": tables, "videos": all_results, "files": files, "throughput": throughput}
 
 
+def windows_results(windows: str, data: EvalData, columns: Mapping[str, Sequence[EvalVideo]],
+                    conditions: Sequence[Optional[str]], scorer: WindowScorer,
+                    options: window_shards.WindowOptions, output: str, windows_only: bool, *,
+                    runner: str, beam_options: str, videos_per_shard: int, workers: int
+                    ) -> Tuple[Optional[Dict[Tuple[str, Optional[str]], reports.VideoResult]],
+                               Dict[str, float]]:
+  """The results of every (video, condition) of ``columns`` × ``conditions`` scored from the
+  window shards in ``windows``: cuts them first where ``windows_only`` asks, or where a single
+  process finds them unfinished; this process scores its share; after every process has,
+  process 0 merges them all. Returns (results, this process's throughput); results None with
+  ``windows_only`` and on processes other than 0."""
+  if data.kind == "prepared":
+    raise ValueError("--windows cuts raw videos; prepared shards are windows already: score "
+                     "them without --windows")
+  tasks = list({(v.video_id, c): window_shards.Task(v.video_id, v.path, c)
+                for videos in columns.values() for c in conditions for v in videos}.values())
+  described = {"path": data.path, "kind": data.kind, "sha256": data.hash}
+  if windows_only or jax.process_count() == 1:
+    manifest = window_shards.write_windows(windows, tasks, options, described,
+                                           videos_per_shard, runner, beam_options, workers)
+    if windows_only:
+      return None, {}
+  manifest = window_shards.open_windows(windows, options, described)
+  speed = shard_scoring.score_shards(windows, manifest, scorer,
+                                     {v.video_id: v for v in data.videos}, output,
+                                     jax.process_index(), jax.process_count())
+  if jax.process_count() > 1:
+    multihost_utils.sync_global_devices("havic_jax.eval: every shard scored")
+  if jax.process_index() != 0:
+    return None, speed
+  return shard_scoring.merged_results(output, manifest), speed
+
+
 def main(argv: Sequence[str]) -> None:
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+  if FLAGS.windows_only and not FLAGS.windows:
+    raise app.UsageError("--windows_only needs --windows=DIR, where the window shards go")
+  if not (FLAGS.output or FLAGS.windows_only):
+    raise app.UsageError("--output=DIR is required (except with --windows_only)")
   checkpoints = (item.rpartition("=") for item in FLAGS.checkpoint.split(","))
   cli.check_paths(inputs={"--data": FLAGS.data,
                           **{"--checkpoint" + (f" ({category})" if category else ""): path
                              for category, _, path in checkpoints}},
-                  output_dirs={"--output": FLAGS.output})
+                  output_dirs={"--output": FLAGS.output, "--windows": FLAGS.windows})
+  cli.initialize_distributed()
   cli.enable_compilation_cache()
   outcome = run(FLAGS.checkpoint, FLAGS.data, FLAGS.protocol, FLAGS.output, scorer=FLAGS.scorer,
                 step=FLAGS.step, split=FLAGS.split, no_audio=FLAGS.no_audio,
                 max_seconds=FLAGS.max_seconds, batch_size=FLAGS.batch_size,
                 workers=FLAGS.workers, limit=FLAGS.limit, split_seed=FLAGS.split_seed,
-                split_by=FLAGS.split_by)
+                split_by=FLAGS.split_by, detect_every=FLAGS.detect_every,
+                windows=FLAGS.windows, windows_only=FLAGS.windows_only, runner=FLAGS.runner,
+                beam_options=FLAGS.beam_options, videos_per_shard=FLAGS.videos_per_shard)
+  if FLAGS.windows_only:
+    print(f"windows: {storage.path(FLAGS.windows)}; score them with the same command without "
+          f"--windows_only (on any number of hosts: --multihost)")
+    return
+  if jax.process_index() != 0:  # process 0 writes and prints the report
+    return
   for table in outcome["results"]:
     cells = ", ".join(f"{column} " + "/".join(f"{values.get(m, float('nan')) * 100:.2f}"
                                               for m in table.metric_names)
@@ -159,7 +235,8 @@ def define_flags() -> None:
   flags.DEFINE_string("data", None, "CSV of videos, FakeAVCeleb directory, prepared shards, or "
                       "a folder of (unlabelled) videos.")
   flags.DEFINE_enum("protocol", "all", protocols.PROTOCOLS, "Evaluation protocol.")
-  flags.DEFINE_string("output", None, "Directory for the report files.")
+  flags.DEFINE_string("output", None, "Directory for the report files (required except with "
+                      "--windows_only).")
   flags.DEFINE_enum("scorer", "classifier", ["classifier", "coherence"],
                     "classifier: the checkpoint's detector (HAVIC: the fine-tuned heads); "
                     "coherence: audio-visual agreement of the "
@@ -173,12 +250,31 @@ def define_flags() -> None:
   flags.DEFINE_integer("batch_size", 32, "Windows per device batch (global).", lower_bound=1)
   flags.DEFINE_integer("workers", 0, "Processes decoding videos and finding faces (0: this one).",
                        lower_bound=0)
+  flags.DEFINE_integer("detect_every", 1, "Run the face detector on every k-th sampled frame "
+                       "of a raw video (and its last) and interpolate the boxes in between: "
+                       "about k times less detection time for crops that can lag a moving "
+                       "face (1: every frame; BENCHMARKS.md has the speed and AUC for k = 2, "
+                       "4). Prepared shards keep their stored crops.", lower_bound=1)
   flags.DEFINE_integer("limit", None, "Score at most this many videos per column (a quick look).")
   flags.DEFINE_integer("split_seed", sources.FAKEAVCELEB_SPLIT_SEED,
                        "Seed of FakeAVCeleb's 70/30 split (raw FakeAVCeleb directories).")
   flags.DEFINE_enum("split_by", "video", ["video", "identity"],
                     "FakeAVCeleb split drawn by video (the paper) or by identity.")
-  flags.mark_flags_as_required(["checkpoint", "data", "output"])
+  flags.DEFINE_string("windows", "", "Directory of window shards: the videos are cut into "
+                      "windows there first (resuming), then scored from them by every process "
+                      "(--multihost) into --output/scores (resuming); see --windows_only.")
+  flags.DEFINE_bool("windows_only", False, "Only cut the windows into --windows (on CPU "
+                    "machines, or an Apache Beam pipeline with --runner=beam); score them "
+                    "later with the same command without this flag.")
+  flags.DEFINE_enum("runner", "local", window_shards.RUNNERS, "Who cuts the windows: local "
+                    "(--workers processes) or beam (an Apache Beam pipeline, --beam_options).")
+  flags.DEFINE_string("beam_options", "--runner=DirectRunner", "Apache Beam pipeline options "
+                      "for --runner=beam, e.g. \"--runner=DataflowRunner --project=P "
+                      "--region=R --temp_location=gs://B/tmp\".")
+  flags.DEFINE_integer("videos_per_shard", 16, "Videos per window shard (a unit of resume and "
+                       "of each process's share of the scoring).", lower_bound=1)
+  cli.define_distributed_flags()
+  flags.mark_flags_as_required(["checkpoint", "data"])
 
 
 if __name__ == "__main__":

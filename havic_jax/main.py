@@ -24,15 +24,7 @@ config_flags.DEFINE_config_file(
     "config", None, "Config file (configs/*.py); override fields with --config.x=y.",
     lock_config=True)
 flags.DEFINE_string("workdir", None, "Directory for checkpoints, metrics and images.")
-flags.DEFINE_bool("multihost", False,
-                  "Call jax.distributed.initialize() (TPU pods, SLURM GPU clusters).")
-flags.DEFINE_string("coordinator_address", None,
-                    "HOST:PORT of process 0 for jax.distributed (implies --multihost).")
-flags.DEFINE_integer("num_processes", None, "Processes in the run (with --coordinator_address).")
-flags.DEFINE_integer("process_id", None, "This process's index (with --coordinator_address).")
-flags.DEFINE_integer("cpu_devices", None,
-                     "Simulate this many CPU devices per process (testing meshes without "
-                     "accelerators).")
+cli.define_distributed_flags()
 cli.define_compilation_cache_flag()
 flags.mark_flags_as_required(["config", "workdir"])
 
@@ -41,12 +33,7 @@ def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
   import jax  # imported here so --help works without touching devices
-  if FLAGS.cpu_devices:
-    jax.config.update("jax_num_cpu_devices", FLAGS.cpu_devices)
-  if FLAGS.coordinator_address:
-    jax.distributed.initialize(FLAGS.coordinator_address, FLAGS.num_processes, FLAGS.process_id)
-  elif FLAGS.multihost:
-    jax.distributed.initialize()
+  cli.initialize_distributed()
   config = FLAGS.config
   cli.check_paths(
       inputs={"--config.data.path": config.data.path if config.data.source == "prepared" else "",
@@ -72,8 +59,9 @@ def summary(config: Any, workdir: str, step: int, metrics: Mapping[str, float]) 
   stages = detectors.info(config).stages
   names = sorted((k for k in metrics if k not in THROUGHPUT), key=lambda k: k != "total")
   logged = ", ".join(f"{k} {metrics[k]:.4g}" for k in names)  # the total loss first
+  num_steps = runs.read_config(workdir).num_steps  # as the run derived it
   lines = [f"done: {detectors.detector_name(config)} {config.stage}, step {step} of "
-           f"{config.num_steps}",
+           f"{num_steps}",
            f"  final (last logging window): {logged}",
            f"  checkpoints: {root / runs.CHECKPOINT_DIR}",
            f"  TensorBoard: tensorboard --logdir={root / TENSORBOARD_DIR}"]

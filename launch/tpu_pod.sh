@@ -8,8 +8,11 @@
 #     --config.data.path=/mnt/BUCKET/lrs2_prepared --config.model.dtype=bfloat16 \
 #     --config.model.scan_layers=True --config.model.remat=True \
 #     --config.model.remat_policy=nothing_saveable
-# v5p-128 / v6e-256 at global batch 4096: the same plus --config.batch_size=4096
-#   --config.num_steps=2200 (check first: python -m havic_jax.aot --topology=v5p:4x4x4 ...).
+# v5p-128 / v6e-256 at global batch 4096: the same plus --config.batch_size=4096. The run
+#   length stays 200 epochs with 20 of warm-up, converted to steps from the data's clip count,
+#   and the peak learning rate follows the batch (optimizer.lr_scaling, sqrt by default: 1.5e-4
+#   × sqrt(4096 / 112) ≈ 9.1e-4); the run logs both at start-up. Check the step first:
+#   python -m havic_jax.aot --config=configs/pretrain_base.py --topology=v5p:4x4x4 --batch=4096
 set -euo pipefail
 tpu=$1 zone=$2 workdir=$3
 config=${4:-configs/pretrain_base.py}

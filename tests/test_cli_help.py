@@ -14,6 +14,8 @@ COMMANDS = {
     "havic_jax.bench": ("--config", "--mode"),
     "havic_jax.aot": ("--config", "--topology", "--per_chip_batch", "--find_batch", "--output"),
     "havic_jax.compare": ("--detectors", "--data", "--eval_data", "--workdir"),
+    "havic_jax.batch_scaling": ("--config", "--workdir", "--batches", "--scalings", "--seeds",
+                                "--samples"),
     "havic_jax.export": ("--workdir", "--output", "--step", "--modules"),
     "havic_jax.convert": ("--source", "--input", "--output", "--config"),
     "havic_jax.models.summary": ("--config",),

@@ -10,7 +10,7 @@ also run another binary):
   checkpoints
   evaluation
   training
-  binaries     main, eval, bench, aot, compare, export, convert
+  binaries     main, eval, bench, aot, compare, export, convert, batch_scaling
 
 ``havic_jax`` never imports ``configs`` or ``data_pipelines``; configs import only
 ``ml_collections``, the standard library and ``configs`` itself.
@@ -32,7 +32,7 @@ LAYERS = (
     ("checkpoints",),
     ("evaluation",),
     ("training",),
-    ("main", "eval", "bench", "aot", "compare", "export", "convert"),
+    ("main", "eval", "bench", "aot", "compare", "export", "convert", "batch_scaling"),
 )
 RANK = {part: rank for rank, parts in enumerate(LAYERS) for part in parts}
 CONFIG_IMPORTS = {"ml_collections", "configs"}

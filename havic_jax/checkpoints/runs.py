@@ -81,6 +81,11 @@ def write_config(workdir: str, config: ml_collections.ConfigDict) -> None:
     (path / CONFIG_FILE).write_text(config.to_json_best_effort(indent=1))
 
 
+def has_config(workdir: str) -> bool:
+  """Whether ``workdir`` holds a run's ``config.json``."""
+  return (storage.path(workdir) / CONFIG_FILE).is_file()
+
+
 def read_config(workdir: str) -> ml_collections.ConfigDict:
   path = storage.path(workdir) / CONFIG_FILE
   if not path.is_file():

@@ -1,5 +1,5 @@
-"""The preparation's shard runner as an Apache Beam pipeline: ``prepare --runner=beam``
-(``[beam]`` extra).
+"""Sharded jobs as Apache Beam pipelines (``[beam]`` extra): the preparation's shard runner
+(``prepare --runner=beam``) and, through :func:`run_sharded`, the eval binary's window shards.
 
   list videos -> spread over workers -> process_video per video (decode, cut clips, crop
   faces, encode records) -> group by shard -> write_shard per shard
@@ -26,7 +26,7 @@ import functools
 import json
 import os
 import shlex
-from typing import Any, Dict, Iterable, List, Mapping, Sequence, Tuple
+from typing import Any, Callable, Dict, Iterable, List, Mapping, Sequence, Tuple
 
 import apache_beam as beam
 from absl import logging
@@ -54,9 +54,11 @@ def entry_from_fields(fields: Dict[str, Any]) -> VideoEntry:
   return VideoEntry(**{**fields, "splits": tuple(fields["splits"])})
 
 
-def listing_lines(pending: Mapping[int, Sequence[VideoEntry]]) -> List[str]:
-  """One JSON line per pending video: its shard, its position in the shard, its entry."""
-  return [json.dumps({"shard": shard, "position": position, "entry": entry_fields(entry)})
+def listing_lines(pending: Mapping[int, Sequence[Any]],
+                  fields: Callable[[Any], Dict[str, Any]] = entry_fields) -> List[str]:
+  """One JSON line per pending entry (a video): its shard, its position in the shard, and
+  ``fields(entry)`` (JSON-ready)."""
+  return [json.dumps({"shard": shard, "position": position, "entry": fields(entry)})
           for shard, entries in sorted(pending.items())
           for position, entry in enumerate(entries)]
 
@@ -67,41 +69,78 @@ def read_listing(location: str) -> List[str]:
   return storage.path(location).read_text().splitlines()
 
 
-class ProcessVideo(beam.DoFn):
-  """(shard, (position, VideoOutcome)) of one listing line, counting videos and clips."""
+class ProcessItem(beam.DoFn):
+  """(shard, (position, outcome)) of one listing line: ``process(line["entry"])``, counted by
+  ``count(outcome)`` ({counter name: increment}) in the ``namespace`` counters."""
 
-  def __init__(self, options: PrepareOptions):
+  def __init__(self, process: Callable[[Any], Any], count: Callable[[Any], Dict[str, int]],
+               namespace: str):
     super().__init__()
-    self._options = options
-    self._videos = Metrics.counter(COUNTER_NAMESPACE, "videos")
-    self._rejected = Metrics.counter(COUNTER_NAMESPACE, "videos_rejected")
-    self._clips = Metrics.counter(COUNTER_NAMESPACE, "clips")
+    self._process, self._count, self._namespace = process, count, namespace
 
-  def process(self, line: str) -> Iterable[Tuple[int, Tuple[int, VideoOutcome]]]:
+  def process(self, line: str) -> Iterable[Tuple[int, Tuple[int, Any]]]:
     item = json.loads(line)
-    outcome = process_video(entry_from_fields(item["entry"]), self._options)
-    self._videos.inc()
-    self._rejected.inc(outcome.rejection is not None)
-    self._clips.inc(len(outcome.records))
+    outcome = self._process(item["entry"])
+    for name, increment in self._count(outcome).items():
+      Metrics.counter(self._namespace, name).inc(increment)
     yield item["shard"], (item["position"], outcome)
 
 
 class WriteShard(beam.DoFn):
-  """Writes one shard from its videos' outcomes, in listing order; yields the shard index."""
+  """``write(shard, outcomes in listing order)`` for one shard; yields the shard index."""
 
-  def __init__(self, output: str, count: int):
+  def __init__(self, write: Callable[[int, Iterable[Any]], None], namespace: str):
     super().__init__()
-    self._output = output
-    self._count = count
-    self._shards = Metrics.counter(COUNTER_NAMESPACE, "shards")
+    self._write, self._namespace = write, namespace
 
-  def process(self, element: Tuple[int, Iterable[Tuple[int, VideoOutcome]]]) -> Iterable[int]:
+  def process(self, element: Tuple[int, Iterable[Tuple[int, Any]]]) -> Iterable[int]:
     shard, outcomes = element
-    description = write_shard(self._output, shard, self._count,
-                              (outcome for _, outcome in sorted(outcomes, key=lambda o: o[0])))
-    self._shards.inc()
-    logging.info("wrote %s: %d clips", description["file"], description["records"])
+    self._write(shard, (outcome for _, outcome in sorted(outcomes, key=lambda o: o[0])))
+    Metrics.counter(self._namespace, "shards").inc()
     yield shard
+
+
+def run_sharded(listing: epath.Path, lines: Sequence[str], process: Callable[[Any], Any],
+                count: Callable[[Any], Dict[str, int]], write: Callable[[int, Iterable[Any]], None],
+                beam_options: str, namespace: str) -> Dict[str, int]:
+  """The Beam pipeline of a sharded job: the listing ``lines`` (:func:`listing_lines`) are
+  written to ``listing``, spread over the workers, each entry ``process``-ed, and each shard's
+  outcomes ``write``-n in listing order; every callable must pickle (module functions,
+  ``functools.partial``). Returns the totals of the ``namespace`` counters (``count``'s names
+  and ``shards``)."""
+  listing.write_text("".join(line + "\n" for line in lines))
+  pipeline = beam.Pipeline(options=PipelineOptions(shlex.split(beam_options)))
+  _ = (pipeline
+       | "Listing" >> beam.Create([os.fspath(listing)])
+       | "ListEntries" >> beam.FlatMap(read_listing)
+       | "Spread" >> beam.Reshuffle()
+       | "Process" >> beam.ParDo(ProcessItem(process, count, namespace))
+       | "ByShard" >> beam.GroupByKey()
+       | "WriteShard" >> beam.ParDo(WriteShard(write, namespace)))
+  result = pipeline.run()
+  result.wait_until_finish()
+  listing.unlink()
+  totals: Dict[str, int] = {}
+  for counter in result.metrics().query()["counters"]:
+    if counter.key.metric.namespace == namespace:
+      value = counter.committed if counter.committed is not None else counter.attempted
+      totals[counter.key.metric.name] = totals.get(counter.key.metric.name, 0) + (value or 0)
+  return totals
+
+
+def _prepare_video(fields: Dict[str, Any], options: PrepareOptions) -> VideoOutcome:
+  return process_video(entry_from_fields(fields), options)
+
+
+def _prepare_counts(outcome: VideoOutcome) -> Dict[str, int]:
+  return {"videos": 1, "videos_rejected": int(outcome.rejection is not None),
+          "clips": len(outcome.records)}
+
+
+def _write_prepared_shard(shard: int, outcomes: Iterable[VideoOutcome], output: str,
+                          count: int) -> None:
+  description = write_shard(output, shard, count, outcomes)
+  logging.info("wrote %s: %d clips", description["file"], description["records"])
 
 
 def run(output: epath.Path, count: int, pending: Mapping[int, Sequence[VideoEntry]],
@@ -109,25 +148,13 @@ def run(output: epath.Path, count: int, pending: Mapping[int, Sequence[VideoEntr
   """Prepares the ``pending`` shards (index -> its videos, of ``count`` shards) into
   ``output`` with a Beam pipeline built from the command-line ``beam_options``; logs the
   totals of the ``prepare`` counters."""
-  listing = output / LISTING
-  listing.write_text("".join(line + "\n" for line in listing_lines(pending)))
-  pipeline = beam.Pipeline(options=PipelineOptions(shlex.split(beam_options)))
-  _ = (pipeline
-       | "Listing" >> beam.Create([os.fspath(listing)])
-       | "ListVideos" >> beam.FlatMap(read_listing)
-       | "Spread" >> beam.Reshuffle()
-       | "ProcessVideo" >> beam.ParDo(ProcessVideo(options))
-       | "ByShard" >> beam.GroupByKey()
-       | "WriteShard" >> beam.ParDo(WriteShard(os.fspath(output), count)))
-  result = pipeline.run()
-  result.wait_until_finish()
-  listing.unlink()
-  totals = {name: 0 for name in COUNTERS}
-  for counter in result.metrics().query()["counters"]:
-    if counter.key.metric.namespace == COUNTER_NAMESPACE:
-      value = counter.committed if counter.committed is not None else counter.attempted
-      totals[counter.key.metric.name] += value or 0
-  logging.info("Beam preparation: %s", ", ".join(f"{n} {k}" for k, n in totals.items()))
+  totals = run_sharded(
+      output / LISTING, listing_lines(pending),
+      functools.partial(_prepare_video, options=options), _prepare_counts,
+      functools.partial(_write_prepared_shard, output=os.fspath(output), count=count),
+      beam_options, COUNTER_NAMESPACE)
+  logging.info("Beam preparation: %s",
+               ", ".join(f"{totals.get(k, 0)} {k}" for k in COUNTERS))
 
 
 def runner(beam_options: str) -> ShardRunner:

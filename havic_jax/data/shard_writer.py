@@ -47,7 +47,7 @@ def publish(staged: epath.Path, path: epath.Path) -> None:
     staged.replace(path)
 
 
-def _write_array_record(path: epath.Path, data: Iterable[bytes]) -> None:
+def write_array_record(path: epath.Path, data: Iterable[bytes]) -> None:
   """Writes ``data`` as an ArrayRecord file at ``path``; the writer needs a local file, so a
   remote ``path`` is written in the temporary directory first and then uploaded."""
   from array_record.python.array_record_module import ArrayRecordWriter
@@ -61,7 +61,7 @@ def _write_array_record(path: epath.Path, data: Iterable[bytes]) -> None:
     return
   with tempfile.TemporaryDirectory() as scratch:
     local = pathlib.Path(scratch) / path.name
-    _write_array_record(epath.Path(local), data)
+    write_array_record(epath.Path(local), data)
     with local.open("rb") as source, path.open("wb") as target:
       shutil.copyfileobj(source, target)
 
@@ -88,7 +88,7 @@ def write_shard(output: storage.PathLike, index: int, count: int,
       num_records += len(outcome.records)
       clip_rejections += outcome.clips_rejected
 
-  _write_array_record(staged, shard_records())
+  write_array_record(staged, shard_records())
   publish(staged, path)
   description = {"file": path.name, "records": num_records, "videos": videos,
                  "rejected": rejected, "clips_rejected": clip_rejections}

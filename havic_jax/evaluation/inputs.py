@@ -59,10 +59,10 @@ def _track_windows(media: Any, plan: windows.WindowPlan, size: int
   return per_track
 
 
-def _video_inputs(task: Tuple[str, ModelConfig, float, bool, Optional[str], bool]
-                  ) -> WindowInputs:
+def raw_video_inputs(task: Tuple[str, ModelConfig, float, bool, Optional[str], bool, int]
+                     ) -> WindowInputs:
   """Decodes, re-encodes (robustness), cuts and featurises one raw video; never raises."""
-  path, cfg, max_seconds, no_audio, condition, face_tracks = task
+  path, cfg, max_seconds, no_audio, condition, face_tracks, detect_every = task
   try:
     if condition is not None:
       with tempfile.TemporaryDirectory() as scratch:
@@ -74,7 +74,8 @@ def _video_inputs(task: Tuple[str, ModelConfig, float, bool, Optional[str], bool
   except decode.MediaError as error:
     return WindowInputs("unreadable", str(error))
   try:
-    cut = windows.extract_windows(media, process_detector(mtcnn_detector), max_seconds)
+    cut = windows.extract_windows(media, process_detector(mtcnn_detector), max_seconds,
+                                  detect_every=detect_every)
     crops = resize_frames(cut.crops, cfg.image_size)  # once: windows overlap
     video = crops[cut.plan.window_frames]
     status, head = cut.status, "overall"
@@ -122,10 +123,14 @@ def _prepared_inputs(video: EvalVideo, source: Any, transform: ClipTransform,
 
 def window_inputs(videos: Sequence[EvalVideo], data: EvalData, cfg: ModelConfig,
                   max_seconds: float, no_audio: bool, condition: Optional[str], workers: int,
-                  face_tracks: bool = False) -> Iterator[WindowInputs]:
+                  face_tracks: bool = False, detect_every: int = 1) -> Iterator[WindowInputs]:
   """Window inputs of ``videos`` in order; raw files are decoded on ``workers`` processes (0:
   in this process). ``face_tracks``: windows of every face track when several people are on
-  screen (raw videos only; prepared clips hold one face)."""
+  screen (raw videos only; prepared clips hold one face). ``detect_every``: the face detector
+  runs on every k-th sampled frame and the last, boxes in between interpolated
+  (``windows.extract_windows``; raw videos only, prepared clips were cropped when prepared)."""
+  if detect_every < 1:
+    raise ValueError(f"detect_every must be at least 1, got {detect_every}")
   if data.kind == "prepared":
     if condition is not None:
       raise ValueError("the robustness protocol re-encodes video files; give --data the raw "
@@ -135,9 +140,10 @@ def window_inputs(videos: Sequence[EvalVideo], data: EvalData, cfg: ModelConfig,
     for video in videos:
       yield _prepared_inputs(video, source, transform, no_audio)
     return
-  tasks = [(v.path, cfg, max_seconds, no_audio, condition, face_tracks) for v in videos]
+  tasks = [(v.path, cfg, max_seconds, no_audio, condition, face_tracks, detect_every)
+           for v in videos]
   if workers <= 0:
-    yield from map(_video_inputs, tasks)
+    yield from map(raw_video_inputs, tasks)
     return
   with multiprocessing.get_context("spawn").Pool(workers) as pool:
-    yield from pool.imap(_video_inputs, tasks)
+    yield from pool.imap(raw_video_inputs, tasks)

@@ -15,7 +15,6 @@ from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 import numpy as np
 import tqdm
 
-from havic_jax import detectors
 from havic_jax.detectors import fakeout
 from havic_jax.evaluation import reports
 from havic_jax.evaluation.inputs import WindowInputs, window_inputs
@@ -66,17 +65,18 @@ def video_result(video: EvalVideo, inputs: WindowInputs, outputs: Optional[Mappi
 
 def score_videos(videos: Sequence[EvalVideo], data: EvalData, scorer: WindowScorer,
                  max_seconds: float, no_audio: bool, workers: int,
-                 condition: Optional[str] = None, description: str = "scoring"
-                 ) -> Tuple[List[reports.VideoResult], Dict[str, float]]:
-  """Scores ``videos``; returns their report entries and throughput (videos/s, windows/s)."""
+                 condition: Optional[str] = None, description: str = "scoring",
+                 detect_every: int = 1) -> Tuple[List[reports.VideoResult], Dict[str, float]]:
+  """Scores ``videos``; returns their report entries and throughput (videos/s, windows/s).
+  ``detect_every``: faces detected on every k-th sampled frame of raw videos
+  (``inputs.window_inputs``)."""
   started = time.perf_counter()
   inputs_of: Dict[int, WindowInputs] = {}
 
   def items():
-    face_tracks = (scorer.classifier
-                   and detectors.DETECTORS[scorer.detector].face_tracks)
+    face_tracks = scorer.face_tracks
     for index, inputs in enumerate(window_inputs(videos, data, scorer.cfg, max_seconds, no_audio,
-                                                 condition, workers, face_tracks)):
+                                                 condition, workers, face_tracks, detect_every)):
       inputs_of[index] = inputs
       yield index, inputs.video, inputs.audio
 

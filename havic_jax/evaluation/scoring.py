@@ -63,6 +63,12 @@ class WindowScorer:
                                           sharding.batch_sharding(mesh, mesh.axis_names)),
                             out_shardings=sharding.replicated(mesh))
 
+  @property
+  def face_tracks(self) -> bool:
+    """Whether videos are scored per face track (the detector's ``face_tracks``; raw videos
+    with several people on screen)."""
+    return self.classifier and detectors.DETECTORS[self.detector].face_tracks
+
   def score(self, video: np.ndarray, audio: np.ndarray) -> Dict[str, np.ndarray]:
     """Outputs for N windows: video uint8 [N, F, H, W, 3], audio float32 [N, T_a, M] -> dict of
     [N] logits / [N, T] coherence (NumPy). N is padded to whole batches internally."""

@@ -144,6 +144,17 @@ def interpolated_boxes(num_frames: int, detected_at: Sequence[int],
   return result
 
 
+def keyframe_boxes(frames: np.ndarray, detect: Detector, detect_every: int = 1
+                   ) -> List[Optional[Box]]:
+  """Box of each of the F frames of ``frames`` (uint8 [F, H, W, 3] RGB), pixels: ``detect`` runs
+  on :func:`keyframes` (every ``detect_every``-th frame and the last; all frames for 1) and the
+  frames between get :func:`interpolated_boxes` (None where a keyframe around them has no
+  face)."""
+  detected_at = keyframes(len(frames), detect_every)
+  return interpolated_boxes(len(frames), detected_at.tolist(),
+                            [detect(frames[i]) for i in detected_at])
+
+
 def crop_faces(frames: np.ndarray, detect: Detector,
                min_detected_fraction: float = MIN_DETECTED_FRACTION, size: int = CROP_SIZE,
                detect_every: int = 1) -> Tuple[np.ndarray, np.ndarray]:
@@ -154,9 +165,7 @@ def crop_faces(frames: np.ndarray, detect: Detector,
   :func:`keyframes` (every ``detect_every``-th frame and the last; all frames for 1).
   Raises NoFaceError when fewer than ``min_detected_fraction`` of the frames have a face.
   """
-  detected_at = keyframes(len(frames), detect_every)
-  boxes = interpolated_boxes(len(frames), detected_at.tolist(),
-                             [detect(frames[i]) for i in detected_at])
+  boxes = keyframe_boxes(frames, detect, detect_every)
   detected = np.array([b is not None for b in boxes])
   if detected.mean() < min_detected_fraction:
     raise NoFaceError(f"a face in {int(detected.sum())} of {len(frames)} frames; at least "

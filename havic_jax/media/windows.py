@@ -6,7 +6,8 @@ so a 10 s video gives 18 windows. Each window's audio is a slice of the waveform
 the release's formula (``plan_windows``), minus its mean.
 
 ``plan_windows`` is the arithmetic alone; ``extract_windows`` applies it to a decoded video: one
-face detection per sampled frame (windows share frames), face crops, and the audio slices.
+face detection per sampled frame (windows share frames), or per keyframe with ``detect_every``
+as in preparation (``havic_jax.media.faces.keyframe_boxes``), face crops, and the audio slices.
 """
 
 from __future__ import annotations
@@ -16,8 +17,8 @@ import dataclasses
 import numpy as np
 
 from havic_jax.media.decode import CLIP_SECONDS, FRAMES_PER_CLIP, SAMPLE_RATE, Media
-from havic_jax.media.faces import (CROP_SIZE, Detector, crop_region, nearest_detected,
-                                   scaled_box)
+from havic_jax.media.faces import (CROP_SIZE, Detector, crop_region, keyframe_boxes,
+                                   nearest_detected, scaled_box)
 
 EVAL_FPS = 5                      # frames sampled per second: one every 0.2 s
 MAX_SECONDS = 10.0                # default length scored (EVAL_FPS · 10 s = 50 sampled frames)
@@ -26,7 +27,7 @@ WINDOW_STRIDE = 2                 # sampled frames from one window's start to th
 
 # VideoWindows.status values, most serious first.
 NO_FACE = "no_face"              # no sampled frame has a face: centre squares were cropped
-PARTIAL_FACE = "partial_face"    # some sampled frames borrowed the nearest detected frame's box
+PARTIAL_FACE = "partial_face"    # some sampled frames borrowed the box of the nearest with one
 SHORT_PADDED = "short_padded"    # shorter than one window: frames and audio were padded
 OK = "ok"
 
@@ -127,7 +128,8 @@ class VideoWindows:
     crop repeated), else F.
   audio: float32 [n, plan.window_samples] each window's waveform slice minus its mean (zeros
     after the slice when padded), or None when the video has no audio.
-  faces_detected: bool [F] whether each sampled frame had its own detection.
+  faces_detected: bool [F] whether each sampled frame had a box of its own, detected or (with
+    ``detect_every`` > 1) interpolated between two keyframes with a face.
   status: NO_FACE, PARTIAL_FACE, SHORT_PADDED or OK — the first that applies.
   """
 
@@ -143,18 +145,22 @@ class VideoWindows:
 
 
 def extract_windows(media: Media, detect: Detector, max_seconds: float = MAX_SECONDS,
-                    crop_size: int = CROP_SIZE) -> VideoWindows:
+                    crop_size: int = CROP_SIZE, detect_every: int = 1) -> VideoWindows:
   """The windows of a decoded video (``plan_windows``), with face crops and audio slices.
 
-  ``detect`` runs once on each sampled frame; a frame without a face is cropped with the box of
-  the nearest sampled frame that has one (``nearest_detected``), scaled as in training
-  (``scaled_box``). When no sampled frame has a face, each frame's centre square is cropped.
+  ``detect`` runs once on each sampled frame, or with ``detect_every`` = k on every k-th sampled
+  frame and the last only, the frames between getting the boxes interpolated between the
+  keyframes around them (``keyframe_boxes``, as preparation's ``--detect_every``; about k times
+  fewer detections). A frame without a box is cropped with the box of the nearest sampled frame
+  that has one (``nearest_detected``), scaled as in training (``scaled_box``). When no sampled
+  frame has a face, each frame's centre square is cropped. The status depends on the keyframes
+  only: NO_FACE when none has a face, PARTIAL_FACE when some has none.
   """
   num_samples = 0 if media.audio is None else len(media.audio)
   plan = plan_windows(len(media.frames), media.fps, num_samples, media.sample_rate, max_seconds)
   frames = media.frames[plan.frame_indices]
   height, width = frames.shape[1:3]
-  boxes = [detect(frame) for frame in frames]
+  boxes = keyframe_boxes(frames, detect, detect_every)
   detected = np.array([box is not None for box in boxes])
   if detected.any():
     regions = [scaled_box(box, width, height) for box in nearest_detected(boxes)]

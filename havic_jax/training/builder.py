@@ -28,6 +28,7 @@ from havic_jax.data import input_pipeline, records
 from havic_jax.data.random_batches import synthetic_batches
 from havic_jax.models import attention
 from havic_jax.models.config import ModelConfig, model_config_from
+from havic_jax.training import run_length
 from havic_jax.training.optimizer import Schedule, make_optimizer
 from havic_jax.training.train_step import LossFn, TrainState, jit_train_step, sharded_init
 
@@ -39,7 +40,8 @@ KEY = jax.ShapeDtypeStruct((2,), jnp.uint32)
 class Training:
   """The pieces of one training run on ``mesh``.
 
-  config: the run's config, complete (``detector.num_identities`` filled in: :func:`build`);
+  config: the run's config, complete (``detector.num_identities``, the run length in steps and
+  the ``schedule`` section filled in: :func:`build`);
   kind: the model's ``example_inputs`` kind (``detectors.model_kind``); init: jitted
   ``key -> TrainState``, the fresh state written directly in ``shardings``; step: the jitted
   ``(state, global batch) -> (state, metrics)`` (state donated). Trace, lower or call ``init``
@@ -170,13 +172,29 @@ def with_params(state: TrainState, shardings: Any, params: Mapping[str, Any]) ->
   return state.replace(params=traverse_util.unflatten_dict(ours))
 
 
+def real_clips_only(config: Any) -> bool:
+  """Whether the run trains on real clips only (``data.real_only``, or pretraining of a
+  detector that learns from real clips only)."""
+  return config.data.real_only or (detectors.info(config).real_only
+                                   and config.stage == "pretrain")
+
+
+def with_run_length(config: Any, data: Optional[records.PreparedData]) -> Any:
+  """``run_length.resolve`` of ``config`` for an epoch of the clips it trains on in ``data``;
+  random batches (``data`` None: ``data.source="random"``, the benchmark, the ahead-of-time
+  compiler) have no epochs, and count one batch as one."""
+  clips = (config.batch_size if data is None else
+           run_length.training_clips(data, config, real_clips_only(config)))
+  return run_length.resolve(config, clips)
+
+
 def build(config: Any, mesh: Mesh, data: Optional[records.PreparedData] = None) -> Training:
   """The model, loss, optimiser, state shardings and jitted step of ``config`` on ``mesh``.
 
   ``data``: the prepared training data (None: random batches), which gives detectors that
-  learn identities their identity count (:func:`with_identity_count`); ``Training.config`` is
-  ``config`` completed so."""
-  config = with_identity_count(config, data)
+  learn identities their identity count (:func:`with_identity_count`) and epochs their clip
+  count (:func:`with_run_length`); ``Training.config`` is ``config`` completed so."""
+  config = with_run_length(with_identity_count(config, data), data)
   cfg = model_config_from(config.model, config.compat)
   # "auto" attention resolves for the mesh's devices (a TPU topology compiled on a CPU host
   # gets the TPU kernel).

@@ -27,7 +27,7 @@ from havic_jax.data import augment, input_pipeline, pseudo_fakes, records
 from havic_jax.models import masking
 from havic_jax.checkpoints import runs
 from havic_jax import detectors
-from havic_jax.training import builder, prefetch
+from havic_jax.training import builder, prefetch, run_length
 from havic_jax import sharding, storage
 from havic_jax.training.metric_writer import MetricWriter, parameter_overview, train_metrics_from
 from havic_jax.models.config import ModelConfig
@@ -96,7 +96,7 @@ def training_iterator(data: records.PreparedData, config: Any, cfg: ModelConfig
     options = {k: v for k, v in config.pseudo_fakes.items() if k != "enabled"}
     stage_options["pseudo_fake_options"] = pseudo_fakes.PseudoFakeOptions(**options)
   split = config.data.split or None
-  real_only = config.data.real_only or (detector.real_only and config.stage == "pretrain")
+  real_only = builder.real_clips_only(config)
   if detector.identities and config.stage == "pretrain":
     indices = data.split_indices(split)
     stage_options.update(
@@ -282,6 +282,9 @@ def run(config: Any, workdir: str) -> Tuple[TrainState, Dict[str, float]]:
   training = builder.build(config, mesh, data)
   config, cfg, model = training.config, training.cfg, training.model
   schedules = training.schedules
+  logging.info("%s", run_length.describe(config))
+  if runs.has_config(workdir):
+    run_length.warn_on_changes(runs.read_config(workdir).to_dict(), config.to_dict())
   runs.write_config(workdir, config)
   data_iterator = training_iterator(data, config, cfg) if data is not None else None
   manager = runs.make_manager(workdir, config.checkpoint)

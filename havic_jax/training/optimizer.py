@@ -20,16 +20,17 @@ def cosine_warm_restarts(peak: float, period: int, floor: float) -> Schedule:
   return schedule
 
 
-def pretrain_schedule(opt: Any, num_steps: int) -> Schedule:
+def pretrain_schedule(opt: Any, num_steps: int, peak: float) -> Schedule:
+  """``opt.schedule`` over ``num_steps`` steps to ``peak``, warming up for
+  ``opt.warmup_steps``."""
   if opt.schedule == "onecycle":
     return optax.cosine_onecycle_schedule(
-        transition_steps=num_steps, peak_value=opt.peak_learning_rate,
-        pct_start=opt.warmup_fraction, div_factor=opt.onecycle_div_factor,
+        transition_steps=num_steps, peak_value=peak,
+        pct_start=opt.warmup_steps / num_steps, div_factor=opt.onecycle_div_factor,
         final_div_factor=opt.onecycle_final_div_factor)
   if opt.schedule == "warmup_cosine":
     return optax.warmup_cosine_decay_schedule(
-        init_value=0.0, peak_value=opt.peak_learning_rate,
-        warmup_steps=max(1, int(opt.warmup_fraction * num_steps)), decay_steps=num_steps)
+        init_value=0.0, peak_value=peak, warmup_steps=opt.warmup_steps, decay_steps=num_steps)
   raise ValueError(f"optimizer.schedule must be 'onecycle' or 'warmup_cosine', "
                    f"got {opt.schedule!r}")
 
@@ -46,21 +47,22 @@ def parameter_group(params: Dict[str, Any]) -> Dict[str, Any]:
 
 
 def make_optimizer(config: Any) -> Tuple[optax.GradientTransformation, Dict[str, Schedule]]:
-  """The stage's optimizer and its named learning-rate schedules (for logging).
+  """The stage's optimizer and its named learning-rate schedules (for logging), for a config
+  whose run length is resolved (``run_length.resolve``: step counts, the learning rates used).
 
   Pretraining: clip 1.0 -> AdamW(β 0.95/0.999, wd 0.05) with the one-cycle or warm-up+cosine
-  schedule. Fine-tuning: the same, with 1e-5 for pretrained modules and 1e-4 for new ones,
-  each on cosine warm restarts.
+  schedule. Fine-tuning: the same, with 1e-5 for pretrained modules and 1e-4 for new ones
+  (at the reference batch), each on cosine warm restarts.
   """
-  opt = config.optimizer
+  opt, rates = config.optimizer, config.schedule.learning_rates
   clip = optax.clip_by_global_norm(opt.grad_clip_norm)
   if config.stage == "pretrain":
-    schedule = pretrain_schedule(opt, config.num_steps)
+    schedule = pretrain_schedule(opt, config.num_steps, rates.peak_learning_rate)
     return optax.chain(clip, _adamw(opt, schedule)), {"learning_rate": schedule}
   schedules = {
-      group: cosine_warm_restarts(peak, opt.restart_every_steps, opt.learning_rate_floor)
-      for group, peak in (("pretrained", opt.pretrained_learning_rate),
-                          ("new", opt.new_learning_rate))}
+      group: cosine_warm_restarts(rates[f"{group}_learning_rate"], opt.restart_every_steps,
+                                  opt.learning_rate_floor)
+      for group in ("pretrained", "new")}
   tx = optax.multi_transform({g: _adamw(opt, s) for g, s in schedules.items()},
                              parameter_group)
   return (optax.chain(clip, tx),
