@@ -12,7 +12,7 @@ config's ``optimizer.reference_batch_size`` every scaling gives the same learnin
 batch runs once per seed and stands for all of them. Runs live in ``DIR/runs/<name>`` and
 resume, so re-running the command continues the study. ``DIR/batch_scaling.md`` and ``.json``
 hold the table (the mean total loss over the last quarter of the samples, mean and range over
-the seeds), ``DIR/loss_vs_samples.png`` the curves.
+the seeds) and the curves drawn in characters, ``DIR/loss_vs_samples.png`` the curves.
 """
 
 from __future__ import annotations
@@ -124,6 +124,40 @@ def table(result: Dict[str, Any]) -> str:
   return "\n".join(lines) + "\n"
 
 
+def mean_curve(result: Dict[str, Any], row: Dict[str, Any]) -> List[List[float]]:
+  """[[samples seen, loss averaged over the seeds], ...] of a table row."""
+  runs = [result["curves"][run_name(row["batch"], row["run_as"], s)] for s in result["seeds"]]
+  return [[runs[0][i][0], sum(run[i][1] for run in runs) / len(runs)]
+          for i in range(min(len(run) for run in runs))]
+
+
+def text_plot(result: Dict[str, Any], width: int = 64, height: int = 14) -> str:
+  """The curves as characters (for markdown): loss (log scale) against samples seen, one letter
+  per row of the table (``batch`` then the scaling's initial), later rows drawn over earlier."""
+  import math
+  curves = {f"{row['batch']}{row['scaling'][0]}": mean_curve(result, row)
+            for row in result["rows"] if row["batch"] != result["reference_batch_size"]
+            or row["scaling"] == "none"}
+  losses = [loss for points in curves.values() for _, loss in points]
+  low, high = math.log(min(losses)), math.log(max(losses))
+  grid = [[" "] * width for _ in range(height)]
+  marks = {}
+  for index, (name, points) in enumerate(curves.items()):
+    mark = "abcdefghijklmnopqrstuvwxyz"[index]
+    marks[mark] = name
+    for seen, loss in points:
+      x = min(width - 1, int(seen / result["samples"] * (width - 1)))
+      y = int((high - math.log(loss)) / max(high - low, 1e-9) * (height - 1))
+      grid[y][x] = mark
+  lines = [f"{math.exp(high - (high - low) * r / (height - 1)):7.3f} |" + "".join(row)
+           for r, row in enumerate(grid)]
+  lines.append(" " * 8 + "+" + "-" * width)
+  lines.append(" " * 9 + f"0 samples seen {result['samples']:>{width - 16}}")
+  legend = ", ".join(f"{mark}: batch {name[:-1]} {dict(n='none', l='linear', s='sqrt')[name[-1]]}"
+                     for mark, name in marks.items())
+  return "\n".join(lines + ["", legend])
+
+
 def plot(result: Dict[str, Any], path: pathlib.Path) -> None:
   """Loss against samples seen, one panel per batch, one line per scaling (mean over seeds)."""
   import matplotlib
@@ -134,9 +168,7 @@ def plot(result: Dict[str, Any], path: pathlib.Path) -> None:
                               squeeze=False)
   for axis, batch in zip(axes[0], batches):
     for row in (r for r in result["rows"] if r["batch"] == batch):
-      runs = [result["curves"][run_name(batch, row["run_as"], s)] for s in result["seeds"]]
-      seen = [point[0] for point in runs[0]]
-      mean = [sum(run[i][1] for run in runs) / len(runs) for i in range(len(seen))]
+      seen, mean = zip(*mean_curve(result, row))
       axis.plot(seen, mean, label=f"{row['scaling']} (lr {row['peak_learning_rate']:.2g})")
     axis.set_title(f"batch {batch}")
     axis.set_xlabel("samples seen")
@@ -156,9 +188,10 @@ def main(argv: Sequence[str]) -> None:
                  [int(s) for s in FLAGS.seeds], FLAGS.samples, FLAGS.log_samples, FLAGS.data)
   root = pathlib.Path(FLAGS.workdir)
   (root / "batch_scaling.json").write_text(json.dumps(result, indent=1))
-  (root / "batch_scaling.md").write_text(table(result))
+  (root / "batch_scaling.md").write_text(
+      table(result) + "\n```\n" + text_plot(result) + "\n```\n")
   plot(result, root / "loss_vs_samples.png")
-  print(table(result))
+  print((root / "batch_scaling.md").read_text())
   print(f"plot: {root / 'loss_vs_samples.png'}")
 
 

@@ -200,6 +200,10 @@ def run(main: Callable[[Sequence[str]], None]) -> None:
   flags.DEFINE_bool("verbose", False, "Print the Python traceback of errors in what was asked "
                     "for (missing files, unknown config fields, data of another layout); also "
                     "HAVIC_JAX_TRACEBACK=1.")
+  # The flags defined here belong to the binary: its --help lists them (absl lists the main
+  # module's key flags, keyed by sys.argv[0]).
+  for flag in flags.FLAGS.get_flags_for_module(__name__):
+    flags.FLAGS.register_key_flag_for_module(sys.argv[0], flag)
   app.call_after_init(quiet_libraries)
   app.call_after_init(cpu_only_without_accelerators)
   started = []

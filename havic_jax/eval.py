@@ -23,6 +23,13 @@ Writes results.json, results.md, roc.png, pr.png, per_video.csv and per_window.c
 that cannot be read, or has no face or no audio, gets a status and is counted; none stops the
 run or disappears.
 
+At scale (``--windows=DIR``): the video work is cut into window shards first, on this
+machine's processes or an Apache Beam pipeline (``--runner=beam``; ``--windows_only`` stops
+there), then every process joined by ``jax.distributed`` (``--multihost``) scores its share of
+the shards on its own devices into ``OUTPUT/scores`` and process 0 writes the same report;
+both steps resume where a killed run stopped (``evaluation.window_shards``,
+``evaluation.shard_scoring``).
+
 The pieces live in ``havic_jax.evaluation``: ``videos`` (what ``--data`` holds), ``inputs``
 (window inputs, worker pool), ``per_video`` (video scores), ``protocols`` (columns and tables),
 ``reports`` (the files); this module holds the flags and :func:`run`.
