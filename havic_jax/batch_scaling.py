@@ -131,7 +131,7 @@ def mean_curve(result: Dict[str, Any], row: Dict[str, Any]) -> List[List[float]]
           for i in range(min(len(run) for run in runs))]
 
 
-def text_plot(result: Dict[str, Any], width: int = 64, height: int = 14) -> str:
+def text_plot(result: Dict[str, Any], width: int = 72, height: int = 24) -> str:
   """The curves as characters (for markdown): loss (log scale) against samples seen, one letter
   per row of the table (``batch`` then the scaling's initial), later rows drawn over earlier."""
   import math

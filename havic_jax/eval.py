@@ -38,6 +38,7 @@ The pieces live in ``havic_jax.evaluation``: ``videos`` (what ``--data`` holds),
 from __future__ import annotations
 
 import datetime
+import os
 import pathlib
 from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
@@ -64,7 +65,7 @@ def run(checkpoint: str, data_path: str, protocol: str, output: str, *, scorer: 
         limit: Optional[int] = None, split_seed: int = sources.FAKEAVCELEB_SPLIT_SEED,
         split_by: str = "video", detect_every: int = 1, windows: str = "",
         windows_only: bool = False, runner: str = "local", beam_options: str = "",
-        videos_per_shard: int = 16) -> Dict[str, Any]:
+        videos_per_shard: int = 16, input_uri: str = "") -> Dict[str, Any]:
   """Scores ``protocol`` on ``data_path`` with ``checkpoint``; writes the report to ``output``.
   ``detect_every``: the face detector runs on every k-th sampled frame of a raw video and its
   last, the boxes in between interpolated (1: every sampled frame).
@@ -117,7 +118,7 @@ def run(checkpoint: str, data_path: str, protocol: str, output: str, *, scorer: 
     merged, speed = windows_results(
         windows, data, columns, conditions, window_scorer, options, output, windows_only,
         runner=runner, beam_options=beam_options, videos_per_shard=videos_per_shard,
-        workers=workers)
+        workers=workers, input_uri=input_uri)
     if merged is None:
       return {"results": [], "videos": [], "files": {}, "throughput": {}}
     cache = {(path,) + key: result for key, result in merged.items()}
@@ -164,19 +165,23 @@ def run(checkpoint: str, data_path: str, protocol: str, output: str, *, scorer: 
 def windows_results(windows: str, data: EvalData, columns: Mapping[str, Sequence[EvalVideo]],
                     conditions: Sequence[Optional[str]], scorer: WindowScorer,
                     options: window_shards.WindowOptions, output: str, windows_only: bool, *,
-                    runner: str, beam_options: str, videos_per_shard: int, workers: int
-                    ) -> Tuple[Optional[Dict[Tuple[str, Optional[str]], reports.VideoResult]],
+                    runner: str, beam_options: str, videos_per_shard: int, workers: int,
+                    input_uri: str = "") -> Tuple[Optional[Dict[Tuple[str, Optional[str]], reports.VideoResult]],
                                Dict[str, float]]:
   """The results of every (video, condition) of ``columns`` × ``conditions`` scored from the
   window shards in ``windows``: cuts them first where ``windows_only`` asks, or where a single
   process finds them unfinished; this process scores its share; after every process has,
   process 0 merges them all. Returns (results, this process's throughput); results None with
-  ``windows_only`` and on processes other than 0."""
+  ``windows_only`` and on processes other than 0. ``input_uri``: where the window workers read
+  the videos (``gs://BUCKET/DIR`` holding what the directory of ``data`` holds)."""
   if data.kind == "prepared":
     raise ValueError("--windows cuts raw videos; prepared shards are windows already: score "
                      "them without --windows")
   tasks = list({(v.video_id, c): window_shards.Task(v.video_id, v.path, c)
                 for videos in columns.values() for c in conditions for v in videos}.values())
+  if input_uri:
+    root = data.path if os.path.isdir(data.path) else os.path.dirname(os.path.abspath(data.path))
+    tasks = window_shards.rebased(tasks, root, input_uri)
   described = {"path": data.path, "kind": data.kind, "sha256": data.hash}
   if windows_only or jax.process_count() == 1:
     manifest = window_shards.write_windows(windows, tasks, options, described,
@@ -214,7 +219,8 @@ def main(argv: Sequence[str]) -> None:
                 workers=FLAGS.workers, limit=FLAGS.limit, split_seed=FLAGS.split_seed,
                 split_by=FLAGS.split_by, detect_every=FLAGS.detect_every,
                 windows=FLAGS.windows, windows_only=FLAGS.windows_only, runner=FLAGS.runner,
-                beam_options=FLAGS.beam_options, videos_per_shard=FLAGS.videos_per_shard)
+                beam_options=FLAGS.beam_options, videos_per_shard=FLAGS.videos_per_shard,
+                input_uri=FLAGS.input_uri)
   if FLAGS.windows_only:
     print(f"windows: {storage.path(FLAGS.windows)}; score them with the same command without "
           f"--windows_only (on any number of hosts: --multihost)")
@@ -280,6 +286,9 @@ def define_flags() -> None:
                       "--region=R --temp_location=gs://B/tmp\".")
   flags.DEFINE_integer("videos_per_shard", 16, "Videos per window shard (a unit of resume and "
                        "of each process's share of the scoring).", lower_bound=1)
+  flags.DEFINE_string("input_uri", "", "With --windows: where the workers that cut the "
+                      "windows read the videos, a gs://BUCKET/DIR holding what the directory of "
+                      "--data holds (Dataflow workers do not see this machine's files).")
   cli.define_distributed_flags()
   flags.mark_flags_as_required(["checkpoint", "data"])
 

@@ -15,8 +15,11 @@ listing would hide their files.
 
 from __future__ import annotations
 
+import contextlib
 import os
-from typing import Union
+import shutil
+import tempfile
+from typing import Iterator, Union
 
 import fsspec
 from etils import epath
@@ -64,3 +67,17 @@ def append_text(file: epath.Path, text: str) -> None:
   else:
     with file.open("a") as handle:
       handle.write(text)
+
+
+@contextlib.contextmanager
+def local_copy(location: PathLike) -> Iterator[str]:
+  """A local path holding ``location``'s bytes: ``location`` itself when it is local, else a
+  temporary copy of the object, deleted on exit (for readers that need files, e.g. PyAV)."""
+  if not is_remote(location):
+    yield os.fspath(location)
+    return
+  with tempfile.TemporaryDirectory() as scratch:
+    local = os.path.join(scratch, path(location).name)
+    with path(location).open("rb") as source, open(local, "wb") as target:
+      shutil.copyfileobj(source, target)
+    yield local

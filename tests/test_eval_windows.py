@@ -156,3 +156,37 @@ def test_a_killed_scoring_run_resumes_without_scoring_a_video_twice(
   assert {n: (scores / n).stat().st_mtime_ns for n in done} == done
   assert len(list(scores.glob("*.json"))) == 4
   assert_same_report(output, one_process)
+
+
+def test_window_workers_read_the_videos_from_a_bucket(tmp_path, gcs_bucket, synthetic_corpus,
+                                                      bad_videos, classifier_export):
+  """--input_uri: the windows are cut from gs:// objects (a Cloud Storage API on 127.0.0.1)
+  holding what the directory of --data holds, and equal those cut from the local files; a
+  video missing from the bucket is unreadable, not lost."""
+  from havic_jax import storage
+  folder = tmp_path / "videos"
+  folder.mkdir()
+  corpus = pathlib.Path(synthetic_corpus) / "FakeAVCeleb"
+  video = sorted(corpus.glob("RealVideo-RealAudio/**/*.mp4"))[0]
+  names = {"real.mp4": video, "silent.mp4": bad_videos["silent.mp4"]}
+  for name, source in names.items():
+    (folder / name).write_bytes(source.read_bytes())
+  storage.path(f"{gcs_bucket}/videos/real.mp4").write_bytes(video.read_bytes())
+  listing = folder / "videos.csv"
+  listing.write_text("video_path,overall_label\n" + "".join(f"{folder / n},0\n" for n in names))
+  cut = {}
+  for where, uri in (("local", ""), ("bucket", f"{gcs_bucket}/videos")):
+    windows = tmp_path / where
+    eval_binary.run(str(classifier_export), str(listing), "all", "", windows=str(windows),
+                    windows_only=True, input_uri=uri)
+    manifest = json.loads((windows / window_shards.MANIFEST).read_text())
+    cut[where] = {task.video_id: inputs for shard in manifest["shards"]
+                  for task, inputs in window_shards.read_shard(str(windows), shard["file"])}
+  local, bucket = cut["local"], cut["bucket"]
+  real = next(video_id for video_id in local if video_id.endswith("real.mp4"))
+  assert local[real].status == bucket[real].status == "ok"
+  np.testing.assert_array_equal(local[real].video, bucket[real].video)
+  np.testing.assert_array_equal(local[real].audio, bucket[real].audio)
+  silent = next(video_id for video_id in local if video_id.endswith("silent.mp4"))
+  assert local[silent].status == "no_audio" and bucket[silent].status == "unreadable"
+  assert "gs://" in bucket[silent].detail

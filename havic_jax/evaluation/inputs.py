@@ -17,6 +17,7 @@ from typing import Any, Iterator, List, Optional, Sequence, Tuple
 
 import numpy as np
 
+from havic_jax import storage
 from havic_jax.data import records
 from havic_jax.data.features import ClipTransform, resize_frames
 from havic_jax.evaluation.videos import EvalData, EvalVideo
@@ -61,18 +62,21 @@ def _track_windows(media: Any, plan: windows.WindowPlan, size: int
 
 def raw_video_inputs(task: Tuple[str, ModelConfig, float, bool, Optional[str], bool, int]
                      ) -> WindowInputs:
-  """Decodes, re-encodes (robustness), cuts and featurises one raw video; never raises."""
+  """Decodes, re-encodes (robustness), cuts and featurises one raw video (a local file or a
+  ``gs://`` object); never raises."""
   path, cfg, max_seconds, no_audio, condition, face_tracks, detect_every = task
   try:
-    if condition is not None:
-      with tempfile.TemporaryDirectory() as scratch:
-        copy = pathlib.Path(scratch) / "reencoded.mp4"
-        reencode.reencode(path, copy, reencode.CONDITIONS[condition])
-        media = decode.read_media(copy)
-    else:
-      media = decode.read_media(path)
-  except decode.MediaError as error:
-    return WindowInputs("unreadable", str(error))
+    with storage.local_copy(path) as local:
+      if condition is not None:
+        with tempfile.TemporaryDirectory() as scratch:
+          copy = pathlib.Path(scratch) / "reencoded.mp4"
+          reencode.reencode(local, copy, reencode.CONDITIONS[condition])
+          media = decode.read_media(copy)
+      else:
+        media = decode.read_media(local)
+  except (decode.MediaError, OSError) as error:
+    return WindowInputs("unreadable",
+                        f"{path}: {error}" if storage.is_remote(path) else str(error))
   try:
     cut = windows.extract_windows(media, process_detector(mtcnn_detector), max_seconds,
                                   detect_every=detect_every)

@@ -77,6 +77,19 @@ class WindowOptions:
             "face_tracks": self.face_tracks, "detect_every": self.detect_every}
 
 
+def rebased(tasks: Sequence[Task], root: str, uri: str) -> List[Task]:
+  """``tasks`` (files under the directory ``root``) with each path moved to the same place under
+  ``uri`` (e.g. ``gs://BUCKET/DIR``): where workers that do not see ``root`` read them."""
+  moved = []
+  for task in tasks:
+    relative = os.path.relpath(task.path, root)
+    if relative.startswith(os.pardir):
+      raise WindowShardError(f"{task.path}: not under {root}, so --input_uri cannot locate it; "
+                             f"list only videos under the directory of --data")
+    moved.append(dataclasses.replace(task, path=f"{uri.rstrip('/')}/{relative}"))
+  return moved
+
+
 def shard_name(index: int, count: int) -> str:
   return f"{SHARD_PREFIX}-{index:05d}-of-{count:05d}.array_record"
 
