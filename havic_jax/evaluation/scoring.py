@@ -72,38 +72,59 @@ class WindowScorer:
   def score(self, video: np.ndarray, audio: np.ndarray) -> Dict[str, np.ndarray]:
     """Outputs for N windows: video uint8 [N, F, H, W, 3], audio float32 [N, T_a, M] -> dict of
     [N] logits / [N, T] coherence (NumPy). N is padded to whole batches internally."""
+    return self._collect(len(video), self._dispatch(video, audio))
+
+  def _dispatch(self, video: np.ndarray, audio: np.ndarray) -> List[Dict[str, jax.Array]]:
+    """Starts the forward passes of N windows (padded to whole batches); returns their device
+    outputs without waiting for them."""
     count = len(video)
     padded = -(-count // self.batch_size) * self.batch_size
     pad = lambda x: np.concatenate([x, np.zeros((padded - count,) + x.shape[1:], x.dtype)])
     video, audio = pad(np.asarray(video)), pad(np.asarray(audio, np.float32))
-    outputs: List[Dict[str, np.ndarray]] = []
-    for start in range(0, padded, self.batch_size):
-      end = start + self.batch_size
-      outputs.append(jax.device_get(self._forward(self.params, video[start:end],
-                                                  audio[start:end])))
+    return [self._forward(self.params, video[start:start + self.batch_size],
+                          audio[start:start + self.batch_size])
+            for start in range(0, padded, self.batch_size)]
+
+  @staticmethod
+  def _collect(count: int, dispatched: List[Dict[str, jax.Array]]) -> Dict[str, np.ndarray]:
+    """The first ``count`` windows' outputs of :meth:`_dispatch`'s batches, as NumPy."""
+    outputs = jax.device_get(dispatched)
     return {key: np.concatenate([o[key] for o in outputs])[:count] for key in outputs[0]}
 
   def score_stream(self, items: Iterable[Tuple[Any, Optional[np.ndarray], Optional[np.ndarray]]]
                    ) -> Iterator[Tuple[Any, Optional[Dict[str, np.ndarray]]]]:
     """Batches windows across videos. items: (key, video [n, ...], audio [n, ...]) per video
     (video None: nothing to score). Yields (key, outputs of its n windows, or None) in the
-    order of ``items``, each as soon as the batches holding its windows have run."""
+    order of ``items``, each once the batches holding its windows have run. One group of
+    batches is in flight while the next is gathered (and its inputs made), so the devices
+    do not wait for the host between groups."""
     pending: List[Tuple[Any, Optional[np.ndarray], Optional[np.ndarray]]] = []
+    in_flight = None
     queued = 0
     for item in items:
       pending.append(item)
       queued += 0 if item[1] is None else len(item[1])
       if queued >= self.batch_size:
-        yield from self._flush(pending)
-        pending, queued = [], 0
-    yield from self._flush(pending)
+        launched = (pending, self._launch(pending))
+        if in_flight is not None:
+          yield from self._finish(*in_flight)
+        in_flight, pending, queued = launched, [], 0
+    launched = (pending, self._launch(pending))
+    if in_flight is not None:
+      yield from self._finish(*in_flight)
+    yield from self._finish(*launched)
 
-  def _flush(self, pending):
-    scored = [(key, video, audio) for key, video, audio in pending if video is not None]
-    outputs = None
-    if scored:
-      outputs = self.score(np.concatenate([v for _, v, _ in scored]),
-                           np.concatenate([a for _, _, a in scored]))
+  def _launch(self, pending) -> Optional[Tuple[int, List[Dict[str, jax.Array]]]]:
+    """Dispatches the windows of the ``pending`` videos: (window count, device outputs), or
+    None when none has windows."""
+    scored = [(video, audio) for _, video, audio in pending if video is not None]
+    if not scored:
+      return None
+    video = np.concatenate([v for v, _ in scored])
+    return len(video), self._dispatch(video, np.concatenate([a for _, a in scored]))
+
+  def _finish(self, pending, launched):
+    outputs = None if launched is None else self._collect(*launched)
     offset = 0
     for key, video, _ in pending:
       if video is None:

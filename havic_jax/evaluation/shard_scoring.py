@@ -1,7 +1,8 @@
 """Scoring window shards on every device of every host, resumably.
 
 Process p of P scores shards p, p + P, p + 2P, ... of the plan on its own devices (windows of
-several videos batched and split over them, ``WindowScorer``) and writes each shard's
+several videos batched and split over them, ``WindowScorer``; the next shard is read on a
+thread meanwhile) and writes each shard's
 per-video results to ``OUTPUT/scores/windows-IIIII-of-NNNNN.json`` so that it appears complete
 or not at all; a re-run skips the shards whose results are there, so a killed run resumes where
 it stopped and no video is scored twice. :func:`merged_results` reads every shard's results
@@ -10,6 +11,7 @@ back for the report.
 
 from __future__ import annotations
 
+import concurrent.futures
 import dataclasses
 import json
 import time
@@ -48,8 +50,13 @@ def score_shards(windows: str, manifest: Mapping[str, Any], scorer: WindowScorer
   (storage.path(output) / SCORES_DIR).mkdir(parents=True, exist_ok=True)
   started, num_videos, num_windows = time.perf_counter(), 0, 0
   bar = tqdm.tqdm(total=sum(len(s["tasks"]) for s in todo), desc="scoring shards", unit="video")
-  for shard in todo:
-    pairs = list(window_shards.read_shard(windows, shard["file"]))
+  read = lambda shard: list(window_shards.read_shard(windows, shard["file"]))
+  reader = concurrent.futures.ThreadPoolExecutor(1)  # reads the next shard during this one
+  ahead = reader.submit(read, todo[0]) if todo else None
+  for position, shard in enumerate(todo):
+    pairs = ahead.result()
+    if position + 1 < len(todo):
+      ahead = reader.submit(read, todo[position + 1])
     results: List[Dict[str, Any]] = []
     items = ((index, w.video, w.audio) for index, (_, w) in enumerate(pairs))
     for index, outputs in scorer.score_stream(items):
@@ -64,6 +71,7 @@ def score_shards(windows: str, manifest: Mapping[str, Any], scorer: WindowScorer
     staged = shard_writer.staged_path(target)
     staged.write_text(json.dumps({"file": shard["file"], "results": results}))
     shard_writer.publish(staged, target)
+  reader.shutdown()
   bar.close()
   seconds = time.perf_counter() - started
   return {"shards": len(todo), "videos": num_videos, "windows": num_windows,
