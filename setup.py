@@ -51,6 +51,8 @@ setup(
         "torch": ["torch>=2.2"],
         # compiling for TPU topologies on any host (havic_jax/aot.py; brings libtpu 0.0.42.1)
         "tpu": ["jax[tpu]==0.10.2"],
+        # the CUDA 12 build of JAX at the pinned version (GPU nodes; launch/slurm_gpu.sbatch)
+        "cuda": ["jax[cuda12]==0.10.2"],
         # prepare --runner=beam and the TFDS builders as Beam datasets (data_pipelines/);
         # Dataflow also needs apache-beam[gcp] (README, Data)
         "beam": ["apache-beam==2.77.*"],

@@ -82,6 +82,10 @@ LR_SCALING = "sqrt"
 # The tiny model's batch, which its learning rates (tiny_optimizer) are tuned for.
 TINY_BATCH_SIZE = 8
 
+# Across-slice (DCN) sizes of the mesh axes of a run over several TPU slices: each axis is
+# its within-slice size times this; -1 takes the slices (1 on one slice). Data parallelism
+# across slices keeps the slow network to the gradient all-reduce.
+DCN_MESH = {"dcn_data": -1, "dcn_fsdp": 1, "dcn_tensor": 1}
 # The mesh axes (data, fsdp, tensor) batches are split over.
 BATCH_AXES = ("data", "fsdp")
 
@@ -138,7 +142,7 @@ def mesh_and_rules(config: ml_collections.ConfigDict) -> None:
   """Device mesh (-1 takes the remaining devices; batches split over ``batch_axes``) and
   logical-axis -> mesh-axis rules (the ``batch`` activations on the same axes)."""
   config.mesh = ml_collections.ConfigDict(
-      {"data": -1, "fsdp": 1, "tensor": 1, "batch_axes": BATCH_AXES})
+      {"data": -1, "fsdp": 1, "tensor": 1, "batch_axes": BATCH_AXES, **DCN_MESH})
   config.sharding_rules = (
       ("batch", BATCH_AXES),
       ("embed", "fsdp"),
@@ -202,6 +206,9 @@ def base_config(stage: str) -> ml_collections.ConfigDict:
   # clips (the split's, plus every mixture component's) at the global batch_size, or
   # num_steps, which overrides it where set.
   config.update(with_placeholders({"num_epochs": None, "num_steps": None}))
+  # A resumed run keeps the run length, warm-up or restarts and learning rates of its
+  # config.json; True derives them again from today's data and batch (both logged).
+  config.reschedule = False
   config.log_every = 10
   # Gradient accumulation: each step runs the batch as this many microbatches in sequence
   # (activation memory of batch_size / grad_accumulation_steps samples).

@@ -5,7 +5,8 @@ abstract arrays on the devices of a topology description (``libtpu`` compiles, i
 TPU; ``pip install "havic_jax[tpu]"``).
 
   python -m havic_jax.aot --config=configs/pretrain_base.py --topology=v5p:4x4x4
-      [--per_chip_batch=B | --batch=GLOBAL] [--find_batch] [--output=FILE.json] [--config.x=y]
+      [--num_slices=N] [--per_chip_batch=B | --batch=GLOBAL] [--find_batch] [--output=FILE.json]
+      [--config.x=y]
 
 The step is the one ``loop.run`` compiles (``builder.build``), for the config's stage and
 detector, on ``config.mesh`` over the topology's chips. ``--find_batch`` finds the largest
@@ -25,6 +26,7 @@ import time
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import jax
+import numpy as np
 from absl import app, flags
 from ml_collections import config_flags
 
@@ -60,8 +62,9 @@ def generation(topology: str) -> str:
   return name
 
 
-def topology_devices(topology: str) -> List[Any]:
-  """The chips of a TPU topology (compile-only devices)."""
+def topology_devices(topology: str, num_slices: int = 1) -> List[Any]:
+  """The chips of ``num_slices`` slices of a TPU topology (compile-only devices; each has its
+  ``slice_index``)."""
   generation(topology)
   if importlib.util.find_spec("libtpu") is None:
     raise AotError('compiling for TPU needs libtpu: pip install "havic_jax[tpu]"')
@@ -75,15 +78,17 @@ def topology_devices(topology: str) -> List[Any]:
     os.environ.setdefault("TPU_WORKER_HOSTNAMES", "localhost")
   from jax.experimental import topologies
   try:
-    return list(topologies.get_topology_desc(platform="tpu", topology_name=topology).devices)
+    return list(topologies.get_topology_desc(platform="tpu", topology_name=topology,
+                                             num_slices=num_slices).devices)
   except Exception as error:  # libtpu's messages span lines; keep the first
     raise AotError(f"topology {topology!r}: {str(error).splitlines()[0]}") from error
 
 
-def batch_shards(mesh_config: Any, num_devices: int) -> int:
-  """How many shards a global batch splits into on ``num_devices``: the product of the sizes
-  of the mesh axes ``mesh_config.batch_axes`` (``config.mesh``)."""
-  sizes = dict(zip(sharding.MESH_AXES, sharding.mesh_shape(mesh_config, num_devices)))
+def batch_shards(mesh_config: Any, num_devices: int, num_slices: int = 1) -> int:
+  """How many shards a global batch splits into on ``num_devices`` in ``num_slices`` slices:
+  the product of the sizes of the mesh axes ``mesh_config.batch_axes`` (``config.mesh``)."""
+  sizes = dict(zip(sharding.MESH_AXES, sharding.mesh_shape(mesh_config, num_devices,
+                                                           num_slices)))
   return math.prod(sizes[axis] for axis in mesh_config.batch_axes)
 
 
@@ -169,7 +174,8 @@ def _group_size(line: str) -> int:
 
 def collectives(hlo: str) -> Dict[str, Dict[str, int]]:
   """{kind: {"count", "bytes"}} of the collectives of a compiled module's HLO text, per step
-  and per chip: an op inside a loop counts once per iteration. Bytes are those of the whole
+  and per chip: an op inside a loop counts once per iteration. In a multi-slice program these
+  are the collectives within a slice; :func:`dcn_transfers` gives those across slices. Bytes are those of the whole
   collected buffer on one chip: the gathered output of an all-gather, the reduced input of a
   reduce-scatter, the array of the others. The TPU compiler writes a reduce-scatter as an
   all-reduce and a slice inside a computation named ``all-reduce-scatter*``; those count as
@@ -197,6 +203,28 @@ def collectives(hlo: str) -> Dict[str, Dict[str, int]]:
   return totals
 
 
+_DCN_SEND = re.compile(r" = \((\w+)\[([\d,]*)\].*? send\(.*_xla_megascale_transfer_type=\"(\w+)\"")
+def dcn_transfers(hlo: str) -> Dict[str, Dict[str, Any]]:
+  """{transfer type: {"count", "bytes"}} of what a multi-slice program sends across slices
+  (over the data-centre network: the TPU compiler's host-transfer ``send`` ops to the
+  Megascale runtime, ``ALL_REDUCE``, ``ALL_GATHER``, ...), per step and per chip. Empty for
+  a one-slice program."""
+  computations = _computations(hlo)
+  executions = _executions(computations)
+  totals: Dict[str, Dict[str, Any]] = {}
+  for name, lines in computations.items():
+    times = executions.get(name, 0)
+    for line in lines:
+      send = _DCN_SEND.search(line)
+      if not send or not times:
+        continue
+      size = _array_bytes([send.group(1, 2)])[0]
+      entry = totals.setdefault(send.group(3), {"count": 0, "bytes": 0})
+      entry["count"] += times
+      entry["bytes"] += times * size
+  return totals
+
+
 def _oom_bytes(message: str) -> Optional[Tuple[int, int]]:
   """(temporary bytes needed, capacity for them) from the TPU compiler's out-of-memory
   error, or None."""
@@ -207,10 +235,10 @@ def _oom_bytes(message: str) -> Optional[Tuple[int, int]]:
           int(float(found.group(3)) * _UNITS[found.group(4)]))
 
 
-def compile_step(config: Any, topology: str, per_chip_batch: int
+def compile_step(config: Any, topology: str, per_chip_batch: int, num_slices: int = 1
                  ) -> Tuple[Dict[str, Any], Optional[str]]:
-  """Compiles ``config``'s training step for ``topology`` at ``per_chip_batch`` samples per
-  batch shard (global batch = per_chip_batch × data × fsdp). Returns (report, the compiled
+  """Compiles ``config``'s training step for ``num_slices`` slices of ``topology`` at
+  ``per_chip_batch`` samples per batch shard (global batch = per_chip_batch × data × fsdp). Returns (report, the compiled
   HLO text, or None where the compiler refused the program for lack of HBM).
 
   The report gives per chip: the shard bytes of parameters, optimiser state, batch and
@@ -218,11 +246,11 @@ def compile_step(config: Any, topology: str, per_chip_batch: int
   tiles), temporaries, outputs, aliased outputs and generated code; their total against the
   chip's HBM and whether it fits; the collectives per step; model TFLOPs per step; and the
   compile time in seconds."""
-  devices = topology_devices(topology)
+  devices = topology_devices(topology, num_slices)
   config = config.copy_and_resolve_references()
   config.unlock()
-  mesh_sizes = sharding.mesh_shape(config.mesh, len(devices))
-  config.batch_size = per_chip_batch * batch_shards(config.mesh, len(devices))
+  mesh_sizes = sharding.mesh_shape(config.mesh, len(devices), num_slices)
+  config.batch_size = per_chip_batch * batch_shards(config.mesh, len(devices), num_slices)
   training = builder.build(config, sharding.make_mesh(config.mesh, devices))
   config = training.config
   state = training.abstract_state()
@@ -230,7 +258,8 @@ def compile_step(config: Any, topology: str, per_chip_batch: int
   hbm = HBM_BYTES[generation(topology)]
   cfg = training.cfg
   report: Dict[str, Any] = {
-      "topology": topology, "chips": len(devices), "device_kind": devices[0].device_kind,
+      "topology": topology, "slices": num_slices, "chips": len(devices),
+      "device_kind": devices[0].device_kind,
       "config": {"stage": config.stage, "detector": config.detector.name, "dtype": cfg.dtype,
                  "attention": cfg.attention_impl,
                  "remat": cfg.remat, "remat_policy": cfg.remat_policy,
@@ -271,19 +300,20 @@ def compile_step(config: Any, topology: str, per_chip_batch: int
                           aliased=int(memory.alias_size_in_bytes),
                           generated_code=int(memory.generated_code_size_in_bytes),
                           total=total),
-      collectives=collectives(hlo),
+      collectives=collectives(hlo), dcn_transfers=dcn_transfers(hlo),
       model_tflop_per_chip=bench.model_flops(training, "train", state, batch) / len(devices)
       / 1e12)
   return report, hlo
 
 
-def find_batch(config: Any, topology: str, first: int = 4) -> Dict[str, Any]:
+def find_batch(config: Any, topology: str, first: int = 4, num_slices: int = 1
+               ) -> Dict[str, Any]:
   """The largest per-chip batch whose step fits the chip's HBM, from a line through the
   memory of two compiles (``first`` and 2 × ``first`` per chip), checked by compiling the
   batch it predicts; while that one does not fit, the line through the last two points
   predicts again. Returns {"per_chip_batch", "bytes_per_sample", "fixed_bytes", "compiles"}."""
-  reports = [compile_step(config, topology, first)[0],
-             compile_step(config, topology, 2 * first)[0]]
+  reports = [compile_step(config, topology, first, num_slices)[0],
+             compile_step(config, topology, 2 * first, num_slices)[0]]
   hbm = reports[0]["hbm_bytes"]
   best = max((r for r in reports if r["fits"]), key=lambda r: r["per_chip_batch"], default=None)
   for _ in range(3):
@@ -293,7 +323,7 @@ def find_batch(config: Any, topology: str, first: int = 4) -> Dict[str, Any]:
     predicted = int((hbm - (m1 - slope * b1)) // slope)
     if predicted < 1 or predicted in (r["per_chip_batch"] for r in reports):
       break
-    reports.append(compile_step(config, topology, predicted)[0])
+    reports.append(compile_step(config, topology, predicted, num_slices)[0])
     if reports[-1]["fits"]:
       best = reports[-1] if best is None or predicted > best["per_chip_batch"] else best
       break
@@ -313,7 +343,8 @@ def table(report: Dict[str, Any]) -> str:
   memory = report["bytes_per_chip"]
   size = lambda key: _size(memory[key]) if key in memory else "n/a"
   rows = [
-      ("topology", f"{report['topology']} ({report['chips']} × {report['device_kind']})"),
+      ("topology", f"{report.get('slices', 1)} × {report['topology']} ({report['chips']} × "
+                   f"{report['device_kind']})"),
       ("mesh", json.dumps(report["mesh"])),
       ("config", json.dumps(report["config"])),
       ("batch (global / per chip)", f"{report['global_batch']} / {report['per_chip_batch']}"),
@@ -330,6 +361,9 @@ def table(report: Dict[str, Any]) -> str:
     rows.append(("compiler's HBM for temporaries", _size(report["compiler_capacity"])))
   for kind, values in report.get("collectives", {}).items():
     rows.append((kind, f"{values['count']} per step, {_size(values['bytes'])}"))
+  for kind, values in report.get("dcn_transfers", {}).items():
+    rows.append((f"across slices: {kind.lower()}",
+                 f"{values['count']} per step, {_size(values['bytes'])}"))
   if "model_tflop_per_chip" in report:
     rows.append(("model TFLOP per chip per step", f"{report['model_tflop_per_chip']:.4f}"))
   return bench.format_rows(rows)
@@ -346,9 +380,9 @@ def main(argv: Sequence[str]) -> None:
   if FLAGS.find_batch and FLAGS.hlo:
     raise app.UsageError("--hlo writes one compile's program, not with --find_batch")
   try:
-    devices = topology_devices(FLAGS.topology)
-    shape = sharding.mesh_shape(config.mesh, len(devices))
-    shards = batch_shards(config.mesh, len(devices))
+    devices = topology_devices(FLAGS.topology, FLAGS.num_slices)
+    shape = sharding.mesh_shape(config.mesh, len(devices), FLAGS.num_slices)
+    shards = batch_shards(config.mesh, len(devices), FLAGS.num_slices)
     per_chip = FLAGS.per_chip_batch
     if per_chip is None and (FLAGS.batch is not None or not FLAGS.find_batch):
       # --batch, or the config's batch_size
@@ -359,14 +393,15 @@ def main(argv: Sequence[str]) -> None:
                        f"{dict(zip(sharding.MESH_AXES, shape))}")
       per_chip = global_batch // shards
     if FLAGS.find_batch:
-      result: Dict[str, Any] = find_batch(config, FLAGS.topology, per_chip or 4)
+      result: Dict[str, Any] = find_batch(config, FLAGS.topology, per_chip or 4,
+                                          FLAGS.num_slices)
       for report in result["compiles"]:
         print(table(report), end="\n\n")
       print(f"largest per-chip batch that fits: {result['per_chip_batch']} "
             f"({_size(result['bytes_per_sample'])} per sample + "
             f"{_size(result['fixed_bytes'])})")
     else:
-      result, hlo = compile_step(config, FLAGS.topology, per_chip)
+      result, hlo = compile_step(config, FLAGS.topology, per_chip, FLAGS.num_slices)
       print(table(result))
       if FLAGS.hlo and hlo is not None:
         with open(FLAGS.hlo, "w") as file:
@@ -381,6 +416,9 @@ def define_flags() -> None:
   config_flags.DEFINE_config_file("config", None, "Training config file.")
   flags.DEFINE_string("topology", None, "TPU topology, GENERATION:SHAPE, e.g. v5p:4x4x4, "
                       "v5e:16x16, v6e:16x16 (generations: " + ", ".join(HBM_BYTES) + ").")
+  flags.DEFINE_integer("num_slices", 1, "Slices of --topology joined over the data-centre "
+                       "network (multi-slice; the mesh's across-slice sizes are "
+                       "config.mesh.dcn_data / dcn_fsdp / dcn_tensor).", lower_bound=1)
   flags.DEFINE_integer("per_chip_batch", None, "Samples per batch shard (data × fsdp); the "
                        "global batch is this times the shard count.", lower_bound=1)
   flags.DEFINE_integer("batch", None, "Global batch (default: the config's batch_size).",

@@ -174,7 +174,7 @@ def run(config: Any, batch_size: int, steps: int, warmup: int, mode: str, data: 
   prepared = loop.open_training_data(config, workdir) if data == "pipeline" else None
   training = builder.build(config, sharding.make_mesh(config.mesh), prepared)
   config, cfg = training.config, training.cfg
-  host = (loop.training_iterator(prepared, config, cfg) if prepared is not None else
+  host = (loop.training_iterator(prepared, config, cfg, training.mesh) if prepared is not None else
           training.random_batches(batch_size))
   staged = [training.global_batch(next(host)) for _ in range(STAGED_BATCHES)]
   with training.scope():  # the optimiser state of "forward" is never materialised

@@ -56,6 +56,10 @@ def define_distributed_flags() -> None:
   flags.DEFINE_integer("cpu_devices", None,
                        "Simulate this many CPU devices per process (testing meshes without "
                        "accelerators).")
+  flags.DEFINE_bool("allow_cpu", False,
+                    "Let a multi-host run (--multihost, --coordinator_address) run on CPUs; "
+                    "without it such a run stops, as a pod or cluster whose accelerator "
+                    "runtime is missing would otherwise train on the hosts' CPUs.")
 
 
 def initialize_distributed() -> None:
@@ -70,6 +74,17 @@ def initialize_distributed() -> None:
                                flags.FLAGS.process_id)
   elif flags.FLAGS.multihost:
     jax.distributed.initialize()
+  platform = jax.devices()[0].platform
+  if jax.process_index() == 0:
+    print(f"devices: {jax.device_count()} {platform} ({jax.local_device_count()} per process), "
+          f"{jax.process_count()} process{'es' if jax.process_count() > 1 else ''}",
+          flush=True)
+  multihost = flags.FLAGS.coordinator_address or flags.FLAGS.multihost
+  if multihost and platform == "cpu" and not flags.FLAGS.allow_cpu:
+    raise UserError(
+        f"--multihost: JAX found only CPUs ({jax.device_count()} over {jax.process_count()} "
+        f"processes); install the accelerator's JAX (pip install -e \".[tpu]\" on TPU VMs, "
+        f"\".[cuda]\" on GPU nodes), or pass --allow_cpu to run on CPUs")
 
 
 def define_compilation_cache_flag() -> None:

@@ -19,6 +19,7 @@ import contextlib
 import os
 import shutil
 import tempfile
+import uuid
 from typing import Iterator, Union
 
 import fsspec
@@ -60,13 +61,25 @@ def local_only(location: PathLike, what: str) -> str:
 
 
 def append_text(file: epath.Path, text: str) -> None:
-  """Appends ``text`` to ``file`` (created if missing). Object stores cannot append: there
-  the object is read and written again whole."""
-  if is_remote(file):
-    file.write_text((file.read_text() if file.exists() else "") + text)
-  else:
+  """Appends ``text`` to ``file`` (created if missing). Objects cannot be appended to: on
+  Cloud Storage ``text`` is uploaded as an object of its own and composed onto ``file`` (one
+  server-side copy, so an append costs O(len(text)) however long the file is); on other
+  object stores the object is read and written again whole."""
+  if not is_remote(file):
     with file.open("a") as handle:
       handle.write(text)
+  elif not file.exists():
+    file.write_text(text)
+  elif os.fspath(file).startswith("gs://"):
+    gcs = fsspec.filesystem("gs")
+    part = f"{os.fspath(file)}.append-{uuid.uuid4().hex}"
+    gcs.pipe(part, text.encode())
+    try:
+      gcs.merge(os.fspath(file), [os.fspath(file), part])
+    finally:
+      gcs.rm(part)
+  else:
+    file.write_text(file.read_text() + text)
 
 
 @contextlib.contextmanager

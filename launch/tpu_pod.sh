@@ -17,6 +17,9 @@ set -euo pipefail
 tpu=$1 zone=$2 workdir=$3
 config=${4:-configs/pretrain_base.py}
 shift 4 || shift $#
+# The [tpu] extra brings libtpu: without it JAX on a TPU VM sees only the host's CPUs (main
+# then stops: --multihost refuses CPUs unless --allow_cpu). Process 0 prints the platform,
+# device count and process count it found.
 gcloud compute tpus tpu-vm ssh "$tpu" --zone="$zone" --worker=all --command="
-  cd ~/havic_jax && pip install -q -e . &&
+  cd ~/havic_jax && pip install -q -e '.[tpu]' &&
   python -m havic_jax.main --multihost --config=$config --workdir=$workdir $*"

@@ -192,7 +192,7 @@ def test_find_batch_follows_the_memory_line(monkeypatch):
   gib = 2 ** 30
   compiled = []
 
-  def fake_compile(config, topology, per_chip_batch):
+  def fake_compile(config, topology, per_chip_batch, num_slices=1):
     compiled.append(per_chip_batch)
     total = gib + gib // 4 * per_chip_batch
     return {"per_chip_batch": per_chip_batch, "hbm_bytes": 16 * gib, "fits": total <= 16 * gib,
@@ -212,3 +212,27 @@ def test_a_one_line_error_for_an_unknown_topology():
   result = run_cli("--config=configs/pretrain_tiny.py", "--topology=v9x:2x2")
   assert result.returncode != 0
   assert "--topology must be GENERATION:SHAPE" in result.stderr.strip().splitlines()[-1]
+
+
+def test_two_slices_compile_with_only_data_parallel_traffic_across_them(compiles):
+  """The tiny step for 2 × v5p:2x2x1 (8 chips, ``slice_index`` 0 and 1): the hybrid mesh puts
+  the slices outermost on ``data`` (config.mesh.dcn_data = -1), and what crosses the
+  data-centre network is the gradient all-reduce (and the contrastive loss's gather of the
+  batch's embeddings), never the parameters."""
+  devices = aot.topology_devices(TOPOLOGY, num_slices=2)
+  assert sorted({d.slice_index for d in devices}) == [0, 1]
+  config = tiny()
+  mesh = sharding.make_mesh(config.mesh, devices)
+  assert dict(mesh.shape) == {"data": 8, "fsdp": 1, "tensor": 1}
+  assert [d.slice_index for d in mesh.devices.flat] == [0] * 4 + [1] * 4
+  with pytest.raises(ValueError, match="needs 3 slices"):
+    sharding.make_mesh(dict(config.mesh, dcn_data=3), devices)
+  report, hlo = aot.compile_step(config, TOPOLOGY, PER_CHIP, num_slices=2)
+  assert report["fits"] and report["slices"] == 2 and report["global_batch"] == 16
+  across = report["dcn_transfers"]
+  assert set(across) <= {"ALL_REDUCE", "ALL_GATHER"} and across["ALL_REDUCE"]["count"] > 0
+  params = report["bytes_per_chip"]["params"]
+  # Each chip sends a share of the gradients: at least its quarter of them, at most all.
+  assert params / 4 <= across["ALL_REDUCE"]["bytes"] <= params
+  assert across.get("ALL_GATHER", {"bytes": 0})["bytes"] < params / 100
+  assert aot.dcn_transfers(compiles["data_parallel"][1]) == {}  # one slice: nothing crosses

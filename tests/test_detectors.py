@@ -14,7 +14,7 @@ import pytest
 
 from configs import (consistency_tiny, fakeout_tiny, fine_grained_tiny, finetune_tiny,
                      pretrain_tiny, voice_face_finetune_tiny, voice_face_pretrain_tiny)
-from havic_jax import detectors
+from havic_jax import detectors, sharding
 from havic_jax.data import input_pipeline, records, samplers
 from havic_jax.training import loop
 from havic_jax import eval as eval_binary
@@ -210,7 +210,7 @@ def test_identity_groups_and_real_only(prepared_corpus):
   config = consistency_tiny.get_config()
   config.data.split = ""
   cfg = model_config_from(config.model, config.compat)
-  batch = next(loop.training_iterator(data, config, cfg))
+  batch = next(loop.training_iterator(data, config, cfg, sharding.make_mesh(config.mesh)))
   assert batch["identity"].dtype == np.int32 and len(batch["identity"]) == config.batch_size
   names = {i: n for n, i in data.identity_vocabulary(indices).items()}
   pairs = batch["identity"].reshape(-1, 2)
@@ -223,7 +223,7 @@ def test_pseudo_fakes_in_the_fine_tuning_pipeline(prepared_corpus):
   config.data.split, config.data.balanced = "", False
   config.pseudo_fakes.probability = 1.0
   cfg = model_config_from(config.model, config.compat)
-  batch = next(loop.training_iterator(data, config, cfg))
+  batch = next(loop.training_iterator(data, config, cfg, sharding.make_mesh(config.mesh)))
   assert (batch["overall_label"] == 1).all()  # every clip became (or was) a fake
   assert (np.maximum(batch["audio_label"], batch["visual_label"]) == 1).all()
 

@@ -121,7 +121,7 @@ def test_two_processes_score_the_beam_windows_as_one_process_does(
   processes = [subprocess.Popen(
       scoring_command(classifier_export, listing, beam_windows, output,
                       f"--coordinator_address=localhost:{port}", "--num_processes=2",
-                      f"--process_id={i}"),
+                      f"--process_id={i}", "--allow_cpu"),
       cwd=ROOT, env=environment(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
       for i in range(2)]
   outputs = [p.communicate(timeout=600) for p in processes]

@@ -6,9 +6,9 @@ import itertools
 import numpy as np
 import pytest
 
-from configs import finetune_tiny
+from configs import common, finetune_tiny
 from configs.tiny import tiny_model
-from havic_jax.data import augment, features, records, samplers
+from havic_jax.data import augment, features, pseudo_fakes, records, samplers
 from havic_jax.data import input_pipeline as ip
 from havic_jax.media import fbank
 from havic_jax.media.clips import INT16_SCALE
@@ -164,8 +164,8 @@ def test_mixture_shares_each_process_stream_and_resumes(data, faceless_videos, t
   ood = {v["video_id"] for v in other.manifest["videos"]}
   assert ip.parse_mixture(f"{tmp_path / 'ood'}:0.25") == ((str(tmp_path / "ood"), 0.25),)
   for process in range(2):
-    clips = ip.training_records(data, data.split_indices(None), 4, seed=1,
-                                mixture=((other, 0.25),), shard_index=process, shard_count=2)
+    clips = ip.ProcessRows(ip.training_records(data, data.split_indices(None), 8, seed=1,
+                                               mixture=((other, 0.25),)), 4, process, 2)
     ids = [clips[i].video_id for i in range(200)]
     assert sum(i in ood for i in ids) == 50  # a quarter of every process's clips
     assert set(ids) & ood == ood  # every out-of-domain clip is drawn
@@ -183,3 +183,45 @@ def test_mixture_shares_each_process_stream_and_resumes(data, faceless_videos, t
       ip.parse_mixture(bad)
   with pytest.raises(ValueError, match="pretraining only"):
     ip.training_dataset(data, None, TINY, "finetune", 4, seed=1, mixture=((other, 0.25),))
+
+
+def _global_batches(make, count, steps):
+  """The first ``steps`` global batches of ``count`` simulated processes: each process's batch
+  of ``make(shard_index, shard_count)``, concatenated in process order (the rows each holds of
+  the global array)."""
+  per_process = [take(make(process, count), steps) for process in range(count)]
+  return [{key: np.concatenate([p[step][key] for p in per_process]) for key in per_process[0][0]}
+          for step in range(steps)]
+
+
+@pytest.mark.parametrize("case", ["pretrain", "finetune", "mixture", "identities"])
+def test_global_batches_do_not_depend_on_the_process_count(data, case, faceless_videos,
+                                                           tmp_path):
+  """The global batch of steps 0-2 is the same on 1, 2 and 8 processes: the same clips in the
+  same rows, the same masks, augmentations, pseudo-fakes and identities (every draw is made
+  from the record's position in the global stream, before a process takes its rows)."""
+  global_batch = 8
+  options = dict(pretrain=dict(stage="pretrain", **RATIOS),
+                 finetune=dict(stage="finetune", balanced=True, augmentation=AUGMENTATION,
+                               pseudo_fake_options=pseudo_fakes.PseudoFakeOptions(
+                                   **common.PSEUDO_FAKES)),
+                 identities=dict(stage="pretrain", identities=data.identity_vocabulary(
+                     data.split_indices(None)), clips_per_identity=2, **RATIOS))
+  if case == "mixture":
+    from havic_jax.data import prepare
+    prepare.prepare("folder", str(faceless_videos), str(tmp_path / "ood"),
+                    options=prepare.PrepareOptions(crop="centre"))
+    options[case] = dict(stage="pretrain", mixture=((records.open_prepared(
+        str(tmp_path / "ood")), 0.25),), **RATIOS)
+  kwargs = dict(options[case])
+  stage = kwargs.pop("stage")
+  make = lambda index, count: ip.training_dataset(
+      data, None, TINY, stage, global_batch // count, seed=3, shard_index=index,
+      shard_count=count, **kwargs)
+  one = _global_batches(make, 1, 3)
+  # Identity groups of 2 clips stay whole in a process's rows: at most 4 processes of 2 rows.
+  for count in (2, 4) if case == "identities" else (2, 8):
+    assert_batches_equal(_global_batches(make, count, 3), one)
+  # The draws differ between the rows of one batch (not one generator per process slot).
+  key = "ids_keep_video" if stage == "pretrain" else "video"
+  assert len({one[0][key][i].tobytes() for i in range(global_batch)}) > global_batch // 2

@@ -2,8 +2,10 @@
 key prefix, process 0 only; clu window averages; the parameter overview."""
 
 import json
+import pathlib
 import re
 import struct
+import tempfile
 
 import cv2
 import flax.linen as nn
@@ -159,3 +161,43 @@ def test_parameter_overview_of_sharded_boxed_params():
   with_stats = metric_writer.parameter_overview(params, include_stats=True)
   kernel_row = next(line for line in with_stats.splitlines() if "encoder/kernel" in line)
   assert "| 1.0 " in kernel_row
+
+
+def test_a_cloud_storage_log_is_written_in_parts_and_resumes_in_order(gcs_bucket, monkeypatch):
+  """On gs:// each flush appends the buffered lines to metrics.jsonl (a compose) and uploads
+  the new events as one more event file, so no flush re-sends what an earlier one sent; a
+  run resumed at step 3 drops the lines its predecessor wrote after step 3 and marks the
+  restart for TensorBoard."""
+  from havic_jax import storage
+  workdir = f"{gcs_bucket}/writer_parts"
+  uploads = []
+  append = storage.append_text
+  monkeypatch.setattr(metric_writer.storage, "append_text",
+                      lambda file, text: uploads.append(len(text)) or append(file, text))
+  writer = MetricWriter(workdir, total_steps=10)
+  for step in range(1, 7):
+    writer.write(step, {"total": float(step)})
+    if step % 2 == 0:
+      writer.flush()
+  writer.close()
+  root = storage.path(workdir)
+  lines = [json.loads(line) for line in (root / "metrics.jsonl").read_text().splitlines()]
+  assert [r["step"] for r in lines] == [1, 2, 3, 4, 5, 6]
+  line_bytes = len(json.dumps({"step": 1, "total": 1.0})) + 1
+  assert uploads[1:] == [2 * line_bytes] * 2  # each flush sends its own two lines only
+  parts = sorted(p.name for p in (root / "tensorboard").iterdir())
+  assert len(parts) == 4  # one per flush (3) and the close
+  resumed = MetricWriter(workdir, total_steps=10, start_step=3)
+  resumed.write(4, {"total": 40.0})
+  resumed.close()
+  lines = [json.loads(line) for line in (root / "metrics.jsonl").read_text().splitlines()]
+  assert [(r["step"], r["total"]) for r in lines] == [(1, 1.0), (2, 2.0), (3, 3.0), (4, 40.0)]
+  local = pathlib.Path(tempfile.mkdtemp()) / "copy"
+  (local / "tensorboard").mkdir(parents=True)
+  for part in (root / "tensorboard").iterdir():
+    (local / "tensorboard" / part.name).write_bytes(part.read_bytes())
+  events = read_events(local)
+  restarts = [e.step for e in events if e.HasField("session_log")]
+  assert restarts == [3]
+  values = summary_values(events, "simple_value")
+  assert values[(4, "total")] == 40.0 and values[(6, "total")] == 6.0  # TensorBoard purges 6

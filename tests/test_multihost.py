@@ -33,7 +33,7 @@ def start(workdir, prepared, every_steps):
        f"--workdir={workdir}", f"--config.num_steps={STEPS}", "--config.log_every=1",
        f"--config.checkpoint.every_steps={every_steps}", "--config.data.source=prepared",
        f"--config.data.path={prepared}", f"--coordinator_address=localhost:{port}",
-       "--num_processes=2", f"--process_id={i}", "--cpu_devices=2"],
+       "--num_processes=2", f"--process_id={i}", "--cpu_devices=2", "--allow_cpu"],
       cwd=ROOT, env=environment, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
       for i in range(2)]
 

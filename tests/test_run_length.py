@@ -149,7 +149,7 @@ def test_a_resumed_epoch_based_run_keeps_its_schedule(tmp_path, prepared_corpus,
   finally:
     jax.config.update("jax_enable_compilation_cache", True)
   assert int(state.step) == 5
-  assert not [w for w in warnings if "different schedule" in w[0]]
+  assert not [w for w in warnings if "schedule" in w[0]]
   second = json.loads((workdir / "config.json").read_text())
   assert second == first
   assert (second["num_steps"], second["optimizer"]["warmup_steps"]) == (5, 2)
@@ -161,3 +161,50 @@ def test_a_resumed_epoch_based_run_keeps_its_schedule(tmp_path, prepared_corpus,
   assert sorted(logged) == [1, 2, 3, 4, 5]
   np.testing.assert_allclose([logged[s] for s in range(1, 6)],
                              [float(expected(s - 1)) for s in range(1, 6)], rtol=1e-6)
+
+
+@pytest.mark.parametrize("reschedule", [False, True])
+def test_a_resumed_run_with_another_batch_keeps_its_schedule_unless_rescheduled(
+    tmp_path, prepared_corpus, monkeypatch, reschedule):
+  """A run of 4 epochs at batch 16 stopped after step 1, resumed at batch 8: it keeps the
+  saved steps, warm-up and learning rates (the new batch alone would give twice the steps and
+  half the rate), logging each value that differs; ``reschedule`` derives them anew, logged too."""
+  data = records.open_prepared(str(prepared_corpus))
+  clips = len(data.split_indices(None))
+  config = pretrain_tiny.get_config()
+  config.unlock()
+  config.num_steps, config.num_epochs = None, 4.0
+  config.optimizer.warmup_steps = None
+  config.optimizer.lr_scaling, config.optimizer.reference_batch_size = "linear", 16
+  config.batch_size, config.log_every, config.image_every = 16, 1, 0
+  config.data.source, config.data.path = "prepared", str(prepared_corpus)
+  workdir = tmp_path / "run"
+  warnings = []
+  monkeypatch.setattr(run_length.logging, "warning", lambda *args: warnings.append(args))
+  jax.config.update("jax_enable_compilation_cache", False)
+  try:
+    with monkeypatch.context() as patch:
+      patch.setattr(loop.Preemption, "reached", lambda self, step: step == 1)
+      loop.run(config, str(workdir))
+    first = json.loads((workdir / "config.json").read_text())
+    config.batch_size, config.reschedule = 8, reschedule
+    with monkeypatch.context() as patch:
+      patch.setattr(loop.Preemption, "reached", lambda self, step: step == 2)
+      state, _ = loop.run(config, str(workdir))
+  finally:
+    jax.config.update("jax_enable_compilation_cache", True)
+  assert first["num_steps"] == 4 * clips // 16
+  second = json.loads((workdir / "config.json").read_text())
+  warnings = [w for w in warnings if "schedule" in w[0]]
+  named = {w[1]: (w[2], w[3]) for w in warnings}
+  assert named["num_steps"] == (first["num_steps"], 4 * clips // 8)
+  assert named["schedule.learning_rate_scale"] == (1.0, 0.5)
+  if reschedule:
+    assert all("reschedule" in w[0] for w in warnings)
+    assert second["num_steps"] == 4 * clips // 8
+    assert second["schedule"]["learning_rates"]["peak_learning_rate"] == pytest.approx(5e-4)
+  else:
+    assert all("saved schedule" in w[0] for w in warnings)
+    for key in ("num_steps", "schedule"):
+      assert second[key] == first[key], key
+    assert second["optimizer"]["warmup_steps"] == first["optimizer"]["warmup_steps"]

@@ -17,6 +17,10 @@ from havic_jax.training.train_step import split_microbatches
 
 # float32 on CPU: different meshes reduce in different orders.
 MESH_TOLERANCE = dict(rtol=2e-4, atol=2e-6)
+# Parameters after two Adam steps (lr 4e-5, then 5.2e-4): where a gradient element is near
+# Adam's epsilon (a position the masks rarely keep), its rounding noise moves the update by a
+# few 1e-6; a wrong update moves it by ~lr.
+PARAM_TOLERANCE = dict(rtol=2e-4, atol=1e-5)
 
 
 def run_steps(config, mesh_axes, devices, num_steps=2, counter=None):
@@ -70,7 +74,7 @@ def test_same_step_on_one_and_eight_devices(single_device_run, mesh_axes):
   for (path, a), b in zip(jax.tree_util.tree_flatten_with_path(params_8)[0],
                           jax.tree.leaves(params_1)):
     name = jax.tree_util.keystr(path)
-    tolerance = dict(atol=1.12e-3) if name.endswith(ZERO_GRADIENT) else MESH_TOLERANCE
+    tolerance = dict(atol=1.12e-3) if name.endswith(ZERO_GRADIENT) else PARAM_TOLERANCE
     np.testing.assert_allclose(a, b, **tolerance, err_msg=name)
   # The state really is sharded as the rules say (not silently replicated).
   kernel = state.params["video_encoder"]["block_0"]["mlp"]["fc1"]["kernel"]

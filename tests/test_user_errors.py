@@ -10,8 +10,11 @@ import sys
 
 import pytest
 
+from local_services import free_port
+
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 TINY = "--config=configs/pretrain_tiny.py"
+PORT = free_port()
 
 
 def cases(tmp):
@@ -31,6 +34,11 @@ def cases(tmp):
       "main missing checkpoint": ("havic_jax.main", [TINY, f"--workdir={W}",
                                                      f"--config.init_from={missing}"],
                                   f"--config.init_from ({missing})={missing}: no such file"),
+      "main multihost on CPUs": ("havic_jax.main", [TINY, f"--workdir={W}",
+                                                    f"--coordinator_address=localhost:{PORT}",
+                                                    "--num_processes=1", "--process_id=0"],
+                                 "--multihost: JAX found only CPUs (1 over 1 processes); install "
+                                 "the accelerator's JAX"),
       "main unwritable output": ("havic_jax.main", [TINY, f"--workdir={out_dir}"],
                                  f"--workdir: cannot write to {out_dir}"),
       "eval missing checkpoint": ("havic_jax.eval", [f"--checkpoint={missing}", "--data=.",

@@ -1,10 +1,12 @@
 """Grain input pipelines over prepared ArrayRecord shards (``havic_jax.data.records``).
 
 Training: record indices of a split -> seeded shuffle, endless repeat (or class-balanced
-weighted sampling for fine-tuning) -> this process's shard -> read and decode the clip ->
-audio features (fbank, spec §1) -> masks (pretraining) or augmentations (fine-tuning, spec §11)
--> host-local batch, with worker processes via ``mp_prefetch``. The iterator's state
-(``get_state``/``set_state``, Grain's Orbax handler) resumes it at the next batch.
+weighted sampling for fine-tuning) -> read and decode the clip -> audio features (fbank, spec
+§1) -> masks (pretraining) or augmentations (fine-tuning, spec §11) -> this process's rows of
+each global batch -> host-local batch. Every draw is seeded from the clip's position in the
+global stream, so the global batches do not depend on the number of processes. Worker
+processes via ``mp_prefetch``; the iterator's state (``get_state``/``set_state``, Grain's Orbax
+handler) resumes it at the next batch.
 
 Evaluation: every record of a split once, in order, padded with ``valid = 0`` examples so every
 process runs the same number of batches.
@@ -79,40 +81,73 @@ def parse_mixture(value: str) -> Tuple[Tuple[str, float], ...]:
   return tuple(sources)
 
 
-def _shuffled(indices: np.ndarray, seed: int, index: int, count: int) -> grain.MapDataset:
-  """This process's slice of an endless seeded shuffle of ``indices``."""
-  return grain.MapDataset.source(indices).shuffle(seed=seed).repeat(None)[index::count]
+def _shuffled(indices: np.ndarray, seed: int) -> grain.MapDataset:
+  """An endless seeded shuffle of ``indices`` (one permutation per epoch)."""
+  return grain.MapDataset.source(indices).shuffle(seed=seed).repeat(None)
 
 
-def training_records(data: PreparedData, indices: np.ndarray, local_batch_size: int,
+class ProcessRows(grain.MapDataset):
+  """This process's rows of every global batch of an endless global stream.
+
+  Position ``i`` of this dataset is row ``i % local_batch_size`` of this process's block of
+  global batch ``i // local_batch_size``: global position ``step · global_batch +
+  shard_index · local_batch_size + row``. Every random choice upstream (``random_map``) is
+  seeded from that global position, so the global batch of a step, row by row, is the same on
+  any number of processes."""
+
+  def __init__(self, parent: grain.MapDataset, local_batch_size: int, shard_index: int,
+               shard_count: int):
+    super().__init__(parent)
+    self._local, self._index, self._count = local_batch_size, shard_index, shard_count
+    self._length = len(parent) // shard_count // local_batch_size * local_batch_size
+
+  def __len__(self) -> int:
+    return self._length
+
+  def _global_position(self, index: int) -> int:
+    step, row = divmod(int(index), self._local)
+    return (step * self._count + self._index) * self._local + row
+
+  def __getitem__(self, index):
+    if isinstance(index, slice):
+      return self.slice(index)
+    return self._parent[self._global_position(index)]
+
+  def _getitems(self, indices: Sequence[int]):
+    return self._parent._getitems([self._global_position(i) for i in indices])  # pylint: disable=protected-access
+
+  def __str__(self) -> str:
+    return f"ProcessRows(shard {self._index} of {self._count}, {self._local} rows per batch)"
+
+
+def training_records(data: PreparedData, indices: np.ndarray, global_batch_size: int,
                      seed: int, *, balanced: bool = False, clips_per_identity: int = 0,
-                     mixture: Sequence[Tuple[PreparedData, float]] = (),
-                     shard_index: Optional[int] = None, shard_count: Optional[int] = None
-                     ) -> grain.MapDataset:
-  """This process's endless, seeded stream of decoded training clips (before featurising).
+                     mixture: Sequence[Tuple[PreparedData, float]] = ()) -> grain.MapDataset:
+  """The endless, seeded global stream of decoded training clips (before featurising), the
+  same on every process: position p is row p % ``global_batch_size`` of global batch
+  p // ``global_batch_size``.
 
   The records ``indices`` shuffled and repeated; ``balanced`` draws them with probability ∝
   1/count of their ``overall_label``, with replacement; ``clips_per_identity`` > 0 draws every
-  batch of ``local_batch_size`` as identities × that many clips of different videos
-  (``samplers.IdentityGroups``). ``mixture`` ((prepared data, share), ...) mixes in every clip of
-  other prepared data, each making up its share of the clips (a fixed interleaving by share;
-  pretraining, e.g. out-of-domain clips without faces).
+  global batch as identities × that many clips of different videos
+  (``samplers.IdentityGroups``: consecutive positions, so a process's rows hold whole groups
+  when its batch is a multiple of ``clips_per_identity``). ``mixture`` ((prepared data,
+  share), ...) mixes in every clip of other prepared data, each making up its share of the
+  clips (a fixed interleaving by share; pretraining, e.g. out-of-domain clips without faces).
   """
-  index, count = process_shard(shard_index, shard_count)
   records_seed = seed + RECORDS_SEED_OFFSET
-  if clips_per_identity:  # one seed per process: each draws its own identities
+  if clips_per_identity:
     ds = grain.MapDataset.range(ENDLESS).map(samplers.identity_groups(
-        data, indices, local_batch_size, clips_per_identity, records_seed * count + index))
+        data, indices, global_batch_size, clips_per_identity, records_seed))
   elif balanced:
     probabilities = samplers.balanced_weights(data.record_labels()[indices])
     ds = grain.MapDataset.range(len(indices)).repeat(None).random_map(
-        samplers.WeightedPick(indices, np.cumsum(probabilities)), seed=records_seed
-    )[index::count]
+        samplers.WeightedPick(indices, np.cumsum(probabilities)), seed=records_seed)
   else:
-    ds = _shuffled(indices, records_seed, index, count)
+    ds = _shuffled(indices, records_seed)
   ds = ds.map(ReadRecord(data.source()))
   if mixture:
-    extra = [_shuffled(other.split_indices(None), seed + MIXTURE_SEED_OFFSET + k, index, count)
+    extra = [_shuffled(other.split_indices(None), seed + MIXTURE_SEED_OFFSET + k)
              .map(ReadRecord(other.source())) for k, (other, _) in enumerate(mixture)]
     shares = [share for _, share in mixture]
     ds = grain.MapDataset.mix([ds] + extra, [1.0 - sum(shares)] + shares)
@@ -130,10 +165,12 @@ def training_dataset(data: PreparedData, split: Optional[str], cfg: ModelConfig,
                      mixture: Sequence[Tuple[PreparedData, float]] = (),
                      shard_index: Optional[int] = None,
                      shard_count: Optional[int] = None) -> grain.IterDataset:
-  """Endless, seeded, per-process training batches of ``local_batch_size`` examples.
+  """Endless, seeded, per-process training batches of ``local_batch_size`` examples: this
+  process's rows (``ProcessRows``) of global batches of ``local_batch_size`` × shard count.
 
-  The same (seed, shard) gives the same batches; shards are disjoint, and together cover each
-  epoch's permutation. The clips of ``split`` (``real_only``: its real clips) come from
+  The same seed gives the same global batches, row by row, whatever the shard count: every
+  clip, mask, augmentation, pseudo-fake and donor is drawn from its global position. Shards
+  are disjoint, and together cover each epoch's permutation. The clips of ``split`` (``real_only``: its real clips) come from
   :func:`training_records` (``balanced``, ``clips_per_identity``, ``mixture``: pretraining
   only, not with identity groups); ``augmentation`` picks the fine-tuning augmentations
   (None: none); ``identities`` adds each clip's ``identity`` id; ``pseudo_fake_options`` turns clips into
@@ -149,9 +186,12 @@ def training_dataset(data: PreparedData, split: Optional[str], cfg: ModelConfig,
   indices = data.split_indices(split)
   if real_only:
     indices = data.real_indices(indices)
-  ds = training_records(data, indices, local_batch_size, seed, balanced=balanced,
-                        clips_per_identity=clips_per_identity, mixture=mixture,
-                        shard_index=shard_index, shard_count=shard_count)
+  index, count = process_shard(shard_index, shard_count)
+  if clips_per_identity and local_batch_size % clips_per_identity:
+    raise ValueError(f"a process batch of {local_batch_size} does not hold whole groups of "
+                     f"{clips_per_identity} clips per identity")
+  ds = training_records(data, indices, local_batch_size * count, seed, balanced=balanced,
+                        clips_per_identity=clips_per_identity, mixture=mixture)
   if pseudo_fake_options is not None:
     donor = pseudo_fakes.RecordDonor(data.source(), indices)
     ds = ds.random_map(pseudo_fakes.PseudoFakeTransform(donor, pseudo_fake_options),
@@ -159,6 +199,7 @@ def training_dataset(data: PreparedData, split: Optional[str], cfg: ModelConfig,
   transform = ClipTransform(cfg, stage, video_mask_ratio, audio_mask_ratio, augmentation,
                             identities)
   ds = ds.random_map(transform, seed=seed + TRANSFORM_SEED_OFFSET)
+  ds = ProcessRows(ds, local_batch_size, index, count)
   ds = ds.batch(local_batch_size, drop_remainder=True).to_iter_dataset(read_options)
   if workers > 0:
     ds = ds.mp_prefetch(grain.MultiprocessingOptions(num_workers=workers))

@@ -84,9 +84,10 @@ def read_options(config: Any) -> grain.ReadOptions:
                            prefetch_buffer_size=config.data.prefetch_batches)
 
 
-def training_iterator(data: records.PreparedData, config: Any, cfg: ModelConfig
+def training_iterator(data: records.PreparedData, config: Any, cfg: ModelConfig, mesh: Any
                       ) -> Any:
-  """This process's Grain batch iterator over ``data`` per ``config.data`` (checkpointable)."""
+  """This process's Grain batch iterator over ``data`` per ``config.data`` (checkpointable):
+  the rows of each global batch that ``mesh`` places on this process's devices."""
   detector = detectors.info(config)
   stage_options = ({"video_mask_ratio": config.pretrain.video_mask_ratio,
                     "audio_mask_ratio": config.pretrain.audio_mask_ratio}
@@ -105,10 +106,13 @@ def training_iterator(data: records.PreparedData, config: Any, cfg: ModelConfig
         clips_per_identity=config.data.clips_per_identity)
   mixture = tuple((records.open_prepared(path), share) for path, share in
                   input_pipeline.parse_mixture(config.data.get("mixture", "")))
+  shard_index, shard_count = sharding.process_block(mesh, config.mesh.batch_axes,
+                                                    config.batch_size)
   dataset = input_pipeline.training_dataset(
       data, split, cfg, config.stage, sharding.local_batch_size(config.batch_size),
       config.seed, balanced=config.data.balanced, workers=config.data.workers,
-      read_options=read_options(config), real_only=real_only, mixture=mixture, **stage_options)
+      read_options=read_options(config), real_only=real_only, mixture=mixture,
+      shard_index=shard_index, shard_count=shard_count, **stage_options)
   return iter(dataset)
 
 
@@ -279,14 +283,16 @@ def run(config: Any, workdir: str) -> Tuple[TrainState, Dict[str, float]]:
   Returns the final state and the last logged metrics."""
   data = open_training_data(config, workdir)
   mesh = sharding.make_mesh(config.mesh)
+  if runs.has_config(workdir):  # a resumed run keeps its schedule unless config.reschedule
+    derived = builder.with_run_length(builder.with_identity_count(config, data), data)
+    config = run_length.resume_schedule(config, runs.read_config(workdir).to_dict(),
+                                        derived.to_dict())
   training = builder.build(config, mesh, data)
   config, cfg, model = training.config, training.cfg, training.model
   schedules = training.schedules
   logging.info("%s", run_length.describe(config))
-  if runs.has_config(workdir):
-    run_length.warn_on_changes(runs.read_config(workdir).to_dict(), config.to_dict())
   runs.write_config(workdir, config)
-  data_iterator = training_iterator(data, config, cfg) if data is not None else None
+  data_iterator = training_iterator(data, config, cfg, mesh) if data is not None else None
   manager = runs.make_manager(workdir, config.checkpoint)
   preemption = Preemption(manager)
   writer = None
@@ -354,6 +360,9 @@ def run(config: Any, workdir: str) -> Tuple[TrainState, Dict[str, float]]:
           finite.check(done)
           runs.save(manager, done, state, batches if batches.checkpointable else None,
                     eval_metrics, force=last or preempted)
+          if log.pending:  # the log holds every step up to the checkpoint
+            metrics = log.finish()
+          writer.flush()
         if preempted:
           logging.warning("stopped at step %d after a preemption notice", done)
           break

@@ -14,9 +14,17 @@ prefix="eval")`` -> JSONL ``"eval/auc"``, tag ``eval/auc``). Without a prefix th
 used, which is how the training loop logs its scalars (``total``, ``grad_norm``, ...). Text
 ``name`` has the tag ``{name}/text_summary`` (tensorboardX's text summary).
 
-The work directory may be a ``gs://`` URI (:mod:`havic_jax.storage`): the JSONL, PNG and
-TXT files go through ``etils.epath``, the event file through tensorboardX's own Cloud Storage
-writer (google-cloud-storage), which uploads the whole file again at each flush.
+The work directory may be a ``gs://`` URI (:mod:`havic_jax.storage`): the PNG and TXT files
+go through ``etils.epath``; JSONL lines and events are kept in memory and written at each
+flush (``FLUSH_SECONDS``, and :meth:`MetricWriter.flush` / ``close``), the lines appended to
+``metrics.jsonl`` (``storage.append_text``: a Cloud Storage compose), the events as one new
+event file per flush (TensorBoard reads every event file of a directory in name order), so a
+log line costs the same at hour 100 as at the start.
+
+A resumed run (``start_step`` > 0) first drops the lines of steps after ``start_step`` that
+the run it resumes wrote after its last checkpoint, and writes a TensorBoard ``SessionLog``
+START at ``start_step`` (TensorBoard then discards the older events of later steps): the log
+holds every step once, in order.
 
 Events are built with ``tensorboardX.summary`` and written synchronously by its
 ``EventsWriter``: ``SummaryWriter`` hands them to a writer thread whose queue its ``flush()``
@@ -32,6 +40,9 @@ from __future__ import annotations
 import datetime
 import functools
 import json
+import os
+import shutil
+import tempfile
 import time
 from typing import Any, Mapping, Optional, Tuple
 
@@ -43,10 +54,11 @@ from clu import metrics as clu_metrics
 from clu import parameter_overview as clu_parameter_overview
 from tensorboardX import summary as tb_summary
 from tensorboardX.event_file_writer import EventsWriter
-from tensorboardX.proto.event_pb2 import Event
+from tensorboardX.proto.event_pb2 import Event, SessionLog
 
 from havic_jax import storage
 
+METRICS_FILE = "metrics.jsonl"
 TENSORBOARD_DIR = "tensorboard"
 IMAGES_DIR = "images"
 FLUSH_SECONDS = 30.0  # a write call flushes the event file when the last flush is older
@@ -71,12 +83,37 @@ class MetricWriter:
     self.start_step = start_step
     self.start_time = time.time()
     self.directory = storage.path(workdir)
-    self.path = self.directory / "metrics.jsonl"
+    self.path = self.directory / METRICS_FILE
+    self.remote = storage.is_remote(self.directory)
     self.events: Optional[EventsWriter] = None
+    self.lines: list = []  # JSONL lines not yet written (remote workdirs)
     self.flushed_at = time.time()
     if self.active:
       (self.directory / TENSORBOARD_DIR).mkdir(parents=True, exist_ok=True)
-      self.events = EventsWriter(str(self.directory / TENSORBOARD_DIR / "events"))
+      self.scratch = tempfile.mkdtemp(prefix="havic_jax_events_") if self.remote else None
+      self._open_events()
+      if start_step > 0:
+        self._drop_lines_after(start_step)
+        self.events.write_event(Event(wall_time=time.time(), step=start_step,
+                                      session_log=SessionLog(status=SessionLog.START)))
+
+  def _open_events(self) -> None:
+    """A new event file: in the run's directory, or (remote) in the scratch directory,
+    uploaded at the next flush."""
+    directory = self.scratch if self.remote else self.directory / TENSORBOARD_DIR
+    # Remote parts end in the time in ns: event files sort by name in the order written,
+    # across resumed runs too.
+    self.events = EventsWriter(os.path.join(os.fspath(directory), "events"),
+                               f".{time.time_ns()}" if self.remote else "")
+
+  def _drop_lines_after(self, step: int) -> None:
+    """Rewrites ``metrics.jsonl`` without the lines of steps after ``step``."""
+    if not self.path.exists():
+      return
+    lines = self.path.read_text().splitlines(keepends=True)
+    kept = [line for line in lines if line.endswith("\n") and json.loads(line)["step"] <= step]
+    if len(kept) < len(lines):
+      self.path.write_text("".join(kept))
 
   def _add_summary(self, step: int, summary: Any) -> None:
     """Appends one TensorBoard ``Summary`` proto at ``step`` to the event file."""
@@ -86,12 +123,17 @@ class MetricWriter:
 
   def write(self, step: int, scalars: Mapping[str, float], prefix: Optional[str] = None
             ) -> None:
-    """Appends ``{"step": step, **scalars}`` to ``metrics.jsonl`` (flushed on return), adds
+    """Appends ``{"step": step, **scalars}`` to ``metrics.jsonl`` (on return; remote
+    workdirs: at the next flush), adds
     each scalar to TensorBoard and prints ``step s/N | k v ... | ETA h:mm:ss``."""
     if not self.active:
       return
     values = {_key(k, prefix): float(v) for k, v in scalars.items()}
-    storage.append_text(self.path, json.dumps({"step": step, **values}) + "\n")
+    line = json.dumps({"step": step, **values}) + "\n"
+    if self.remote:
+      self.lines.append(line)
+    else:
+      storage.append_text(self.path, line)
     for tag, value in values.items():
       self._add_summary(step, tb_summary.scalar(tag, value))
     done = step - self.start_step
@@ -131,19 +173,38 @@ class MetricWriter:
     self._add_summary(0, tb_summary.text(name, f"```\n{text}\n```"))
 
   def flush(self) -> None:
-    """Puts every TensorBoard event written so far on disk (write calls do so themselves when
-    the last flush is older than ``FLUSH_SECONDS``; the JSONL, PNG and TXT files are complete
-    when their write call returns)."""
-    if self.active:
+    """Puts every TensorBoard event and JSONL line written so far in the workdir (write calls
+    do so themselves when the last flush is older than ``FLUSH_SECONDS``; locally the JSONL,
+    PNG and TXT files are complete when their write call returns)."""
+    if not self.active:
+      return
+    if self.remote:
+      if self.lines:
+        storage.append_text(self.path, "".join(self.lines))
+        self.lines = []
+      self._upload_events()
+      self._open_events()
+    else:
       self.events.flush()
-      self.flushed_at = time.time()
+    self.flushed_at = time.time()
+
+  def _upload_events(self) -> None:
+    """Closes the scratch event file and uploads it as one object (remote workdirs)."""
+    self.events.close()
+    local = self.events._file_name  # pylint: disable=protected-access
+    with open(local, "rb") as file:
+      (self.directory / TENSORBOARD_DIR / os.path.basename(local)).write_bytes(file.read())
+    os.remove(local)
 
   def close(self) -> None:
     """Flushes and closes the TensorBoard event file."""
     if self.active:
-      self.events.close()
-      # Dropped now: tensorboardX's Cloud Storage writer uploads once more when collected,
-      # which at interpreter exit fails.
+      if self.remote:
+        self.flush()
+        self.events.close()
+        shutil.rmtree(self.scratch, ignore_errors=True)
+      else:
+        self.events.close()
       self.events = None
 
 

@@ -79,9 +79,12 @@ def resolve(config: Any, clips: int) -> ml_collections.ConfigDict:
   Sets ``num_steps``, and ``optimizer.warmup_steps`` (pretraining: else
   ``optimizer.warmup_fraction`` of the run) or ``optimizer.restart_every_steps``
   (fine-tuning). ``schedule``: ``clips_per_epoch``, ``steps_per_epoch``,
-  ``learning_rate_scale`` and ``learning_rates`` ({config.optimizer key: the value used})."""
+  ``learning_rate_scale`` and ``learning_rates`` ({config.optimizer key: the value used}).
+  A config that has its ``schedule`` (a resumed run's, :func:`resume_schedule`) keeps it."""
   config = config.copy_and_resolve_references()
   config.unlock()
+  if config.get("schedule") is not None:
+    return config
   opt = config.optimizer
   steps_per_epoch = clips / config.batch_size
   num_steps = steps_of(config.num_steps, config.get("num_epochs"), steps_per_epoch)
@@ -133,8 +136,26 @@ def changes(previous: Dict[str, Any], current: Dict[str, Any]) -> Dict[str, Any]
   return {key: (before.get(key), after[key]) for key in after if before.get(key) != after[key]}
 
 
-def warn_on_changes(previous: Dict[str, Any], current: Dict[str, Any]) -> None:
-  """Logs a warning naming each schedule value a resumed run derives differently from the run
-  it resumes (data or batch changed)."""
-  for key, (before, after) in changes(previous, current).items():
-    logging.warning("resuming with a different schedule: %s was %s, now %s", key, before, after)
+def resume_schedule(config: Any, previous: Dict[str, Any], derived: Dict[str, Any]
+                    ) -> ml_collections.ConfigDict:
+  """The config a resumed run trains with: ``config`` with the run length, warm-up or restart
+  steps and ``schedule`` section of the run it resumes (``previous``, its ``config.json``), so
+  the learning-rate curve goes on where it was; or, with ``config.reschedule``, as derived
+  anew (``derived``: ``config`` resolved for today's data and batch). Either way each value
+  that differs between the two is logged with both values."""
+  differences = changes(previous, derived)
+  if config.get("reschedule"):
+    for key, (before, after) in differences.items():
+      logging.warning("reschedule: %s was %s, now %s", key, before, after)
+    return config
+  for key, (before, after) in differences.items():
+    logging.warning("resuming with the saved schedule: %s stays %s (today's data and batch "
+                    "give %s; --config.reschedule=True re-derives it)", key, before, after)
+  config = config.copy_and_resolve_references()
+  config.unlock()
+  config.num_steps = previous["num_steps"]
+  for key in ("warmup_steps", "restart_every_steps"):
+    if key in config.optimizer and key in previous.get("optimizer", {}):
+      config.optimizer[key] = previous["optimizer"][key]
+  config.schedule = ml_collections.ConfigDict(previous["schedule"])
+  return config
