@@ -221,6 +221,9 @@ def base_config(stage: str) -> ml_collections.ConfigDict:
       "every_steps": 500, "keep": 2, "keep_best": 1,
       "best_metric": "" if stage == "pretrain" else "eval/auc", "best_mode": "max",
   })
+  # A jax.profiler trace of `steps` steps from `start_step` (-1: none) on process 0, written
+  # to `dir` (default WORKDIR/profile; tensorboard --logdir=DIR, Profile tab).
+  config.profile = ml_collections.ConfigDict({"start_step": -1, "steps": 3, "dir": ""})
   # Pretraining: input / masked / reconstructed images of one sample every `image_every` steps.
   config.image_every = 1000 if stage == "pretrain" else 0
   # Fine-tuning: validation (ACC/AP/AUC on data.eval_split) every `eval_every` steps (0: off).

@@ -21,8 +21,8 @@ waiting for host batches.
 FLOPs per sample are counted two ways: from the program (every ``dot_general`` and convolution
 of the step's jaxpr: 2 FLOPs per multiply-add, scans multiplied by their length — the model's
 matmul FLOPs, independent of the compiler) and XLA's own cost analysis of the compiled step.
-MFU = achieved model FLOP/s ÷ the device's peak dense bf16 FLOP/s (table below; unknown devices,
-CPUs included, get none). Results print as a table and are written as JSON with ``--output``.
+MFU = achieved model FLOP/s ÷ the device's peak dense bf16 FLOP/s (``flops.PEAK_BF16_FLOPS``;
+unknown devices, CPUs included, get none). Results print as a table and are written as JSON with ``--output``.
 """
 
 from __future__ import annotations
@@ -31,80 +31,21 @@ import json
 import math
 import platform
 import time
-from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 import jax
 import numpy as np
 from absl import app, flags
-from jax.extend import core as jax_core
 from ml_collections import config_flags
 
 from havic_jax import cli, detectors, sharding, storage
 from havic_jax.models import attention
-from havic_jax.training import builder, loop, prefetch
+from havic_jax.training import builder, flops, loop, prefetch
 
 FLAGS = flags.FLAGS
 # Batches generated before timing and kept on the devices; the compute-only steps take them
 # in turn.
 STAGED_BATCHES = 3
-# Peak dense bf16 FLOP/s per chip (vendor figures, no sparsity), by a substring of device_kind.
-PEAK_BF16_FLOPS = {
-    "H200": 989e12,
-    "H100": 989e12,
-    "A100": 312e12,
-    "TPU v4": 275e12,
-    "TPU v5 lite": 197e12,
-    "TPU v5e": 197e12,
-    "TPU v5p": 459e12,
-    "TPU v5": 459e12,
-    "TPU v6 lite": 918e12,
-    "TPU v6e": 918e12,
-}
-
-
-def peak_flops(device_kind: str) -> Optional[float]:
-  """The peak dense bf16 FLOP/s of a chip, or None when it is not in PEAK_BF16_FLOPS."""
-  for name, peak in PEAK_BF16_FLOPS.items():
-    if name.lower() in device_kind.lower():
-      return peak
-  return None
-
-
-def _sub_jaxprs(eqn: Any) -> Iterator[tuple]:
-  """(jaxpr, multiplicity) of the sub-programs of an equation (scan bodies run ``length``
-  times; other higher-order primitives once)."""
-  times = eqn.params.get("length", 1) if eqn.primitive.name == "scan" else 1
-  for value in eqn.params.values():
-    for item in value if isinstance(value, (tuple, list)) else (value,):
-      if isinstance(item, jax_core.ClosedJaxpr):
-        yield item.jaxpr, times
-      elif isinstance(item, jax_core.Jaxpr):
-        yield item, times
-
-
-def matmul_flops(jaxpr: Any) -> float:
-  """FLOPs of every dot_general and convolution in ``jaxpr`` (and its sub-programs):
-  2 × multiply-adds. ``cond`` branches are all counted (an upper bound)."""
-  total = 0.0
-  for eqn in jaxpr.eqns:
-    name = eqn.primitive.name
-    if name == "dot_general":
-      (lhs_contract, _), _ = eqn.params["dimension_numbers"]
-      lhs = eqn.invars[0].aval.shape
-      contracted = math.prod(lhs[d] for d in lhs_contract)
-      total += 2.0 * contracted * math.prod(eqn.outvars[0].aval.shape)
-    elif name == "conv_general_dilated":
-      kernel = eqn.invars[1].aval.shape
-      out = eqn.outvars[0].aval.shape
-      spec = eqn.params["dimension_numbers"]
-      in_features = kernel[spec.rhs_spec[1]]
-      window = math.prod(kernel[d] for d in spec.rhs_spec[2:])
-      total += 2.0 * math.prod(out) * in_features * window / eqn.params["feature_group_count"]
-    for sub, times in _sub_jaxprs(eqn):
-      total += times * matmul_flops(sub)
-  return total
-
-
 def forward_step(training: builder.Training) -> Callable:
   """Jitted ``(params, global batch) -> window outputs`` of the detector's scorer
   (``detectors.window_scorer``, the eval binary's unit of work) of ``training``'s model,
@@ -117,25 +58,16 @@ def forward_step(training: builder.Training) -> Callable:
                  out_shardings=sharding.replicated(training.mesh))
 
 
-def with_xla_attention(training: builder.Training) -> builder.Training:
-  """``training`` built again with XLA attention (itself where it has it). The fused kernels
-  (cuDNN, Pallas) keep their matmuls inside one call, out of the program's equations; the
-  same step with XLA attention shows them, so model FLOPs are counted on it."""
-  if training.cfg.attention_impl == "xla":
-    return training
-  config = training.config.copy_and_resolve_references()
-  config.model.attention_impl = "xla"
-  return builder.build(config, training.mesh)
-
-
 def model_flops(training: builder.Training, mode: str, carry: Any, batch: Any) -> float:
   """Model FLOPs of one ``mode`` step ("train": ``training.step``; "forward":
   :func:`forward_step`) on ``carry`` (the state, or the parameters) and ``batch``: the
-  :func:`matmul_flops` of the step traced with XLA attention (:func:`with_xla_attention`)."""
-  counted = with_xla_attention(training)
-  step = counted.step if mode == "train" else forward_step(counted)
+  ``flops.matmul_flops`` of the step traced with XLA attention (``flops.with_xla_attention``)."""
+  if mode == "train":
+    return flops.train_step_flops(training, carry, batch)
+  counted = flops.with_xla_attention(training)
   with counted.scope():
-    return matmul_flops(step.trace(*builder.abstract_like((carry, dict(batch)))).jaxpr.jaxpr)
+    return flops.matmul_flops(forward_step(counted).trace(
+        *builder.abstract_like((carry, dict(batch)))).jaxpr.jaxpr)
 
 
 def _timed_steps(call: Callable, carry: Any, batches: Callable[[int], Any], count: int,
@@ -192,7 +124,7 @@ def run(config: Any, batch_size: int, steps: int, warmup: int, mode: str, data: 
   trace_seconds = lowered_at - started
   call = compiled if mode == "train" else (
       lambda params, batch: (params, compiled(params, batch)))
-  flops = model_flops(training, mode, carry, staged[0]) / batch_size
+  sample_flops = model_flops(training, mode, carry, staged[0]) / batch_size
   cost = compiled.cost_analysis()
   cost = cost[0] if isinstance(cost, (list, tuple)) else cost
   xla_flops = float(cost.get("flops", float("nan"))) / batch_size if cost else float("nan")
@@ -217,8 +149,8 @@ def run(config: Any, batch_size: int, steps: int, warmup: int, mode: str, data: 
   nan = float("nan")
   median = float(np.median(times)) if times else nan
   device = jax.devices()[0]
-  peak = peak_flops(device.device_kind)
-  achieved = flops * batch_size / median / jax.device_count()
+  peak = flops.peak_flops(device.device_kind)
+  achieved = sample_flops * batch_size / median / jax.device_count()
   stats = device.memory_stats() or {}
   return {
       "config": {"stage": config.stage, "mode": mode, "batch_size": batch_size,
@@ -242,7 +174,7 @@ def run(config: Any, batch_size: int, steps: int, warmup: int, mode: str, data: 
                        "max": float(np.max(times)) if times else nan, "steps": steps},
       "samples_per_second": batch_size / median,
       "samples_per_second_per_chip": batch_size / median / jax.device_count(),
-      "model_tflop_per_sample": flops / 1e12,
+      "model_tflop_per_sample": sample_flops / 1e12,
       "xla_tflop_per_sample": xla_flops / 1e12,
       "achieved_tflops_per_chip": achieved / 1e12,
       "peak_tflops_per_chip": None if peak is None else peak / 1e12,

@@ -10,12 +10,12 @@ import pytest
 from configs import (fakeout_tiny, finetune_tiny, pretrain_base, pretrain_tiny,
                      voice_face_pretrain_tiny)
 from havic_jax import bench, detectors, sharding
-from havic_jax.training import builder
+from havic_jax.training import builder, flops
 from havic_jax.data.random_batches import synthetic_batches
 
 
 def _flops(fn, *args):
-  return bench.matmul_flops(jax.make_jaxpr(fn)(*args).jaxpr)
+  return flops.matmul_flops(jax.make_jaxpr(fn)(*args).jaxpr)
 
 
 def test_matmul_flops_of_known_programs():
@@ -76,10 +76,10 @@ def test_forward_mode_times_the_configs_detector():
 
 
 def test_peak_table():
-  assert bench.peak_flops("NVIDIA H100 80GB HBM3") == 989e12
-  assert bench.peak_flops("NVIDIA H200") == 989e12
-  assert bench.peak_flops("TPU v5 lite") == 197e12
-  assert bench.peak_flops("cpu") is None
+  assert flops.peak_flops("NVIDIA H100 80GB HBM3") == 989e12
+  assert flops.peak_flops("NVIDIA H200") == 989e12
+  assert flops.peak_flops("TPU v5 lite") == 197e12
+  assert flops.peak_flops("cpu") is None
 
 
 @pytest.mark.parametrize("config", [pretrain_tiny.get_config(), finetune_tiny.get_config(),
@@ -130,7 +130,7 @@ def test_model_flops_count_the_matmuls_inside_fused_attention():
     return builder.build(config, sharding.make_mesh(config.mesh, jax.devices()[:1]))
   fused, plain = tiny("pallas"), tiny("xla")
   state, batch = fused.abstract_state(), fused.batch_spec(2)
-  traced = lambda training: bench.matmul_flops(
+  traced = lambda training: flops.matmul_flops(
       training.step.trace(state, batch).jaxpr.jaxpr)
   with fused.scope():
     hidden = traced(fused)

@@ -9,6 +9,7 @@ import subprocess
 import sys
 
 import numpy as np
+import pytest
 
 from havic_jax import cli
 
@@ -36,7 +37,8 @@ def test_main_pretrains_the_tiny_model_on_the_synthetic_corpus(tmp_path):
   user_env = {k: v for k, v in os.environ.items() if k != "JAX_PLATFORMS"}
   result = run("-m", "havic_jax.main", "--config=configs/pretrain_tiny.py",
                f"--workdir={tmp_path}", "--config.num_steps=4", "--config.log_every=2",
-               "--config.data.synthetic_videos=4", env=user_env)
+               "--config.data.synthetic_videos=4", "--config.profile.start_step=1",
+               "--config.profile.steps=2", env=user_env)
   assert result.returncode == 0, result.stderr[-3000:]
   output = result.stdout + result.stderr
   assert not [line for line in LIBTPU_NOISE if line in output], output[-3000:]
@@ -48,6 +50,16 @@ def test_main_pretrains_the_tiny_model_on_the_synthetic_corpus(tmp_path):
   for r in records:
     assert np.isfinite(r["total"]) and r["total"] > 0
     assert r["samples_per_second"] > 0
+    # Chip use: model TFLOP/s per device, and their share of a matmul measured on this CPU.
+    assert r["train/tflops_per_device"] > 0 and 0 < r["train/mfu"] < 1
+  # One step's model FLOPs and one device's peak, the same in every window.
+  step_flops = [r["train/tflops_per_device"] / r["steps_per_second"] for r in records]
+  peaks = [r["train/tflops_per_device"] / r["train/mfu"] for r in records]
+  assert step_flops[1] == pytest.approx(step_flops[0], rel=1e-6)
+  assert peaks[1] == pytest.approx(peaks[0], rel=1e-6) and 1e-3 < peaks[0] < 10  # TFLOP/s
+  # The profile of steps 2-3: one trace written by jax.profiler under WORKDIR/profile.
+  traces = list((tmp_path / "profile").rglob("*.xplane.pb"))
+  assert len(traces) == 1 and traces[0].stat().st_size > 0
   assert "step 4/4" in result.stdout
   info_files = {m.group(2) for m in map(LOG_LINE.match, result.stderr.splitlines())
                 if m and m.group(1) == "I"}

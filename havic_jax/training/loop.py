@@ -27,7 +27,7 @@ from havic_jax.data import augment, input_pipeline, pseudo_fakes, records
 from havic_jax.models import masking
 from havic_jax.checkpoints import runs
 from havic_jax import detectors
-from havic_jax.training import builder, prefetch, run_length
+from havic_jax.training import builder, flops, prefetch, run_length
 from havic_jax import sharding, storage
 from havic_jax.training.metric_writer import MetricWriter, parameter_overview, train_metrics_from
 from havic_jax.models.config import ModelConfig
@@ -148,6 +148,34 @@ class Preemption:
       signal.signal(signal.SIGTERM, self.previous)
 
 
+class Profile:
+  """A ``jax.profiler`` trace of ``config.profile.steps`` steps from ``start_step`` (-1: none)
+  on process 0, written to ``config.profile.dir`` (default WORKDIR/profile; open it with
+  TensorBoard's profile plugin or Perfetto, ``tensorboard --logdir=DIR``)."""
+
+  def __init__(self, options: Any, workdir: str):
+    self.start, self.steps = int(options.start_step), int(options.steps)
+    self.directory = options.dir or os.fspath(storage.path(workdir) / "profile")
+    self.active = self.start >= 0 and jax.process_index() == 0
+    self.running = False
+
+  def before(self, step: int) -> None:
+    """Called before step ``step`` runs: starts the trace at ``start_step``."""
+    if self.active and step == self.start:
+      logging.info("profiling steps %d-%d to %s", self.start + 1, self.start + self.steps,
+                   self.directory)
+      jax.profiler.start_trace(self.directory)
+      self.running = True
+
+  def after(self, done: int, state: Any, last: bool) -> None:
+    """Called after the step that brought the state to ``done`` (``last``: the run's last
+    step): stops the trace once its steps have run on the device."""
+    if self.running and (done == self.start + self.steps or last):
+      jax.block_until_ready(state)
+      jax.profiler.stop_trace()
+      self.running = False
+
+
 class FiniteCheck:
   """Stops a diverged run. The last step through which every loss (``total``) and gradient
   norm was finite is tracked on the device (no host wait per step) and read on the host
@@ -186,8 +214,10 @@ class FiniteCheck:
           f"without saving it (the newest checkpoint, if any, is of step {good} or earlier)")
 
 
-# What a logging window reports besides the step's averaged metrics.
-THROUGHPUT = ("steps_per_second", "samples_per_second", "data_wait_fraction")
+# What a logging window reports besides the step's averaged metrics: throughput, and the model
+# TFLOP/s each device achieved and its share of the device's peak (``flops.device_peak``).
+THROUGHPUT = ("steps_per_second", "samples_per_second", "data_wait_fraction",
+              "train/tflops_per_device", "train/mfu")
 
 
 class WindowLog:
@@ -196,10 +226,13 @@ class WindowLog:
   When a window closes its values are still on the device: their copy to the host starts
   then (``copy_to_host_async``) and they are read after the next step has been queued, so the
   loop never waits for the device with nothing queued. Throughput is measured between those
-  reads (each one follows the completion of its window's last step)."""
+  reads (each one follows the completion of its window's last step). ``step_flops``: model
+  FLOPs of one step over all devices; ``peak``: one device's peak FLOP/s."""
 
-  def __init__(self, writer: MetricWriter, batch_size: int, start_step: int):
+  def __init__(self, writer: MetricWriter, batch_size: int, start_step: int,
+               step_flops: float, peak: float):
     self.writer, self.batch_size = writer, batch_size
+    self.step_flops, self.peak = step_flops, peak
     self.pending: Optional[Tuple[int, Dict[str, Any], float]] = None
     self.data_wait, self.last_step, self.last_time = 0.0, start_step, time.time()
 
@@ -215,8 +248,10 @@ class WindowLog:
     metrics = {k: float(v) for k, v in jax.device_get(values).items()}
     now = time.time()
     elapsed, steps = now - self.last_time, step - self.last_step
+    per_device = self.step_flops * steps / elapsed / jax.device_count()
     metrics.update(zip(THROUGHPUT, (steps / elapsed, steps * self.batch_size / elapsed,
-                                    data_wait / elapsed)))
+                                    data_wait / elapsed, per_device / 1e12,
+                                    per_device / self.peak)))
     self.writer.write(step, metrics)
     self.pending, self.last_step, self.last_time = None, step, now
     return metrics
@@ -328,9 +363,15 @@ def run(config: Any, workdir: str) -> Tuple[TrainState, Dict[str, float]]:
       window = None  # clu averages of the steps since the last log, kept on the device
       start_window = jax.jit(train_metrics_from)
       accumulate = jax.jit(lambda window, scalars: window.merge(train_metrics_from(scalars)))
-      log = WindowLog(writer, config.batch_size, start)
+      peak, peak_source = flops.device_peak(jax.local_devices()[0], cfg.dtype)
+      log = WindowLog(writer, config.batch_size, start,
+                      flops.train_step_flops(training, state, batches.peek()), peak)
+      logging.info("train/mfu: model FLOPs of the step over %.4g TFLOP/s per device (%s)",
+                   peak / 1e12, peak_source)
+      profile = Profile(config.profile, workdir)
       eval_metrics = None
       for step in range(start, config.num_steps):
+        profile.before(step)
         waited = batches.wait_seconds
         batch = next(batches)
         log.data_wait += batches.wait_seconds - waited
@@ -353,6 +394,7 @@ def run(config: Any, workdir: str) -> Tuple[TrainState, Dict[str, float]]:
           scores = evaluate(eval_step, state.params, data, config, cfg, mesh)
           writer.write(done, scores, prefix="eval")
           eval_metrics = {f"eval/{k}": v for k, v in scores.items()}
+        profile.after(done, state, last)
         if reconstruct is not None and done % config.image_every == 0:
           writer.write_images(done, reconstruct(state.params, batch))
         preempted = preemption.reached(done)
