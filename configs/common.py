@@ -82,6 +82,7 @@ LR_SCALING = "sqrt"
 # The tiny model's batch, which its learning rates (tiny_optimizer) are tuned for.
 TINY_BATCH_SIZE = 8
 
+GRAD_REDUCE_DTYPE = "float32"
 # Across-slice (DCN) sizes of the mesh axes of a run over several TPU slices: each axis is
 # its within-slice size times this; -1 takes the slices (1 on one slice). Data parallelism
 # across slices keeps the slow network to the gradient all-reduce.
@@ -213,6 +214,11 @@ def base_config(stage: str) -> ml_collections.ConfigDict:
   # Gradient accumulation: each step runs the batch as this many microbatches in sequence
   # (activation memory of batch_size / grad_accumulation_steps samples).
   config.grad_accumulation_steps = 1
+  # The dtype gradients are summed over the batch and reduced across devices in: "float32"
+  # (the layers return float32 weight gradients whatever model.dtype computes in) or
+  # "bfloat16" (differentiated at bfloat16 copies of the parameters: half the all-reduce
+  # bytes; BENCHMARKS.md, gradient reduction).
+  config.grad_reduce_dtype = GRAD_REDUCE_DTYPE
   config.data = data_config(stage)
   config.detector = ml_collections.ConfigDict(DETECTOR_OPTIONS)
   # Orbax checkpoints in WORKDIR/checkpoints: an async save every `every_steps` (and at the

@@ -12,7 +12,7 @@ import sys
 import pytest
 
 from havic_jax.data import beam as beam_pipeline
-from havic_jax.data import prepare, records, sources
+from havic_jax.data import prepare, records, sources, video_index
 from havic_jax import storage
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
@@ -132,7 +132,7 @@ def test_beam_reads_and_writes_cloud_storage(corpus, tmp_path, gcs_bucket):
   shards = sorted(name for name in files if name.endswith(".array_record"))
   assert sorted(remote_files) == sorted(files) and len(shards) == 2
   assert all(remote_files[name] == files[name] for name in shards)
-  assert remote_manifest["videos"] == manifest["videos"]
+  assert remote_files[video_index.INDEX_FILE] == files[video_index.INDEX_FILE]  # the videos
   assert remote_manifest["counts"] == manifest["counts"]
   assert manifest["counts"]["clips"] == 2 and manifest["counts"]["videos_rejected"] == 1
   [rejected] = remote_manifest["rejected"]

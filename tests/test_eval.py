@@ -15,6 +15,7 @@ from havic_jax.checkpoints import exported, loading
 from havic_jax.detectors import havic
 from havic_jax.evaluation import metrics, protocols, reports, scoring, videos
 from havic_jax import sharding
+from havic_jax.data import records
 from havic_jax.models.config import model_config_from
 from havic_jax.models.havic import build_model, example_inputs
 
@@ -148,7 +149,7 @@ def test_leave_one_out_on_prepared_shards_with_the_coherence_scorer(prepared_cor
                             str(tmp_path), scorer="coherence", batch_size=8)
   (table,) = outcome["results"]
   assert list(table.columns) == ["RVFA", "FVRA-WL", "FVFA-FS", "FVFA-GAN", "FVFA-WL", "AVG"]
-  manifest = json.loads((prepared_corpus / "manifest.json").read_text())
+  manifest = records.open_prepared(str(prepared_corpus)).manifest
   rows = {r["video_id"]: r for r in _read_csv(tmp_path / "per_video.csv")}
   for category in ("RVFA", "FVRA-WL", "FVFA-FS", "FVFA-GAN", "FVFA-WL"):
     ids = manifest["splits"][f"loo-{category}-test"]

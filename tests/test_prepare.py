@@ -2,7 +2,6 @@
 
 import csv
 import dataclasses
-import json
 import pathlib
 import subprocess
 import sys
@@ -111,7 +110,7 @@ def test_lrs2_and_voxceleb2_layouts(tmp_path):
 
 
 def test_prepared_corpus_manifest_and_records(prepared_corpus, synthetic_corpus):
-  manifest = json.loads((prepared_corpus / "manifest.json").read_text())
+  manifest = open_prepared(str(prepared_corpus)).manifest
   assert manifest["format_version"] == records.FORMAT_VERSION
   assert manifest["counts"]["videos"] == manifest["counts"]["videos_prepared"] == 8
   assert manifest["counts"]["clips"] == 8 and len(manifest["shards"]) == 3
@@ -162,7 +161,7 @@ def test_bad_inputs_are_reported_and_the_run_resumes(tmp_path, synthetic_corpus,
   result = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=300)
   assert result.returncode == 0, result.stderr[-2000:]
   assert "4 videos rejected" in result.stdout
-  manifest = json.loads((output / "manifest.json").read_text())
+  manifest = open_prepared(str(output)).manifest
   reasons = {pathlib.Path(r["path"]).name: r["reason"] for r in manifest["rejected"]}
   assert reasons == {"corrupt.mp4": "unreadable", "notes.mp4": "unreadable",
                      "faceless.mp4": "no_face", "silent.mp4": "no_audio"}

@@ -26,7 +26,6 @@ from __future__ import annotations
 import dataclasses
 import datetime
 import functools
-import json
 import multiprocessing
 import os
 import queue
@@ -41,7 +40,7 @@ from etils import epath
 
 from havic_jax import storage
 from havic_jax.data import records
-from havic_jax.data.shard_writer import (VideoOutcome, finished_shard, publish, staged_path,
+from havic_jax.data.shard_writer import (VideoOutcome, finished_shard, write_manifest,
                                          write_shard)
 from havic_jax.data.sources import FAKEAVCELEB_SPLIT_SEED, READERS, VideoEntry, read_fakeavceleb
 from havic_jax.media.clips import extract_clips
@@ -308,7 +307,5 @@ def prepare(dataset: str, source: str, output: storage.PathLike, workers: int = 
                          f"finished without writing this shard; re-run the command to resume")
   manifest = build_manifest(dataset, source, options, entries,
                             [done[i] for i in range(len(groups))])
-  staged = staged_path(out / records.MANIFEST)
-  staged.write_text(json.dumps(manifest, indent=1))
-  publish(staged, out / records.MANIFEST)
+  write_manifest(out, manifest)
   return manifest

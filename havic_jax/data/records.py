@@ -7,10 +7,11 @@ array lies in the payload; frames are 16 JPEG images or one raw uint8 block, the
 at 16 kHz.
 
 The directory holds the shards ``clips-IIIII-of-NNNNN.array_record`` (:func:`shard_name`), a
-``.json`` description beside each, and ``manifest.json``: the shards in order, every prepared
-video's record range, labels, category, identity and method, the splits (video ids), the
-rejected videos with their reasons, and counts. :func:`open_prepared` reads it
-(:class:`PreparedData`).
+``.json`` description beside each, ``manifest.json`` (the shards in order, the rejected videos
+with their reasons, counts, the split names) and the video index ``videos.npy``
+(``havic_jax.data.video_index``: every prepared video's record range, labels, category,
+identity, method and splits). :func:`open_prepared` reads them (:class:`PreparedData`);
+manifests that list their videos in the JSON, written before the index, still load.
 """
 
 from __future__ import annotations
@@ -20,7 +21,8 @@ import hashlib
 import json
 import pathlib
 import struct
-from typing import Any, Dict, List, Mapping, Optional, Tuple
+from collections.abc import Mapping
+from typing import Any, Dict, List, Optional, Tuple
 
 import cv2
 import grain
@@ -28,6 +30,7 @@ import numpy as np
 
 from havic_jax.errors import UserError
 from havic_jax import storage
+from havic_jax.data import video_index
 
 FORMAT_VERSION = 1
 MAGIC = b"HAVC"
@@ -148,12 +151,44 @@ class DataError(UserError):
   """Prepared data that is missing or does not fit the request."""
 
 
+class Manifest(Mapping):
+  """``manifest.json`` as a mapping; with a video index, its ``"videos"`` (the video dicts)
+  and ``"splits"`` (split -> video ids) are built from the index when first asked for."""
+
+  def __init__(self, summary: Mapping[str, Any], index: np.ndarray, split_names: List[str]):
+    self._summary, self._index, self._split_names = dict(summary), index, split_names
+    self._derived: Dict[str, Any] = {}
+
+  def _value(self, key: str) -> Any:
+    if key in self._summary:
+      return self._summary[key]
+    if key not in self._derived:
+      self._derived[key] = (video_index.video_dicts(self._index) if key == "videos" else
+                            video_index.split_lists(self._index, self._split_names))
+    return self._derived[key]
+
+  def __getitem__(self, key: str) -> Any:
+    if key not in self._summary and key not in ("videos", "splits"):
+      raise KeyError(key)
+    return self._value(key)
+
+  def __iter__(self):
+    return iter(list(self._summary) + [k for k in ("videos", "splits")
+                                       if k not in self._summary])
+
+  def __len__(self) -> int:
+    return len(list(iter(self)))
+
+
 @dataclasses.dataclass(frozen=True)
 class PreparedData:
-  """A directory written by ``data_pipelines.prepare``: its manifest and shard paths."""
+  """A directory written by ``data_pipelines.prepare``: its manifest, its video index
+  (``video_index``: one row per prepared video) and shard paths."""
 
   directory: pathlib.Path
   manifest: Mapping[str, Any]
+  index: np.ndarray
+  split_names: Tuple[str, ...]
   sha256: str = ""  # of the manifest file's bytes
 
   @property
@@ -168,37 +203,53 @@ class PreparedData:
     """Random access to the serialised records, indexed across shards in manifest order."""
     return grain.sources.ArrayRecordDataSource(self.shard_paths)
 
+  def video_records(self, rows: np.ndarray) -> Tuple[np.ndarray, np.ndarray]:
+    """(record indices, the index row of each) of the videos ``rows`` (bool or int)."""
+    first = np.asarray(self.index["first_record"])[rows]
+    clips = np.asarray(self.index["clips"])[rows].astype(np.int64)
+    row_of = np.repeat(np.arange(len(self.index))[rows], clips)
+    starts = np.repeat(first - (np.cumsum(clips) - clips), clips)
+    return starts + np.arange(int(clips.sum())), row_of
+
   def split_indices(self, split: Optional[str]) -> np.ndarray:
     """Record indices (int64, ascending) of the clips of ``split``'s videos (None: all)."""
-    videos = self.manifest["videos"]
+    rows = np.ones(len(self.index), bool)
     if split is not None:
-      if split not in self.manifest["splits"]:
+      if split not in self.split_names:
         raise DataError(f"{self.directory / MANIFEST}: no split {split!r}; it has "
-                        f"{sorted(self.manifest['splits'])}")
-      wanted = set(self.manifest["splits"][split])
-      videos = [v for v in videos if v["video_id"] in wanted]
-    if not videos:
+                        f"{sorted(self.split_names)}")
+      rows = video_index.in_split(self.index, self.split_names, split)
+    indices = np.sort(self.video_records(rows)[0])
+    if not len(indices):
       raise DataError(f"{self.directory / MANIFEST}: split {split!r} has no prepared clips")
-    return np.sort(np.concatenate([np.arange(v["first_record"], v["first_record"] + v["clips"])
-                                   for v in videos]))
+    return indices
+
+  def _per_record(self, column: np.ndarray, fill: Any, dtype: Any) -> np.ndarray:
+    """[num_records]: each record's value of the per-video ``column``."""
+    values = np.full(self.num_records, fill, dtype)
+    indices, rows = self.video_records(np.ones(len(self.index), bool))
+    values[indices] = column[rows]
+    return values
 
   def record_labels(self, key: str = "overall_label") -> np.ndarray:
-    """int8 [num_records]: ``key`` of every record, from the manifest's video table."""
-    labels = np.zeros(self.num_records, np.int8)
-    for video in self.manifest["videos"]:
-      labels[video["first_record"]:video["first_record"] + video["clips"]] = video[key]
-    return labels
+    """int8 [num_records]: ``key`` of every record, from the video index."""
+    return self._per_record(np.asarray(self.index[key]), 0, np.int8)
+
+  def record_identity_codes(self) -> Tuple[List[str], np.ndarray]:
+    """(identities in sorted order, int32 [num_records]: each record's position in them)."""
+    names, codes = np.unique(np.asarray(self.index["identity"]), return_inverse=True)
+    return ([n.decode() for n in names.tolist()],
+            self._per_record(codes.astype(np.int32), 0, np.int32))
 
   def record_identities(self) -> np.ndarray:
     """object [num_records]: the identity (speaker / subject id) of every record's video."""
-    identities = np.empty(self.num_records, object)
-    for video in self.manifest["videos"]:
-      identities[video["first_record"]:video["first_record"] + video["clips"]] = video["identity"]
-    return identities
+    names, codes = self.record_identity_codes()
+    return np.asarray(names, object)[codes]
 
   def identity_vocabulary(self, indices: np.ndarray) -> Dict[str, int]:
     """{identity: id} over the records ``indices``, ids 0.. in sorted identity order."""
-    names = sorted(set(self.record_identities()[indices]))
+    all_names, codes = self.record_identity_codes()
+    names = [all_names[c] for c in np.unique(codes[indices])]
     if not names or names == [""]:
       raise DataError(f"{self.directory / MANIFEST}: the records carry no identities; this "
                       f"detector needs a dataset with speaker / subject ids")
@@ -230,11 +281,20 @@ def open_prepared(directory: str) -> PreparedData:
                     f"`python -m data_pipelines.prepare --dataset=... --input=... "
                     f"--output={directory}`")
   content = manifest_path.read_bytes()
-  manifest = json.loads(content)
-  if manifest.get("format_version") != FORMAT_VERSION:
-    raise DataError(f"{manifest_path}: format version {manifest.get('format_version')}, this "
+  summary = json.loads(content)
+  if summary.get("format_version") != FORMAT_VERSION:
+    raise DataError(f"{manifest_path}: format version {summary.get('format_version')}, this "
                     f"havic_jax reads {FORMAT_VERSION}; prepare the data again")
-  data = PreparedData(path, manifest, hashlib.sha256(content).hexdigest())
+  if "video_index" in summary:
+    index_path = path / summary["video_index"]
+    if not index_path.is_file():
+      raise DataError(f"{index_path}: missing (named by {manifest_path}); re-run the "
+                      f"preparation command to write it")
+    index, names = video_index.read(str(index_path)), list(summary["split_names"])
+  else:  # a manifest that lists its videos itself
+    index, names = video_index.from_manifest(summary)
+  data = PreparedData(path, Manifest(summary, index, names), index, tuple(names),
+                      hashlib.sha256(content).hexdigest())
   missing = [p for p in data.shard_paths if not pathlib.Path(p).is_file()]
   if missing:
     raise DataError(f"{directory}: shard(s) listed in {MANIFEST} are missing: {missing[:3]}; "

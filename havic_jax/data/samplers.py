@@ -69,14 +69,27 @@ def identity_groups(data: PreparedData, indices: np.ndarray, batch_size: int,
   if batch_size % clips_per_identity:
     raise ValueError(f"a batch of {batch_size} does not split into groups of "
                      f"{clips_per_identity} clips per identity")
-  identities = data.record_identities()
-  by_identity: Dict[str, Dict[str, list]] = {}
-  chosen = set(int(i) for i in indices)
-  for video in data.manifest["videos"]:
-    clips = [i for i in range(video["first_record"], video["first_record"] + video["clips"])
-             if i in chosen]
-    if clips:
-      by_identity.setdefault(identities[clips[0]], {})[video["video_id"]] = clips
-  videos = tuple(tuple(np.asarray(c, np.int64) for _, c in sorted(v.items()))
-                 for _, v in sorted(by_identity.items()))
-  return IdentityGroups(videos, batch_size, clips_per_identity, seed)
+  everything, video_of = data.video_records(np.ones(len(data.index), bool))
+  row_of = np.empty(data.num_records, np.int64)
+  row_of[everything] = video_of
+  _, identity_of = data.record_identity_codes()
+  chosen = np.unique(np.asarray(indices, np.int64))
+  # The chosen records grouped by identity, then by video id, in record order within.
+  video_ids = np.asarray(data.index["video_id"])[row_of[chosen]]
+  order = np.lexsort((chosen, video_ids, identity_of[chosen]))
+  chosen, video_ids, identity = chosen[order], video_ids[order], identity_of[chosen][order]
+  videos = []
+  for start, stop in _runs(identity):
+    starts = [start + a for a, _ in _runs(video_ids[start:stop])]
+    stops = starts[1:] + [stop]
+    videos.append(tuple(chosen[a:b] for a, b in zip(starts, stops)))
+  return IdentityGroups(tuple(videos), batch_size, clips_per_identity, seed)
+
+
+def _runs(values: np.ndarray) -> list:
+  """[(start, stop)] of the runs of equal consecutive ``values``."""
+  if not len(values):
+    return []
+  edges = np.flatnonzero(values[1:] != values[:-1]) + 1
+  bounds = np.concatenate([[0], edges, [len(values)]])
+  return list(zip(bounds[:-1].tolist(), bounds[1:].tolist()))

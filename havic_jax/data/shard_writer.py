@@ -14,12 +14,12 @@ import os
 import pathlib
 import shutil
 import tempfile
-from typing import Any, Dict, Iterable, Iterator, Optional, Sequence, Tuple
+from typing import Any, Dict, Iterable, Iterator, Mapping, Optional, Sequence, Tuple
 
 from etils import epath
 
 from havic_jax import storage
-from havic_jax.data import records
+from havic_jax.data import records, video_index
 from havic_jax.data.sources import VideoEntry
 
 
@@ -45,6 +45,23 @@ def publish(staged: epath.Path, path: epath.Path) -> None:
   """Moves the file :func:`staged_path` gave for ``path`` into place."""
   if staged != path:
     staged.replace(path)
+
+
+def write_manifest(directory: epath.Path, manifest: Mapping[str, Any]) -> None:
+  """Writes ``manifest`` (with its ``"videos"`` and ``"splits"``) into ``directory`` as the
+  video index (``video_index.INDEX_FILE``) and the summary ``manifest.json`` that names it,
+  each staged and published, the index first: a reader never finds a manifest without its
+  index."""
+  table, names = video_index.build(manifest["videos"], manifest["splits"])
+  index = directory / video_index.INDEX_FILE
+  staged = staged_path(index)
+  video_index.write(staged, table)
+  publish(staged, index)
+  summary = {k: v for k, v in manifest.items() if k not in ("videos", "splits")}
+  summary.update(video_index=video_index.INDEX_FILE, split_names=names)
+  staged = staged_path(directory / records.MANIFEST)
+  staged.write_text(json.dumps(summary, indent=1))
+  publish(staged, directory / records.MANIFEST)
 
 
 def write_array_record(path: epath.Path, data: Iterable[bytes]) -> None:

@@ -72,13 +72,69 @@ def sincos_2d(mel_tokens: int, time_tokens: int, dim: int, dtype: Any = np.float
 # --------------------------------------------------------------------------------------------
 # Parameter helpers
 # --------------------------------------------------------------------------------------------
+@jax.custom_vjp
+def _linear(x: Array, kernel: Array, bias: Optional[Array]) -> Array:
+  """x [..., in] (compute dtype) · kernel [in, out] (+ bias [out]), both cast to x's dtype;
+  the weight gradients come back in the parameters' dtype (:func:`_linear_bwd`)."""
+  return _linear_fwd(x, kernel, bias)[0]
+
+
+def _linear_fwd(x, kernel, bias):
+  y = jax.lax.dot_general(x, kernel.astype(x.dtype), (((x.ndim - 1,), (0,)), ((), ())))
+  if bias is not None:
+    y = y + bias.astype(x.dtype)
+  return y, (x, kernel, bias)
+
+
+def _linear_bwd(residuals, g):
+  """The input gradient in the compute dtype; the kernel and bias gradients accumulated and
+  returned in their own dtype (float32), so that the sums over the batch, on each device and
+  across devices (the data-parallel reduction XLA places on this output), run in float32."""
+  x, kernel, bias = residuals
+  batch = tuple(range(x.ndim - 1))
+  dx = jax.lax.dot_general(g, kernel.astype(g.dtype), (((g.ndim - 1,), (1,)), ((), ())))
+  dkernel = jax.lax.dot_general(x, g, ((batch, batch), ((), ())),
+                                preferred_element_type=kernel.dtype)
+  dbias = None if bias is None else jnp.sum(g, axis=batch, dtype=bias.dtype)
+  return dx, dkernel, dbias
+
+
+_linear.defvjp(_linear_fwd, _linear_bwd)
+
+
+class Dense(nn.Module):
+  """``nn.Dense`` (same parameters and forward) whose weight gradients leave their matmul in
+  the parameters' float32 when it computes in another dtype: a bfloat16 step reduces its
+  gradients in float32 (``train_step``'s ``grad_reduce_dtype`` can ask for bfloat16).
+
+  x [..., in] -> [..., features]; kernel [in, features] and bias [features] carry the logical
+  axis names ``axes`` = (in, out)."""
+
+  features: int
+  axes: tuple
+  use_bias: bool = True
+  dtype: Any = jnp.float32
+  kernel_init: Callable = nn.initializers.xavier_uniform()
+
+  @nn.compact
+  def __call__(self, x: Array) -> Array:
+    kernel = self.param("kernel", nn.with_logical_partitioning(self.kernel_init, self.axes),
+                        (x.shape[-1], self.features), jnp.float32)
+    bias = (self.param("bias", nn.with_logical_partitioning(nn.initializers.zeros,
+                                                            self.axes[1:]),
+                       (self.features,), jnp.float32) if self.use_bias else None)
+    x = x.astype(self.dtype)
+    if kernel.dtype == x.dtype:  # one dtype: autodiff's own gradients are already in it
+      return _linear_fwd(x, kernel, bias)[0]
+    return _linear(x, kernel, bias)
+
+
 def dense(features: int, axes: tuple, *, use_bias: bool = True, dtype: Any = jnp.float32,
           kernel_init: Callable = nn.initializers.xavier_uniform(), name: Optional[str] = None
-          ) -> nn.Dense:
-  """A Dense layer whose kernel/bias carry logical axis names ``axes`` = (in, out)."""
-  return nn.Dense(features, use_bias=use_bias, dtype=dtype, name=name,
-                  kernel_init=nn.with_logical_partitioning(kernel_init, axes),
-                  bias_init=nn.with_logical_partitioning(nn.initializers.zeros, axes[1:]))
+          ) -> Dense:
+  """A :class:`Dense` layer whose kernel/bias carry logical axis names ``axes`` = (in, out)."""
+  return Dense(features, axes, use_bias=use_bias, dtype=dtype, kernel_init=kernel_init,
+               name=name)
 
 
 def layer_norm(name: str, eps: float, dtype: Any = jnp.float32) -> nn.LayerNorm:

@@ -211,7 +211,8 @@ def build(config: Any, mesh: Mesh, data: Optional[records.PreparedData] = None) 
   with jax.set_mesh(mesh), nn.logical_axis_rules(rules):
     init, shardings = sharded_init(model, cfg, kind, optimizer, KEY, mesh, rules)
     step = jit_train_step(loss_fn, optimizer, schedules, shardings, mesh,
-                          config.mesh.batch_axes, config.grad_accumulation_steps)
+                          config.mesh.batch_axes, config.grad_accumulation_steps,
+                          config.grad_reduce_dtype)
   return Training(config=config, cfg=cfg, model=model, kind=kind, loss_fn=loss_fn,
                   optimizer=optimizer, schedules=schedules, mesh=mesh, rules=rules, init=init,
                   shardings=shardings, step=step)

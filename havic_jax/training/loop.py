@@ -328,6 +328,7 @@ def run(config: Any, workdir: str) -> Tuple[TrainState, Dict[str, float]]:
   logging.info("%s", run_length.describe(config))
   runs.write_config(workdir, config)
   data_iterator = training_iterator(data, config, cfg, mesh) if data is not None else None
+  peak, peak_source = flops.device_peak(jax.local_devices()[0], cfg.dtype)  # outside the mesh
   manager = runs.make_manager(workdir, config.checkpoint)
   preemption = Preemption(manager)
   writer = None
@@ -363,7 +364,6 @@ def run(config: Any, workdir: str) -> Tuple[TrainState, Dict[str, float]]:
       window = None  # clu averages of the steps since the last log, kept on the device
       start_window = jax.jit(train_metrics_from)
       accumulate = jax.jit(lambda window, scalars: window.merge(train_metrics_from(scalars)))
-      peak, peak_source = flops.device_peak(jax.local_devices()[0], cfg.dtype)
       log = WindowLog(writer, config.batch_size, start,
                       flops.train_step_flops(training, state, batches.peek()), peak)
       logging.info("train/mfu: model FLOPs of the step over %.4g TFLOP/s per device (%s)",

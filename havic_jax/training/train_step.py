@@ -99,22 +99,39 @@ def split_microbatches(batch: Mapping[str, Array], count: int, batch_axes: Seque
   return {k: split(v) for k, v in batch.items()}
 
 
+def reduced_in(params: Any, dtype: str) -> Any:
+  """``params`` with floating leaves cast to ``dtype`` (the gradient reduction's dtype:
+  "float32" leaves float32 parameters as they are)."""
+  return jax.tree.map(lambda p: p.astype(dtype) if jnp.issubdtype(p.dtype, jnp.floating)
+                      else p, params)
+
+
 def accumulated_gradients(loss_fn: LossFn, params: Any, batch: Mapping[str, Array], key: Array,
-                          microbatches: int, batch_axes: Sequence[str]) -> Tuple[Any, Metrics]:
+                          microbatches: int, batch_axes: Sequence[str],
+                          grad_reduce_dtype: str = "float32") -> Tuple[Any, Metrics]:
   """Gradients and metrics averaged over ``microbatches`` slices of ``batch``, run one after
   the other (a ``lax.scan``: activation memory of one microbatch). Microbatch i uses
   ``fold_in(key, i)``. Losses that are batch means (reconstruction, cross-modal, the
   fine-tuning BCEs) give the full batch's gradients; the contrastive loss sees the negatives
-  of its microbatch only. ``microbatches=1`` is the plain full-batch gradient."""
+  of its microbatch only. ``microbatches=1`` is the plain full-batch gradient.
+
+  ``grad_reduce_dtype``: the dtype the gradients are summed over the batch and the devices in.
+  "float32": the layers (``layers.Dense``) return float32 weight gradients whatever the
+  compute dtype; "bfloat16": the loss is differentiated at the parameters cast to bfloat16,
+  so the sums (and the cross-device reduction, half the bytes) run in bfloat16. Either way the
+  gradients returned have the parameters' dtype."""
   grad_fn = jax.value_and_grad(loss_fn, has_aux=True)
+  if grad_reduce_dtype != "float32":
+    inner = grad_fn
+    grad_fn = lambda p, *args: inner(reduced_in(p, grad_reduce_dtype), *args)
   if microbatches == 1:
     (_, metrics), grads = grad_fn(params, batch, key)
-    return grads, metrics
+    return jax.tree.map(lambda g, p: g.astype(p.dtype), grads, params), metrics
 
   def one(carry, inputs):
     index, micro = inputs
     (_, metrics), grads = grad_fn(params, micro, jax.random.fold_in(key, index))
-    return jax.tree.map(jnp.add, carry, grads), metrics
+    return jax.tree.map(lambda c, g: c + g.astype(c.dtype), carry, grads), metrics
 
   zeros = jax.tree.map(lambda p: jnp.zeros(p.shape, jnp.float32), params)
   grads, metrics = jax.lax.scan(
@@ -126,12 +143,13 @@ def accumulated_gradients(loss_fn: LossFn, params: Any, batch: Mapping[str, Arra
 def train_step(state: TrainState, batch: Mapping[str, Array], *, loss_fn: LossFn,
                optimizer: optax.GradientTransformation,
                schedules: Mapping[str, Callable[[Array], Array]], batch_axes: Sequence[str],
-               microbatches: int = 1) -> Tuple[TrainState, Metrics]:
+               microbatches: int = 1, grad_reduce_dtype: str = "float32"
+               ) -> Tuple[TrainState, Metrics]:
   """One optimisation step: loss and gradients on the global batch (accumulated over
-  ``microbatches`` slices), AdamW update."""
+  ``microbatches`` slices, reduced in ``grad_reduce_dtype``), AdamW update."""
   key = jax.random.fold_in(state.rng, state.step)
   grads, metrics = accumulated_gradients(loss_fn, state.params, batch, key, microbatches,
-                                         batch_axes)
+                                         batch_axes, grad_reduce_dtype)
   updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
   params = optax.apply_updates(state.params, updates)
   metrics = dict(metrics, grad_norm=optax.tree.norm(grads),
@@ -141,13 +159,15 @@ def train_step(state: TrainState, batch: Mapping[str, Array], *, loss_fn: LossFn
 
 def jit_train_step(loss_fn: LossFn, optimizer: optax.GradientTransformation,
                    schedules: Mapping[str, Callable[[Array], Array]], state_shardings: Any,
-                   mesh: Mesh, batch_axes: Sequence[str], microbatches: int = 1
+                   mesh: Mesh, batch_axes: Sequence[str], microbatches: int = 1,
+                   grad_reduce_dtype: str = "float32"
                    ) -> Callable[[TrainState, Mapping[str, Array]], Tuple[TrainState, Metrics]]:
   """The jitted step: state in its shardings (donated), batch split over the mesh axes
   ``batch_axes``, metrics replicated; gradients accumulated over ``microbatches`` slices of
-  the batch."""
+  the batch and reduced in ``grad_reduce_dtype``."""
   step = functools.partial(train_step, loss_fn=loss_fn, optimizer=optimizer,
-                           schedules=schedules, batch_axes=batch_axes, microbatches=microbatches)
+                           schedules=schedules, batch_axes=batch_axes, microbatches=microbatches,
+                           grad_reduce_dtype=grad_reduce_dtype)
   return jax.jit(step, in_shardings=(state_shardings, sharding.batch_sharding(mesh, batch_axes)),
                  out_shardings=(state_shardings, sharding.replicated(mesh)),
                  donate_argnums=(0,))
