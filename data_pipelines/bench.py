@@ -342,11 +342,11 @@ def time_scoring(size: str, data: Any, windows: pathlib.Path, manifest: Dict[str
   """Windows/s of ``score_shards`` with an untrained ``size`` model (``scoring_export``) on
   this process's devices, shard after shard of ``manifest`` until ``seconds`` have passed (at
   least one), after one batch that compiles the forward and one read of the first shard; with
-  its model GFLOP per window (matmuls of the forward, ``havic_jax.bench.matmul_flops``) and the
-  share of batch rows that held windows (``batch_fill``)."""
+  its model GFLOP per window (matmuls of the forward, ``havic_jax.training.flops.matmul_flops``)
+  and the share of batch rows that held windows (``batch_fill``)."""
   import jax
   from havic_jax import sharding
-  from havic_jax.bench import matmul_flops
+  from havic_jax.training.flops import matmul_flops
   from havic_jax.checkpoints import loading
   from havic_jax.evaluation import shard_scoring, window_shards
   from havic_jax.evaluation.scoring import WindowScorer, window_forward

@@ -23,7 +23,7 @@ import math
 import os
 import re
 import time
-from typing import Any, Dict, List, Optional, Sequence, Tuple
+from typing import Any, Dict, Iterator, List, Optional, Sequence, Tuple
 
 import jax
 import numpy as np
@@ -180,16 +180,11 @@ def collectives(hlo: str) -> Dict[str, Dict[str, int]]:
   reduce-scatter, the array of the others. The TPU compiler writes a reduce-scatter as an
   all-reduce and a slice inside a computation named ``all-reduce-scatter*``; those count as
   reduce-scatters."""
-  computations = _computations(hlo)
-  executions = _executions(computations)
   totals = {kind: {"count": 0, "bytes": 0} for kind in COLLECTIVES}
   pattern = re.compile(r" = (.*?) (" + "|".join(COLLECTIVES) + r")(-start)?\(")
-  for name, lines in computations.items():
-    times = executions.get(name, 0)
-    for line in lines:
-      op = pattern.search(line)
-      if not op or not times:
-        continue
+  for name, line, times in _executed_lines(hlo):
+    op = pattern.search(line)
+    if op:
       kind, arrays = op.group(2), _SHAPE.findall(op.group(1))
       if op.group(3):  # "-start" ops return (operands, outputs[, u32[] contexts])
         arrays = [a for a in arrays if a[1] or a[0] not in ("u32", "s32")][-1:]
@@ -203,25 +198,33 @@ def collectives(hlo: str) -> Dict[str, Dict[str, int]]:
   return totals
 
 
+def _executed_lines(hlo: str) -> Iterator[Tuple[str, str, int]]:
+  """(computation name, HLO line, times it runs per step) of every line of a compiled
+  module's computations that run (a loop body once per iteration)."""
+  computations = _computations(hlo)
+  executions = _executions(computations)
+  for name, lines in computations.items():
+    times = executions.get(name, 0)
+    if times:
+      for line in lines:
+        yield name, line, times
+
+
 _DCN_SEND = re.compile(r" = \((\w+)\[([\d,]*)\].*? send\(.*_xla_megascale_transfer_type=\"(\w+)\"")
+
+
 def dcn_transfers(hlo: str) -> Dict[str, Dict[str, Any]]:
   """{transfer type: {"count", "bytes"}} of what a multi-slice program sends across slices
   (over the data-centre network: the TPU compiler's host-transfer ``send`` ops to the
   Megascale runtime, ``ALL_REDUCE``, ``ALL_GATHER``, ...), per step and per chip. Empty for
   a one-slice program."""
-  computations = _computations(hlo)
-  executions = _executions(computations)
   totals: Dict[str, Dict[str, Any]] = {}
-  for name, lines in computations.items():
-    times = executions.get(name, 0)
-    for line in lines:
-      send = _DCN_SEND.search(line)
-      if not send or not times:
-        continue
-      size = _array_bytes([send.group(1, 2)])[0]
+  for _, line, times in _executed_lines(hlo):
+    send = _DCN_SEND.search(line)
+    if send:
       entry = totals.setdefault(send.group(3), {"count": 0, "bytes": 0})
       entry["count"] += times
-      entry["bytes"] += times * size
+      entry["bytes"] += times * _array_bytes([send.group(1, 2)])[0]
   return totals
 
 

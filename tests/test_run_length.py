@@ -121,34 +121,44 @@ def test_changes_name_what_a_resumed_run_derives_differently():
   assert run_length.changes(before.to_dict(), before.to_dict()) == {}
 
 
+def epoch_config(prepared_corpus):
+  """(the tiny pretraining config on the prepared corpus, logging every step, no images;
+  the corpus's clip count)."""
+  clips = len(records.open_prepared(str(prepared_corpus)).split_indices(None))
+  config = pretrain_tiny.get_config()
+  config.unlock()
+  config.log_every, config.image_every = 1, 0
+  config.data.source, config.data.path = "prepared", str(prepared_corpus)
+  return config, clips
+
+
+def run_until(config, workdir, stop, monkeypatch):
+  """``loop.run`` stopped after step ``stop`` by a preemption notice, in this process without
+  the persistent compilation cache (see test_prefetch); returns its state."""
+  jax.config.update("jax_enable_compilation_cache", False)
+  try:
+    with monkeypatch.context() as patch:
+      patch.setattr(loop.Preemption, "reached", lambda self, step: step == stop)
+      state, _ = loop.run(config, str(workdir))
+  finally:
+    jax.config.update("jax_enable_compilation_cache", True)
+  return state
+
+
 def test_a_resumed_epoch_based_run_keeps_its_schedule(tmp_path, prepared_corpus, monkeypatch):
   """An epoch-based run stopped after step 2 and resumed: the same derived schedule in
   config.json, no change reported, and every step's learning rate the one-cycle schedule of
   the steps derived independently here."""
-  data = records.open_prepared(str(prepared_corpus))
-  clips = len(data.split_indices(None))
-  config = pretrain_tiny.get_config()
-  config.unlock()
+  config, clips = epoch_config(prepared_corpus)
   config.num_steps, config.num_epochs = None, 40.0 / clips  # 40 clips: 5 steps of 8
   config.optimizer.warmup_epochs = 12.0 / clips             # ceil(1.5) = 2 steps
   config.optimizer.lr_scaling, config.optimizer.reference_batch_size = "linear", 2
-  config.log_every, config.image_every = 1, 0
-  config.data.source, config.data.path = "prepared", str(prepared_corpus)
   workdir = tmp_path / "run"
   warnings = []
   monkeypatch.setattr(run_length.logging, "warning", lambda *args: warnings.append(args))
-  # In one process, without the persistent compilation cache (see test_prefetch).
-  jax.config.update("jax_enable_compilation_cache", False)
-  try:
-    with monkeypatch.context() as patch:
-      patch.setattr(loop.Preemption, "reached", lambda self, step: step == 2)
-      state, _ = loop.run(config, str(workdir))
-    assert int(state.step) == 2
-    first = json.loads((workdir / "config.json").read_text())
-    state, _ = loop.run(config, str(workdir))
-  finally:
-    jax.config.update("jax_enable_compilation_cache", True)
-  assert int(state.step) == 5
+  assert int(run_until(config, workdir, 2, monkeypatch).step) == 2
+  first = json.loads((workdir / "config.json").read_text())
+  assert int(run_until(config, workdir, None, monkeypatch).step) == 5
   assert not [w for w in warnings if "schedule" in w[0]]
   second = json.loads((workdir / "config.json").read_text())
   assert second == first
@@ -169,30 +179,18 @@ def test_a_resumed_run_with_another_batch_keeps_its_schedule_unless_rescheduled(
   """A run of 4 epochs at batch 16 stopped after step 1, resumed at batch 8: it keeps the
   saved steps, warm-up and learning rates (the new batch alone would give twice the steps and
   half the rate), logging each value that differs; ``reschedule`` derives them anew, logged too."""
-  data = records.open_prepared(str(prepared_corpus))
-  clips = len(data.split_indices(None))
-  config = pretrain_tiny.get_config()
-  config.unlock()
+  config, clips = epoch_config(prepared_corpus)
   config.num_steps, config.num_epochs = None, 4.0
   config.optimizer.warmup_steps = None
   config.optimizer.lr_scaling, config.optimizer.reference_batch_size = "linear", 16
-  config.batch_size, config.log_every, config.image_every = 16, 1, 0
-  config.data.source, config.data.path = "prepared", str(prepared_corpus)
+  config.batch_size = 16
   workdir = tmp_path / "run"
   warnings = []
   monkeypatch.setattr(run_length.logging, "warning", lambda *args: warnings.append(args))
-  jax.config.update("jax_enable_compilation_cache", False)
-  try:
-    with monkeypatch.context() as patch:
-      patch.setattr(loop.Preemption, "reached", lambda self, step: step == 1)
-      loop.run(config, str(workdir))
-    first = json.loads((workdir / "config.json").read_text())
-    config.batch_size, config.reschedule = 8, reschedule
-    with monkeypatch.context() as patch:
-      patch.setattr(loop.Preemption, "reached", lambda self, step: step == 2)
-      state, _ = loop.run(config, str(workdir))
-  finally:
-    jax.config.update("jax_enable_compilation_cache", True)
+  run_until(config, workdir, 1, monkeypatch)
+  first = json.loads((workdir / "config.json").read_text())
+  config.batch_size, config.reschedule = 8, reschedule
+  run_until(config, workdir, 2, monkeypatch)
   assert first["num_steps"] == 4 * clips // 16
   second = json.loads((workdir / "config.json").read_text())
   warnings = [w for w in warnings if "schedule" in w[0]]
