@@ -53,7 +53,7 @@ def summary(config: Any, workdir: str, step: int, metrics: Mapping[str, float]) 
   from where the detector has a later stage, else the eval binary."""
   from havic_jax import detectors, storage
   from havic_jax.checkpoints import runs
-  from havic_jax.training.loop import THROUGHPUT
+  from havic_jax.training.periodic import THROUGHPUT
   from havic_jax.training.metric_writer import TENSORBOARD_DIR
   root = storage.path(workdir)
   stages = detectors.info(config).stages

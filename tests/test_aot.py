@@ -11,7 +11,7 @@ import pytest
 
 from configs import pretrain_tiny
 from havic_jax import aot, sharding
-from havic_jax.training import builder
+from havic_jax.training import builder, hlo_costs
 
 pytest.importorskip("libtpu", reason='the AOT tests compile for TPU topologies and need libtpu: '
                                      'pip install -e ".[tpu]"')
@@ -177,7 +177,7 @@ ENTRY %main (a: f32[16]) -> f32[16] {
 
 
 def test_collectives_count_loop_iterations_and_whole_buffers():
-  found = aot.collectives(HLO)
+  found = hlo_costs.collectives(HLO)
   assert found["all-gather"] == {"count": 3, "bytes": 3 * 4 * 8 * 2}
   # the TPU's all-reduce-scatter computation (3 times, in the loop) and a plain one
   assert found["reduce-scatter"] == {"count": 4, "bytes": 3 * 8 * 8 * 4 + 4 * 4 * 4}
@@ -235,4 +235,4 @@ def test_two_slices_compile_with_only_data_parallel_traffic_across_them(compiles
   # Each chip sends a share of the gradients: at least its quarter of them, at most all.
   assert params / 4 <= across["ALL_REDUCE"]["bytes"] <= params
   assert across.get("ALL_GATHER", {"bytes": 0})["bytes"] < params / 100
-  assert aot.dcn_transfers(compiles["data_parallel"][1]) == {}  # one slice: nothing crosses
+  assert hlo_costs.dcn_transfers(compiles["data_parallel"][1]) == {}  # one slice: nothing crosses

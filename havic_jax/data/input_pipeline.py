@@ -114,7 +114,8 @@ class ProcessRows(grain.MapDataset):
     return self._parent[self._global_position(index)]
 
   def _getitems(self, indices: Sequence[int]):
-    return self._parent._getitems([self._global_position(i) for i in indices])  # pylint: disable=protected-access
+    positions = [self._global_position(i) for i in indices]
+    return self._parent._getitems(positions)  # pylint: disable=protected-access
 
   def __str__(self) -> str:
     return f"ProcessRows(shard {self._index} of {self._count}, {self._local} rows per batch)"
@@ -170,11 +171,12 @@ def training_dataset(data: PreparedData, split: Optional[str], cfg: ModelConfig,
 
   The same seed gives the same global batches, row by row, whatever the shard count: every
   clip, mask, augmentation, pseudo-fake and donor is drawn from its global position. Shards
-  are disjoint, and together cover each epoch's permutation. The clips of ``split`` (``real_only``: its real clips) come from
-  :func:`training_records` (``balanced``, ``clips_per_identity``, ``mixture``: pretraining
-  only, not with identity groups); ``augmentation`` picks the fine-tuning augmentations
-  (None: none); ``identities`` adds each clip's ``identity`` id; ``pseudo_fake_options`` turns clips into
-  temporally-local pseudo-fakes (``havic_jax.data.pseudo_fakes``) before featurising
+  are disjoint, and together cover each epoch's permutation. The clips of ``split``
+  (``real_only``: its real clips) come from :func:`training_records` (``balanced``,
+  ``clips_per_identity``, ``mixture``: pretraining only, not with identity groups);
+  ``augmentation`` picks the fine-tuning augmentations (None: none); ``identities`` adds each
+  clip's ``identity`` id; ``pseudo_fake_options`` turns clips into temporally-local
+  pseudo-fakes (``havic_jax.data.pseudo_fakes``) before featurising
   (``havic_jax.data.features``). ``workers`` > 0 decodes in that many processes;
   ``read_options``: the threads and read-ahead batches of each (None: Grain's defaults).
   """
