@@ -121,7 +121,8 @@ def test_restore_onto_another_mesh(tmp_path):
   workdir, continued = tmp_path / "run", tmp_path / "continued"
   loop.run(train_config(num_steps=2), str(workdir))
   shutil.copytree(workdir, continued)
-  _, logged_metrics = loop.run(train_config(num_steps=3), str(continued))  # step 3 on 8 × data
+  # Step 3 on 8 × data: the copied run is extended, so its schedule is derived anew.
+  _, logged_metrics = loop.run(train_config(num_steps=3, reschedule=True), str(continued))
   config = train_config(**{"num_steps": 3, "mesh.data": 2, "mesh.fsdp": 4})
   training = builder.build(config, sharding.make_mesh(config.mesh))
   with training.scope():

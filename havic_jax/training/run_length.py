@@ -149,8 +149,8 @@ def resume_schedule(config: Any, previous: Dict[str, Any], derived: Dict[str, An
       logging.warning("reschedule: %s was %s, now %s", key, before, after)
     return config
   for key, (before, after) in differences.items():
-    logging.warning("resuming with the saved schedule: %s stays %s (today's data and batch "
-                    "give %s; --config.reschedule=True re-derives it)", key, before, after)
+    logging.warning("resuming with the saved schedule: %s stays %s (today's config, data and "
+                    "batch give %s; --config.reschedule=True re-derives it)", key, before, after)
   config = config.copy_and_resolve_references()
   config.unlock()
   config.num_steps = previous["num_steps"]
