@@ -5,6 +5,7 @@ emulator."""
 
 import atexit
 import fcntl
+import gc
 import os
 import shutil
 import tempfile
@@ -47,6 +48,17 @@ def shared_directory(tmp_path_factory, name, build):
       build(directory)
       done.touch()
   return directory
+
+
+@pytest.fixture(scope="module", autouse=True)
+def compiled_programs_freed_after_each_module():
+  """Drops JAX's in-process caches of traced and compiled programs after each test module:
+  a pytest-xdist worker runs hundreds of tests that each compile their own programs, and
+  kept, those grow a worker to several GB by the end of the run (the persistent compilation
+  cache still serves the next module's compiles)."""
+  yield
+  jax.clear_caches()
+  gc.collect()
 
 
 @pytest.fixture(scope="session")
