@@ -54,7 +54,7 @@ setup(
         # the CUDA 12 build of JAX at the pinned version (GPU nodes; launch/slurm_gpu.sbatch)
         "cuda": ["jax[cuda12]==0.10.2"],
         # prepare --runner=beam and the TFDS builders as Beam datasets (data_pipelines/);
-        # Dataflow also needs apache-beam[gcp] (README, Data)
+        # Dataflow also needs apache-beam[gcp] (docs/data.md)
         "beam": ["apache-beam==2.77.*"],
     },
 )

@@ -1,7 +1,7 @@
 """HAVIC audio-visual deepfake detection in JAX/Flax.
 
-``havic_jax.load(SOURCE) -> Checkpoint(cfg, stage, params, description, config)`` reads an
-export directory (``havic_jax.export``), a training workdir or a released state_dict file
+``havic_jax.load(SOURCE) -> Checkpoint(model_config, stage, params, description, config)``
+reads an export directory (``havic_jax.export``), a training workdir or a released state_dict file
 (``havic_jax.checkpoints.loading``); ``havic_jax.load_pretrained(SOURCE) -> (ModelConfig,
 params)`` is its short form for downstream fine-tuning. Both are imported on first use, so
 ``import havic_jax`` stays light.

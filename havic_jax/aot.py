@@ -126,17 +126,25 @@ def compile_step(config: Any, topology: str, per_chip_batch: int, num_slices: in
   state = training.abstract_state()
   batch = training.batch_spec(config.batch_size)
   hbm = HBM_BYTES[generation(topology)]
-  cfg = training.cfg
+  model_config = training.model_config
   report: Dict[str, Any] = {
-      "topology": topology, "slices": num_slices, "chips": len(devices),
+      "topology": topology,
+      "slices": num_slices,
+      "chips": len(devices),
       "device_kind": devices[0].device_kind,
-      "config": {"stage": config.stage, "detector": config.detector.name, "dtype": cfg.dtype,
-                 "attention": cfg.attention_impl,
-                 "remat": cfg.remat, "remat_policy": cfg.remat_policy,
-                 "scan_layers": cfg.scan_layers,
-                 "grad_accumulation_steps": config.grad_accumulation_steps},
+      "config": {
+          "stage": config.stage,
+          "detector": config.detector.name,
+          "dtype": model_config.dtype,
+          "attention": model_config.attention_impl,
+          "remat": model_config.remat,
+          "remat_policy": model_config.remat_policy,
+          "scan_layers": model_config.scan_layers,
+          "grad_accumulation_steps": config.grad_accumulation_steps
+      },
       "mesh": dict(zip(sharding.MESH_AXES, mesh_sizes)),
-      "global_batch": config.batch_size, "per_chip_batch": per_chip_batch,
+      "global_batch": config.batch_size,
+      "per_chip_batch": per_chip_batch,
       "hbm_bytes": hbm,
   }
   arguments = {"params": per_chip_bytes(state.params),

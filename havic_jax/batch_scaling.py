@@ -69,11 +69,11 @@ def final_loss(points: Sequence[Sequence[float]], samples: int) -> float:
 def study(base: Any, workdir: str, batches: Sequence[int], scalings: Sequence[str],
           seeds: Sequence[int], samples: int, log_samples: int, data: str) -> Dict[str, Any]:
   """Trains every run that is not finished; returns the study (rows and curves)."""
-  from havic_jax.data import records
+  from havic_jax.data import records, training_data
   from havic_jax.training import builder, loop, run_length
   root = pathlib.Path(workdir)
-  prepared = data or str(loop.synthetic_corpus(root / "synthetic_data",
-                                               base.data.synthetic_videos, base.seed))
+  prepared = data or str(training_data.synthetic_corpus(root / "synthetic_data",
+                                                        base.data.synthetic_videos, base.seed))
   reference = base.optimizer.reference_batch_size
   probe = run_config(base, batches[0], "none", 0, samples, 1, log_samples, prepared)
   clips = run_length.training_clips(records.open_prepared(prepared), probe,

@@ -40,6 +40,7 @@ from ml_collections import config_flags
 
 from havic_jax import cli, detectors, sharding, storage
 from havic_jax.models import attention
+from havic_jax.data import training_data
 from havic_jax.training import builder, flops, loop, prefetch
 
 FLAGS = flags.FLAGS
@@ -51,8 +52,8 @@ def forward_step(training: builder.Training) -> Callable:
   (``detectors.window_scorer``, the eval binary's unit of work) of ``training``'s model,
   parameters in their shardings."""
   config = training.config
-  scorer = detectors.window_scorer(training.cfg, detectors.detector_name(config), config.stage,
-                                   detectors.options_of(config))
+  scorer = detectors.window_scorer(training.model_config, detectors.detector_name(config),
+                                   config.stage, detectors.options_of(config))
   forward = lambda params, batch: scorer(params, batch["video"], batch["audio"])
   return jax.jit(forward, in_shardings=(training.shardings.params, training.batch_sharding),
                  out_shardings=sharding.replicated(training.mesh))
@@ -103,11 +104,12 @@ def run(config: Any, batch_size: int, steps: int, warmup: int, mode: str, data: 
   config = config.copy_and_resolve_references()
   config.unlock()
   config.batch_size = batch_size
-  prepared = loop.open_training_data(config, workdir) if data == "pipeline" else None
+  prepared = (training_data.open_training_data(training_data.with_synthetic_corpus(
+      config, workdir)) if data == "pipeline" else None)
   training = builder.build(config, sharding.make_mesh(config.mesh), prepared)
-  config, cfg = training.config, training.cfg
-  host = (loop.training_iterator(prepared, config, cfg, training.mesh) if prepared is not None else
-          training.random_batches(batch_size))
+  config, model_config = training.config, training.model_config
+  host = (loop.training_iterator(prepared, config, model_config, training.mesh)
+          if prepared is not None else training.random_batches(batch_size))
   staged = [training.global_batch(next(host)) for _ in range(STAGED_BATCHES)]
   with training.scope():  # the optimiser state of "forward" is never materialised
     key = jax.random.PRNGKey(config.seed)
@@ -155,13 +157,13 @@ def run(config: Any, batch_size: int, steps: int, warmup: int, mode: str, data: 
   return {
       "config": {"stage": config.stage, "mode": mode, "batch_size": batch_size,
                  "detector": detectors.detector_name(config),
-                 "dtype": cfg.dtype, "attention_impl": config.model.attention_impl,
-                 "remat": cfg.remat, "remat_policy": cfg.remat_policy,
-                 "scan_layers": cfg.scan_layers,
+                 "dtype": model_config.dtype, "attention_impl": config.model.attention_impl,
+                 "remat": model_config.remat, "remat_policy": model_config.remat_policy,
+                 "scan_layers": model_config.scan_layers,
                  "grad_accumulation_steps": config.grad_accumulation_steps,
                  "mesh": dict(config.mesh), "data": data},
       "batch": {key: [list(value.shape), value.dtype.name] for key, value in staged[0].items()},
-      "attention": cfg.attention_impl,
+      "attention": model_config.attention_impl,
       "attention_fallbacks": sorted(attention.FALLBACKS),
       "device": {"kind": device.device_kind, "platform": device.platform,
                  "count": jax.device_count(), "host": platform.node(),
@@ -200,22 +202,24 @@ def table(result: Dict[str, Any]) -> str:
       ("device", f"{result['device']['count']} × {result['device']['kind']}"),
       ("config", json.dumps(result["config"])),
       ("trace + lower / compile", f"{result['trace_seconds']:.1f} / "
-                                  f"{result['compile_seconds']:.1f} s (compilation cache: "
-                                  f"{result['compilation_cache'] or 'off'})"),
-      ("step, compute-only (median / min / max)", f"{fmt(step['median'], '.3f')} / {fmt(step['min'], '.3f')}"
-                                    f" / {fmt(step['max'], '.3f')} s over {step['steps']} steps"),
+       f"{result['compile_seconds']:.1f} s (compilation cache: "
+       f"{result['compilation_cache'] or 'off'})"),
+      ("step, compute-only (median / min / max)",
+       f"{fmt(step['median'], '.3f')} / {fmt(step['min'], '.3f')}"
+       f" / {fmt(step['max'], '.3f')} s over {step['steps']} steps"),
       ("samples/s (per chip)", f"{fmt(result['samples_per_second'], '.2f')} "
-                               f"({fmt(result['samples_per_second_per_chip'], '.2f')})"),
+       f"({fmt(result['samples_per_second_per_chip'], '.2f')})"),
       ("model TFLOP/sample", fmt(result["model_tflop_per_sample"], ".4f")),
       ("XLA TFLOP/sample", fmt(result["xla_tflop_per_sample"], ".4f")),
       ("achieved TFLOP/s per chip", fmt(result["achieved_tflops_per_chip"], ".3f")),
       ("MFU", fmt(result["mfu"], ".1%")),
-      ("peak memory", fmt(result["peak_memory_bytes"] and result["peak_memory_bytes"] / 2**30,
-                          ".2f") + " GiB"),
-      ("compiled memory", fmt(result["compiled_memory_bytes"] and
-                              result["compiled_memory_bytes"] / 2**30, ".2f") + " GiB"),
-      ("attention", result["attention"] + "".join(
-          f"\n  fallback: {reason}" for reason in result["attention_fallbacks"])),
+      ("peak memory",
+       fmt(result["peak_memory_bytes"] and result["peak_memory_bytes"] / 2**30, ".2f") + " GiB"),
+      ("compiled memory",
+       fmt(result["compiled_memory_bytes"] and result["compiled_memory_bytes"] / 2**30, ".2f") +
+       " GiB"),
+      ("attention", result["attention"] +
+       "".join(f"\n  fallback: {reason}" for reason in result["attention_fallbacks"])),
   ]
   end_to_end = result["end_to_end"]
   if end_to_end:

@@ -9,6 +9,7 @@ flag) or more.
 """
 
 import difflib
+import importlib.util
 import logging
 import os
 import pathlib
@@ -149,18 +150,30 @@ def config_fields(config: Any, prefix: str = "") -> List[str]:
   return names
 
 
+def load_config_file(spelling: str) -> Any:
+  """The config ``FILE[:ARGS]`` names, as ``--config=FILE[:ARGS]`` of a binary loads it:
+  FILE's ``get_config(ARGS)`` (``get_config()`` without ARGS). Raises ``ValueError`` where
+  FILE is not a readable Python file; the config's own errors propagate."""
+  file, _, arguments = spelling.partition(":")
+  if not os.path.isfile(file):
+    raise ValueError(f"{file}: no config file there")
+  spec = importlib.util.spec_from_file_location(pathlib.Path(file).stem, file)
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  return module.get_config(arguments) if arguments else module.get_config()
+
+
 def unknown_config_field(argv: Sequence[str]) -> Optional[str]:
   """The first ``--NAME.FIELD=VALUE`` override in ``argv`` whose FIELD the config file of
   ``--NAME=FILE`` lacks, with the nearest fields it has; None where every override names a
   field."""
-  from ml_collections.config_flags.config_flags import ConfigFileFlagParser
   files = dict(arg[2:].split("=", 1) for arg in argv if arg.startswith("--") and "=" in arg)
   for arg in argv:
     name, _, field = arg[2:].partition("=")[0].partition(".")
     if not (arg.startswith("--") and field and name in files):
       continue
     try:
-      config = ConfigFileFlagParser(name).parse(files[name])
+      config = load_config_file(files[name])
     except Exception:  # the file itself is the problem: absl reports it
       return None
     fields = config_fields(config)

@@ -20,13 +20,12 @@ from __future__ import annotations
 import dataclasses
 import datetime
 import json
+import os
 import time
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
-import ml_collections
 from absl import app, flags, logging
 from etils import epath
-from ml_collections.config_flags.config_flags import ConfigFileFlagParser
 
 from havic_jax import cli, detectors, storage
 
@@ -54,10 +53,10 @@ def stage_spelling(configs: str, detector: str, stage: str) -> str:
 def load_config(spelling: str, detector: str) -> Any:
   """The (unlocked) config ``FILE:ARGS`` names, as ``--config`` of the training binary would
   load it, checked to train ``detector``."""
-  config = ConfigFileFlagParser("config", lock_config=False).parse(spelling)
-  if not isinstance(config, ml_collections.ConfigDict):
+  if not os.path.isfile(spelling.partition(":")[0]):
     raise ValueError(f"{spelling}: no config file there (--configs spells each detector's "
                      f"config file, e.g. {DEFAULT_CONFIGS!r})")
+  config = cli.load_config_file(spelling)
   if config.detector.name != detector:
     raise ValueError(f"{spelling} trains detector {config.detector.name!r}, not {detector!r}")
   return config
@@ -159,7 +158,7 @@ def run(detector_names: Sequence[str], data: str, eval_data: str, workdir: str, 
         batch_size: int = 32) -> List[Dict[str, Any]]:
   """Trains and scores each detector; writes ``comparison.md`` / ``comparison.json`` in
   ``workdir`` (a local path or a ``gs://`` URI) and returns the rows."""
-  from havic_jax import eval as eval_binary
+  from havic_jax.evaluation import evaluate
   root = storage.path(workdir)
   root.mkdir(parents=True, exist_ok=True)
   plans = {d: recipe_configs(d, configs, data, steps or {}, log_every) for d in detector_names}
@@ -168,9 +167,9 @@ def run(detector_names: Sequence[str], data: str, eval_data: str, workdir: str, 
     last, runs = train_recipe(detector, stage_configs, root)
     # The last step, not the best by validation AUC: the validation clips come from the
     # videos scored here, so choosing by them would flatter every detector.
-    outcome = eval_binary.run(str(last), eval_data, protocol, str(root / detector / "eval"),
-                              step=stage_configs[-1][1].num_steps, workers=workers,
-                              batch_size=batch_size)
+    outcome = evaluate.run(str(last), eval_data, evaluate.EvalOptions(
+        protocol=protocol, output=str(root / detector / "eval"),
+        step=stage_configs[-1][1].num_steps, workers=workers, batch_size=batch_size))
     rows.append(summary_row(detector, runs, outcome))
     meta = {"protocol": protocol, "data": data, "eval_data": eval_data, "configs": configs,
             "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")}

@@ -12,7 +12,7 @@ from absl import app, flags
 from havic_jax import cli
 from havic_jax.checkpoints import loading
 from havic_jax.checkpoints.exported import export_params
-from havic_jax.models.havic import PRETRAINED_MODULES
+from havic_jax.models.havic_models import PRETRAINED_MODULES
 
 FLAGS = flags.FLAGS
 

@@ -41,8 +41,10 @@ def main(argv):
                  for path in filter(None, config.init_from.split(","))}},
       output_dirs={"--workdir": FLAGS.workdir})
   cli.enable_compilation_cache()
+  from havic_jax.data import training_data
   from havic_jax.training import loop
-  state, metrics = loop.run(FLAGS.config, FLAGS.workdir)
+  state, metrics = loop.run(training_data.with_synthetic_corpus(config, FLAGS.workdir),
+                            FLAGS.workdir)
   if jax.process_index() == 0:
     print(summary(FLAGS.config, FLAGS.workdir, int(state.step), metrics))
 
@@ -53,7 +55,7 @@ def summary(config: Any, workdir: str, step: int, metrics: Mapping[str, float]) 
   from where the detector has a later stage, else the eval binary."""
   from havic_jax import detectors, storage
   from havic_jax.checkpoints import runs
-  from havic_jax.training.periodic import THROUGHPUT
+  from havic_jax.training.hooks import THROUGHPUT
   from havic_jax.training.metric_writer import TENSORBOARD_DIR
   root = storage.path(workdir)
   stages = detectors.info(config).stages

@@ -8,6 +8,9 @@ Every file the project writes or reads under a workdir or an output goes through
 (ArrayRecord and FFmpeg read files): :func:`local_only` refuses a URI there with the way out,
 a bucket mounted with gcsfuse.
 
+A file that readers must never see half-written is written through :func:`staged`: into a
+staging file, published at its path only when complete.
+
 gcsfs lists Cloud Storage directories afresh each time (its listings cache is off): other
 clients write under a run too (tensorstore, the other hosts, a resumed run), and a cached
 listing would hide their files.
@@ -26,6 +29,7 @@ import fsspec
 from etils import epath
 
 PathLike = Union[str, os.PathLike]
+STAGING_SUFFIX = ".partial"  # a local file is written as <name>.partial, then renamed
 
 # Read when gcsfs's file system is first made (etils makes one per process, on first use).
 fsspec.config.conf.setdefault("gcs", {})["use_listings_cache"] = False
@@ -94,3 +98,29 @@ def local_copy(location: PathLike) -> Iterator[str]:
     with path(location).open("rb") as source, open(local, "wb") as target:
       shutil.copyfileobj(source, target)
     yield local
+
+
+@contextlib.contextmanager
+def staged(location: PathLike) -> Iterator[epath.Path]:
+  """Yields a local path to write ``location``'s content to; publishes it at ``location`` when
+  the block ends without an exception, so that readers never see a partial file.
+
+  A local ``location`` is staged as ``<name>.partial`` in its folder and renamed into place
+  (atomic); a URI (``gs://...``) is staged in a temporary folder (for writers that need files)
+  and uploaded when complete (Cloud Storage makes an object visible only once its upload is
+  finished). On an exception the staging is removed and nothing is published: what was at
+  ``location`` before stays."""
+  final = path(location)
+  if not is_remote(final):
+    staging = final.with_name(final.name + STAGING_SUFFIX)
+    try:
+      yield staging
+      staging.replace(final)
+    finally:
+      staging.unlink(missing_ok=True)
+    return
+  with tempfile.TemporaryDirectory() as scratch:
+    staging = epath.Path(scratch) / final.name
+    yield staging
+    with staging.open("rb") as source, final.open("wb") as target:
+      shutil.copyfileobj(source, target)

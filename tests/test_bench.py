@@ -50,7 +50,7 @@ def test_the_base_pretraining_step_counts_the_release_flops():
   # The release embeds every patch, then drops the masked ones; here only the kept patches
   # are embedded: the patch embedding of the masked tokens (forward and its weight gradient)
   # is saved.
-  cfg = training.cfg
+  cfg = training.model_config
   masked_video = cfg.video_tokens - batch["ids_keep_video"].shape[1]
   masked_audio = cfg.audio_tokens - batch["ids_keep_audio"].shape[1]
   saved = 2 * cfg.width * (masked_video * cfg.video_patch_dim + masked_audio * cfg.audio_patch_dim)
@@ -65,10 +65,10 @@ def test_forward_mode_times_the_configs_detector():
   result = bench.run(config, batch_size=8, steps=1, warmup=0, mode="forward", data="random")
   assert result["config"]["detector"] == "fakeout" and result["step_seconds"]["median"] > 0
   training = builder.build(config, sharding.make_mesh(config.mesh))
-  scorer = detectors.window_scorer(training.cfg, "fakeout", "finetune",
+  scorer = detectors.window_scorer(training.model_config, "fakeout", "finetune",
                                    detectors.options_of(config))
   batch = {k: jax.ShapeDtypeStruct(v.shape, v.dtype)
-           for k, v in next(synthetic_batches(training.cfg, "finetune", 8, 0)).items()}
+           for k, v in next(synthetic_batches(training.model_config, "finetune", 8, 0)).items()}
   with training.scope():
     flops = _flops(lambda p, b: scorer(p, b["video"], b["audio"]),
                    training.abstract_state().params, batch)

@@ -185,13 +185,14 @@ def test_export_round_trip_through_orbax_and_safetensors(pretrain_params, tmp_pa
   assert description["left_at_initialisation"] == []
   assert description["source"] == {"workdir": "/runs/a"}
   flat = load_file(str(out / exported.SAFETENSORS_FILE))
-  np.testing.assert_array_equal(flat["video_encoder/block_0/attn/qkv/kernel"],
-                                pretrain_params["video_encoder"]["block_0"]["attn"]["qkv"]["kernel"])
+  np.testing.assert_array_equal(
+      flat["video_encoder/block_0/attn/qkv/kernel"],
+      pretrain_params["video_encoder"]["block_0"]["attn"]["qkv"]["kernel"])
   expected_cfg = model_config_from(tiny_model(), compat)
   assert expected_cfg.audio_segments == {"reference": "frequency_bands", "paper": "time"}[compat]
 
   checkpoint = loading.load(str(out))  # Orbax
-  cfg, params = checkpoint.cfg, checkpoint.params
+  cfg, params = checkpoint.model_config, checkpoint.params
   assert cfg == expected_cfg
   assert_trees_equal(params, backbone)
   cfg, params = havic_jax.load_pretrained(str(out))  # the README's downstream entry point
@@ -199,7 +200,7 @@ def test_export_round_trip_through_orbax_and_safetensors(pretrain_params, tmp_pa
   assert_trees_equal(params, backbone)
   shutil.rmtree(out / exported.ORBAX_DIR)
   checkpoint = loading.load(str(out))  # safetensors
-  cfg, params = checkpoint.cfg, checkpoint.params
+  cfg, params = checkpoint.model_config, checkpoint.params
   assert cfg == expected_cfg
   assert_trees_equal(params, backbone)
 
@@ -299,7 +300,7 @@ def test_convert_cli_writes_a_report_and_an_export(tmp_path):
   accounted_for(report, sd)
   assert f"{len(sd)} keys: {len(report['loaded'])} loaded" in result.stdout
   checkpoint = loading.load(str(tmp_path / "out"))
-  cfg, params = checkpoint.cfg, checkpoint.params
+  cfg, params = checkpoint.model_config, checkpoint.params
   assert cfg == model_config_from(finetune_tiny.get_config().model)  # TINY but its dropout
   expected, _ = reference.from_reference(sd, TINY, "finetune")
   assert_trees_equal(params, expected)

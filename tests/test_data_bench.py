@@ -9,7 +9,7 @@ import sys
 
 import pytest
 
-from data_pipelines import bench
+from data_pipelines import bench_eval
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 
@@ -39,17 +39,17 @@ def test_eval_shards_stage_reports_positive_rates(tmp_path, synthetic_corpus):
 
 
 def test_shard_runs_name_the_runner_and_its_workers():
-  assert bench.shard_run("local:2") == ("local", 2, "")
-  assert bench.shard_run("beam:1")[2] == ("--runner=DirectRunner --direct_num_workers=1 "
-                                          "--direct_running_mode=in_memory")
-  assert "multi_processing" in bench.shard_run("beam:2")[2]
+  assert bench_eval.shard_run("local:2") == ("local", 2, "")
+  assert bench_eval.shard_run("beam:1")[2] == ("--runner=DirectRunner --direct_num_workers=1 "
+                                               "--direct_running_mode=in_memory")
+  assert "multi_processing" in bench_eval.shard_run("beam:2")[2]
   with pytest.raises(ValueError):
-    bench.shard_run("flink:2")
+    bench_eval.shard_run("flink:2")
 
 
 def test_batch_fill_follows_the_scorers_flushes():
   # 18-window videos: batches of 9 are full; batch 32 scores two videos (36) in 64 rows.
-  assert bench.batch_fill([[18, 18, 18]], 9) == 1.0
-  assert bench.batch_fill([[18, 18]], 32) == pytest.approx(36 / 64)
+  assert bench_eval.batch_fill([[18, 18, 18]], 9) == 1.0
+  assert bench_eval.batch_fill([[18, 18]], 32) == pytest.approx(36 / 64)
   # A shard's last videos are scored at its end: 18 + 18 (of 64 rows) and 18 (of 32).
-  assert bench.batch_fill([[18, 18, 18]], 32) == pytest.approx(54 / 96)
+  assert bench_eval.batch_fill([[18, 18, 18]], 32) == pytest.approx(54 / 96)

@@ -6,20 +6,21 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from havic_jax.detectors import local_head, losses
+from havic_jax.detectors import baseline_losses, local_head
 
 RNG = np.random.default_rng(0)
 TOL = dict(rtol=1e-5, atol=1e-5)
 
 # Every test goes through jit (static shapes; also far quicker than op-by-op dispatch).
-window_infonce = jax.jit(losses.window_infonce)
-identity_softmax_loss = jax.jit(losses.identity_softmax_loss, static_argnames="num_identities")
-cross_modal_consistency = jax.jit(losses.cross_modal_consistency)
-intra_modal_consistency = jax.jit(losses.intra_modal_consistency, static_argnums=1)
-consistency_score = jax.jit(losses.consistency_score)
-voice_face_infonce = jax.jit(losses.voice_face_infonce)
-real_fake_contrastive = jax.jit(losses.real_fake_contrastive, static_argnums=3)
-vfd_fake_logit = jax.jit(losses.vfd_fake_logit)
+window_infonce = jax.jit(baseline_losses.window_infonce)
+identity_softmax_loss = jax.jit(baseline_losses.identity_softmax_loss,
+                                static_argnames="num_identities")
+cross_modal_consistency = jax.jit(baseline_losses.cross_modal_consistency)
+intra_modal_consistency = jax.jit(baseline_losses.intra_modal_consistency, static_argnums=1)
+consistency_score = jax.jit(baseline_losses.consistency_score)
+voice_face_infonce = jax.jit(baseline_losses.voice_face_infonce)
+real_fake_contrastive = jax.jit(baseline_losses.real_fake_contrastive, static_argnums=3)
+vfd_fake_logit = jax.jit(baseline_losses.vfd_fake_logit)
 
 
 def randn(*shape):
@@ -211,7 +212,7 @@ def test_voice_face_infonce_ignores_other_faces_of_the_same_identity():
   # exactly the faces kept for n: moving face 2 (identity 0, like sample 0) leaves it unchanged.
   voice, face = randn(6, 6), randn(6, 6)
   identity = jnp.array([0, 1, 0, 2, 1, 2])
-  grad = jax.jit(jax.grad(lambda v, f: losses.voice_face_infonce(v, f, identity)[0]))
+  grad = jax.jit(jax.grad(lambda v, f: baseline_losses.voice_face_infonce(v, f, identity)[0]))
   moved = face.copy()
   moved[2] = voice[0] * 3.0
   before, after = grad(voice, face), grad(voice, moved)
@@ -243,7 +244,7 @@ def test_real_fake_contrastive_is_zero_without_fakes_or_reals():
   voice, face = randn(6, 4), randn(6, 4)
   for is_fake in (np.zeros(6, bool), np.ones(6, bool)):
     assert float(real_fake_contrastive(voice, face, is_fake)) == 0.0
-    grads = jax.jit(jax.grad(losses.real_fake_contrastive, argnums=(0, 1)))(voice, face,
+    grads = jax.jit(jax.grad(baseline_losses.real_fake_contrastive, argnums=(0, 1)))(voice, face,
                                                                           is_fake)
     assert all(np.all(np.isfinite(g)) for g in grads)
 
@@ -263,12 +264,13 @@ def test_gradients_are_finite_with_masked_entries():
   identity = np.array([0, 0, 1, 1, 3, 2], np.int32)  # identity 4 absent, 2 and 3 single
   is_fake = np.array([0, 1, 0, 1, 1, 0], np.int32)
   calls = [
-      (lambda a: losses.window_infonce(a, video, -2.0)[0], audio),
-      (lambda e: losses.identity_softmax_loss(e, identity, -1.0, num_identities=5)[0],
+      (lambda a: baseline_losses.window_infonce(a, video, -2.0)[0], audio),
+      (lambda e: baseline_losses.identity_softmax_loss(e, identity, -1.0, num_identities=5)[0],
        embeddings),
-      (lambda a: jnp.sum(losses.consistency_score(a, a, video)), audio),
-      (lambda v: losses.voice_face_infonce(v, embeddings[::-1], identity)[0], embeddings),
-      (lambda v: losses.real_fake_contrastive(v, embeddings[::-1], is_fake, 1), embeddings),
+      (lambda a: jnp.sum(baseline_losses.consistency_score(a, a, video)), audio),
+      (lambda v: baseline_losses.voice_face_infonce(v, embeddings[::-1], identity)[0], embeddings),
+      (lambda v: baseline_losses.real_fake_contrastive(v, embeddings[::-1], is_fake, 1),
+       embeddings),
   ]
   for fn, x in calls:
     grad = jax.jit(jax.grad(fn))(x)

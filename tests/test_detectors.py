@@ -17,11 +17,11 @@ from configs import (consistency_tiny, fakeout_tiny, fine_grained_tiny, finetune
 from havic_jax import detectors, sharding
 from havic_jax.data import input_pipeline, records, samplers
 from havic_jax.training import loop
-from havic_jax import eval as eval_binary
-from havic_jax.evaluation import inputs, per_video, videos
-from havic_jax.detectors import consistency, fakeout, features
+from havic_jax.evaluation import evaluate, inputs, per_video, videos
+from havic_jax.evaluation.evaluate import EvalOptions
+from havic_jax.detectors import consistency, encoder_features, fakeout
 from havic_jax.models.config import model_config_from
-from havic_jax.models.havic import example_inputs
+from havic_jax.models.havic_models import example_inputs
 
 CONFIGS = {"consistency": consistency_tiny, "voice_face_pretrain": voice_face_pretrain_tiny,
            "voice_face_finetune": voice_face_finetune_tiny, "fine_grained": fine_grained_tiny,
@@ -44,7 +44,7 @@ def test_audio_and_video_time_features_pool_the_right_tokens(segments):
   from havic_jax.models.patches import audio_token_order
   tokens = grid[audio_token_order(cfg)][None]
   steps = 4
-  pooled = np.asarray(features.audio_time_features(jnp.asarray(tokens), cfg, steps))[0]
+  pooled = np.asarray(encoder_features.audio_time_features(jnp.asarray(tokens), cfg, steps))[0]
   per_step = cfg.audio_time_tokens // steps
   np.testing.assert_allclose(pooled[:, 1], [np.mean(np.arange(s * per_step, (s + 1) * per_step))
                                             for s in range(steps)])
@@ -53,7 +53,7 @@ def test_audio_and_video_time_features_pool_the_right_tokens(segments):
   g, t = cfg.video_grid, cfg.video_time_tokens
   index = np.arange(cfg.video_tokens, dtype=np.float32)
   video = np.stack([index // (g * g), index % g], -1)[None]
-  grid_features = np.asarray(features.video_grid_features(jnp.asarray(video), cfg, 2))[0]
+  grid_features = np.asarray(encoder_features.video_grid_features(jnp.asarray(video), cfg, 2))[0]
   assert grid_features.shape == (2, g, g, 2)
   np.testing.assert_allclose(grid_features[1, :, :, 0], np.mean(np.arange(t // 2, t)))
   np.testing.assert_allclose(grid_features[0, 0, :, 1], np.arange(g))
@@ -74,9 +74,9 @@ def _model_and_params(module, name, **overrides):
   config.detector.update(overrides)
   cfg = model_config_from(config.model, config.compat)
   model = detectors.build_model(cfg, config)
-  params = jax.jit(model.init)(jax.random.PRNGKey(0), *example_inputs(cfg, "finetune", 2)
+  params = jax.jit(model.init)(jax.random.PRNGKey(0), *example_inputs(cfg, False, 2)
                                )["params"]
-  video = np.random.default_rng(0).integers(0, 255, (3,) + example_inputs(cfg, "finetune")[0]
+  video = np.random.default_rng(0).integers(0, 255, (3,) + example_inputs(cfg, False)[0]
                                             .shape[1:], np.uint8)
   audio = np.random.default_rng(1).standard_normal((3, cfg.audio_frames, cfg.mel_bins),
                                                    np.float32)
@@ -97,10 +97,10 @@ def test_every_detector_trains_and_scores_through_the_registry(name, stage):
   assert all(callable(getattr(detector.module, f)) for f in INTERFACE)
   cfg = model_config_from(config.model, config.compat)
   model = detectors.build_model(cfg, config)
-  kind = detectors.model_kind(config)
-  assert kind == ("pretrain" if stage in detector.masked_stages else "finetune")
+  kept_tokens = detectors.kept_token_inputs(config)
+  assert kept_tokens == (stage in detector.masked_stages)
   params = nn.unbox(jax.eval_shape(model.init, jax.random.PRNGKey(0),
-                                   *example_inputs(cfg, kind, 2))["params"])
+                                   *example_inputs(cfg, kept_tokens, 2))["params"])
   ratios = ({"video_mask_ratio": config.pretrain.video_mask_ratio,
              "audio_mask_ratio": config.pretrain.audio_mask_ratio} if stage == "pretrain" else {})
   spec = input_pipeline.example_spec(cfg, stage, **ratios)
@@ -243,8 +243,8 @@ def test_each_detector_trains_and_the_eval_binary_scores_it(name, prepared_corpu
   state, metrics = loop.run(config, str(tmp_path / "run"))
   assert int(state.step) == 2 and np.isfinite(metrics["total"])
   assert 0.0 <= metrics["eval/auc"] <= 1.0
-  outcome = eval_binary.run(str(tmp_path / "run"), str(prepared_corpus), "all",
-                            str(tmp_path / "report"), batch_size=8)
+  outcome = evaluate.run(str(tmp_path / "run"), str(prepared_corpus), EvalOptions(
+      protocol="all", output=str(tmp_path / "report"), batch_size=8))
   scored = [v for v in outcome["videos"] if v.status == "ok"]
   assert {v.label for v in scored} == {0, 1}
   for video in scored:

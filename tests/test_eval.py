@@ -1,8 +1,11 @@
 """The eval binary: statuses of bad inputs, window scoring and batching, protocol tables."""
 
 import csv
+import dataclasses
 import json
 import pathlib
+import subprocess
+import sys
 
 import flax.linen as nn
 import jax
@@ -10,22 +13,22 @@ import numpy as np
 import pytest
 
 from configs.tiny import tiny_model
-from havic_jax import eval as eval_binary
 from havic_jax.checkpoints import exported, loading
 from havic_jax.detectors import havic
-from havic_jax.evaluation import metrics, protocols, reports, scoring, videos
+from havic_jax.evaluation import evaluate, metrics, protocols, reports, scoring, videos
+from havic_jax.evaluation.evaluate import EvalOptions
 from havic_jax import sharding
 from havic_jax.data import records
 from havic_jax.models.config import model_config_from
-from havic_jax.models.havic import build_model, example_inputs
+from havic_jax.models.havic_models import build_model, example_inputs
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 TINY = model_config_from(tiny_model())
 
 
 def _export(tmp_path_factory, stage):
-  params = nn.unbox(build_model(TINY, stage).init(jax.random.key(1),
-                                                   *example_inputs(TINY, stage))["params"])
+  inputs = example_inputs(TINY, stage == "pretrain")
+  params = nn.unbox(build_model(TINY, stage).init(jax.random.key(1), *inputs)["params"])
   directory = tmp_path_factory.mktemp(f"{stage}_export") / "export"
   exported.export_params(params, tiny_model(), stage, "reference", directory, modules=list(params))
   return directory
@@ -58,8 +61,8 @@ def bad_inputs_report(tmp_path_factory, synthetic_corpus, bad_videos, classifier
   listing = directory / "videos.csv"
   listing.write_text("video_path,overall_label\n" + "".join(f"{p},{l}\n" for p, l in rows))
   output = directory / "report"
-  outcome = eval_binary.run(str(classifier_export), str(listing), "all", str(output),
-                            batch_size=8)
+  outcome = evaluate.run(str(classifier_export), str(listing),
+                         EvalOptions(protocol="all", output=str(output), batch_size=8))
   return output, outcome
 
 
@@ -145,8 +148,9 @@ def test_a_pretraining_checkpoint_needs_the_coherence_scorer(pretrain_export):
 
 def test_leave_one_out_on_prepared_shards_with_the_coherence_scorer(prepared_corpus,
                                                                     pretrain_export, tmp_path):
-  outcome = eval_binary.run(str(pretrain_export), str(prepared_corpus), "fakeavceleb_loo",
-                            str(tmp_path), scorer="coherence", batch_size=8)
+  outcome = evaluate.run(str(pretrain_export), str(prepared_corpus),
+                         EvalOptions(protocol="fakeavceleb_loo", output=str(tmp_path),
+                                     scorer="coherence", batch_size=8))
   (table,) = outcome["results"]
   assert list(table.columns) == ["RVFA", "FVRA-WL", "FVFA-FS", "FVFA-GAN", "FVFA-WL", "AVG"]
   manifest = records.open_prepared(str(prepared_corpus)).manifest
@@ -198,8 +202,9 @@ def test_robustness_scores_each_re_encoding(synthetic_corpus, classifier_export,
   fake = sorted(corpus.glob("RealVideo-FakeAudio/**/*.mp4"))[0]
   listing = tmp_path / "videos.csv"
   listing.write_text(f"video_path,overall_label\n{real},0\n{fake},1\n")
-  outcome = eval_binary.run(str(classifier_export), str(listing), "robustness",
-                            str(tmp_path / "report"), batch_size=8)
+  outcome = evaluate.run(str(classifier_export), str(listing),
+                         EvalOptions(protocol="robustness", output=str(tmp_path / "report"),
+                                     batch_size=8))
   (table,) = outcome["results"]
   assert list(table.columns) == ["clean", "crf23_44k", "crf40_16k"]
   rows = {r["video_id"]: r for r in _read_csv(tmp_path / "report" / "per_video.csv")}
@@ -208,3 +213,20 @@ def test_robustness_scores_each_re_encoding(synthetic_corpus, classifier_export,
     scores = [float(rows[f"{p}{condition}"]["score"]) for p in (str(real), str(fake))]
     assert table.columns[condition.lstrip("@") or "clean"]["auc"] == float(scores[1] > scores[0])
   assert rows[f"{fake}@crf40_16k"]["score"] != rows[str(fake)]["score"]  # it did re-encode
+
+
+def test_each_flag_gives_the_option_of_its_name():
+  """The eval binary builds its EvalOptions from the flags of the fields' names; flags left
+  unset give the options' defaults (but --beam_options, which names the DirectRunner)."""
+  script = ("import dataclasses, json\n"
+            "from havic_jax import eval as binary\n"
+            "binary.define_flags()\n"
+            "binary.FLAGS(['eval', '--checkpoint=C', '--data=D', '--windows=W', '--windows_only',"
+            " '--detect_every=3', '--protocol=kodf'])\n"
+            "print(json.dumps(dataclasses.asdict(binary.options_from_flags())))\n")
+  printed = subprocess.run([sys.executable, "-c", script], cwd=ROOT, capture_output=True,
+                           text=True, check=True, timeout=120).stdout
+  options = EvalOptions(**json.loads(printed.splitlines()[-1]))
+  assert options == dataclasses.replace(EvalOptions(), protocol="kodf", windows="W",
+                                        windows_only=True, detect_every=3,
+                                        beam_options="--runner=DirectRunner")

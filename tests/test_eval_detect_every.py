@@ -11,14 +11,15 @@ import numpy as np
 import pytest
 
 from configs.tiny import tiny_model
-from havic_jax import eval as eval_binary
 from havic_jax.checkpoints import exported
+from havic_jax.evaluation import evaluate
+from havic_jax.evaluation.evaluate import EvalOptions
 from havic_jax.media import windows
 from havic_jax.media.decode import Media
 from havic_jax.media.faces import (crop_faces, crop_region, keyframes, nearest_detected,
                                    scaled_box)
 from havic_jax.models.config import model_config_from
-from havic_jax.models.havic import build_model, example_inputs
+from havic_jax.models.havic_models import build_model, example_inputs
 
 RATE = 16000
 CROP = 32
@@ -104,7 +105,7 @@ def classifier_export(tmp_path_factory):
   """An export of an (untrained) tiny fine-tuning model: every module."""
   cfg = model_config_from(tiny_model())
   params = nn.unbox(build_model(cfg, "finetune").init(
-      jax.random.key(1), *example_inputs(cfg, "finetune"))["params"])
+      jax.random.key(1), *example_inputs(cfg, kept_tokens=False))["params"])
   directory = tmp_path_factory.mktemp("finetune_export") / "export"
   exported.export_params(params, tiny_model(), "finetune", "reference", directory,
                          modules=list(params))
@@ -126,13 +127,13 @@ def test_eval_scores_with_keyframe_detection(synthetic_corpus, classifier_export
   fake = sorted(corpus.glob("RealVideo-FakeAudio/**/*.mp4"))[0]
   listing = tmp_path / "videos.csv"
   listing.write_text(f"video_path,overall_label\n{real},0\n{fake},1\n")
-  outcome = eval_binary.run(str(classifier_export), str(listing), "all",
-                            str(tmp_path / "report"), batch_size=8, detect_every=2)
+  outcome = evaluate.run(str(classifier_export), str(listing), EvalOptions(
+      protocol="all", output=str(tmp_path / "report"), batch_size=8, detect_every=2))
   assert received == [2, 2]
   assert [v.status for v in outcome["videos"]] == ["ok", "ok"]
   assert [v.num_windows for v in outcome["videos"]] == [2, 2]  # 3.5 s: 18 sampled frames
   meta = json.loads((tmp_path / "report" / "results.json").read_text())["meta"]
   assert meta["detect_every"] == 2
   with pytest.raises(ValueError, match="detect_every"):
-    eval_binary.run(str(classifier_export), str(listing), "all", str(tmp_path / "none"),
-                    detect_every=0)
+    evaluate.run(str(classifier_export), str(listing),
+                 EvalOptions(protocol="all", output=str(tmp_path / "none"), detect_every=0))

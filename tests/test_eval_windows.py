@@ -15,8 +15,8 @@ import time
 import numpy as np
 import pytest
 
-from havic_jax import eval as eval_binary
-from havic_jax.evaluation import shard_scoring, window_shards
+from havic_jax.evaluation import evaluate, shard_scoring, window_shards
+from havic_jax.evaluation.evaluate import EvalOptions
 from local_services import free_port
 from test_eval import classifier_export  # noqa: F401  (fixture)
 
@@ -42,7 +42,8 @@ def listing(tmp_path_factory, synthetic_corpus, bad_videos):
 def one_process(tmp_path_factory, listing, classifier_export):
   """Today's one-process eval of the listing: the reference."""
   output = tmp_path_factory.mktemp("one_process") / "report"
-  eval_binary.run(str(classifier_export), str(listing), "all", str(output), batch_size=8)
+  evaluate.run(str(classifier_export), str(listing),
+               EvalOptions(protocol="all", output=str(output), batch_size=8))
   return output
 
 
@@ -50,10 +51,9 @@ def one_process(tmp_path_factory, listing, classifier_export):
 def beam_windows(tmp_path_factory, listing, classifier_export):
   """Window shards of the listing cut by the Beam DirectRunner (2 videos per shard)."""
   windows = tmp_path_factory.mktemp("beam_windows") / "windows"
-  outcome = eval_binary.run(str(classifier_export), str(listing), "all", "", windows=str(windows),
-                            windows_only=True, runner="beam",
-                            beam_options="--runner=DirectRunner",
-                            videos_per_shard=VIDEOS_PER_SHARD)
+  outcome = evaluate.run(str(classifier_export), str(listing), EvalOptions(
+      protocol="all", output="", windows=str(windows), windows_only=True, runner="beam",
+      beam_options="--runner=DirectRunner", videos_per_shard=VIDEOS_PER_SHARD))
   assert outcome["results"] == []
   return windows
 
@@ -108,9 +108,9 @@ def test_beam_windows_record_every_video_with_a_status(beam_windows, one_process
   assert {"unreadable", "no_face", "no_audio"} <= set(statuses.values())
   # A re-run finds every shard finished and rewrites none.
   stamps = {p: p.stat().st_mtime_ns for p in beam_windows.glob("*.array_record")}
-  eval_binary.run(str(classifier_export), str(listing), "all", "", windows=str(beam_windows),
-                  windows_only=True, runner="beam", beam_options="--runner=DirectRunner",
-                  videos_per_shard=VIDEOS_PER_SHARD)
+  evaluate.run(str(classifier_export), str(listing), EvalOptions(
+      protocol="all", output="", windows=str(beam_windows), windows_only=True, runner="beam",
+      beam_options="--runner=DirectRunner", videos_per_shard=VIDEOS_PER_SHARD))
   assert {p: p.stat().st_mtime_ns for p in beam_windows.glob("*.array_record")} == stamps
 
 
@@ -177,8 +177,8 @@ def test_window_workers_read_the_videos_from_a_bucket(tmp_path, gcs_bucket, synt
   cut = {}
   for where, uri in (("local", ""), ("bucket", f"{gcs_bucket}/videos")):
     windows = tmp_path / where
-    eval_binary.run(str(classifier_export), str(listing), "all", "", windows=str(windows),
-                    windows_only=True, input_uri=uri)
+    evaluate.run(str(classifier_export), str(listing), EvalOptions(
+        protocol="all", output="", windows=str(windows), windows_only=True, input_uri=uri))
     manifest = json.loads((windows / window_shards.MANIFEST).read_text())
     cut[where] = {task.video_id: inputs for shard in manifest["shards"]
                   for task, inputs in window_shards.read_shard(str(windows), shard["file"])}

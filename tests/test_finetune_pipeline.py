@@ -12,11 +12,12 @@ from configs import finetune_tiny, pretrain_tiny
 from configs.tiny import tiny_model
 from havic_jax.data import prepare, synthetic
 from havic_jax.checkpoints import exported, loading, runs
+from havic_jax.evaluation import evaluate
+from havic_jax.evaluation.evaluate import EvalOptions
 from havic_jax.training import loop
-from havic_jax import eval as eval_binary
 from havic_jax.models.config import model_config_from
-from havic_jax.models.havic import build_model, example_inputs
-from havic_jax.models.havic import PRETRAINED_MODULES
+from havic_jax.models.havic_models import build_model, example_inputs
+from havic_jax.models.havic_models import PRETRAINED_MODULES
 
 TINY = model_config_from(tiny_model())
 
@@ -37,7 +38,7 @@ def _finetune_config(data_path, init_from, num_steps):
 
 def test_finetuning_starts_from_the_export_and_keeps_the_best(prepared_corpus, tmp_path):
   params = nn.unbox(build_model(TINY, "pretrain").init(
-      jax.random.key(7), *example_inputs(TINY, "pretrain"))["params"])
+      jax.random.key(7), *example_inputs(TINY, kept_tokens=True))["params"])
   export = exported.export_params(params, tiny_model(), "pretrain", "reference",
                                  tmp_path / "export")
   config = _finetune_config(prepared_corpus, export, num_steps=3)
@@ -78,8 +79,8 @@ def test_pretrain_export_finetune_eval_detects_the_synthetic_fakes(tmp_path):
   config = _finetune_config(tmp_path / "prepared", export, num_steps=600)
   config.log_every, config.eval_every = 50, 100
   loop.run(config, str(tmp_path / "finetune"))
-  outcome = eval_binary.run(str(tmp_path / "finetune"), str(tmp_path / "videos"),
-                            "fakeavceleb_intra", str(tmp_path / "eval"), workers=2)
+  outcome = evaluate.run(str(tmp_path / "finetune"), str(tmp_path / "videos"), EvalOptions(
+      protocol="fakeavceleb_intra", output=str(tmp_path / "eval"), workers=2))
   overall, per_category = outcome["results"]
   assert overall.columns["all"]["auc"] > 0.9, overall.columns
   assert set(per_category.columns) >= {"RVFA", "FVRA-WL", "FVRA-FS", "FVFA-FS", "FVFA-GAN",

@@ -12,7 +12,7 @@ import pytest
 
 from havic_jax.models import reference
 from havic_jax.models.config import ModelConfig
-from havic_jax.models.havic import build_model
+from havic_jax.models.havic_models import build_model
 from reference_weights import DATA, golden_state_dict, release_tables
 
 TOLERANCE = 2e-4

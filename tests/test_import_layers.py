@@ -13,7 +13,8 @@ also run another binary):
   binaries     main, eval, bench, aot, compare, export, convert, batch_scaling
 
 ``havic_jax`` never imports ``configs`` or ``data_pipelines``; configs import only
-``ml_collections``, the standard library and ``configs`` itself.
+``ml_collections``, the standard library and ``configs`` itself. No module of ``havic_jax`` or
+``data_pipelines`` is over 400 lines.
 """
 
 import ast
@@ -107,3 +108,15 @@ def test_an_upward_import_is_found(tmp_path, monkeypatch, source, expected):
   monkeypatch.setattr(sys.modules[__name__], "ROOT", tmp_path)
   with pytest.raises(AssertionError, match=expected):
     test_the_package_imports_point_down_its_layers()
+
+
+MAX_MODULE_LINES = 400
+
+
+def test_no_module_is_over_400_lines():
+  """Every module of the package and of data_pipelines stays short enough to read whole."""
+  long = [f"{path.relative_to(ROOT)}: {count} lines"
+          for folder in (PACKAGE, "data_pipelines")
+          for path in sorted((ROOT / folder).rglob("*.py"))
+          if (count := len(path.read_text().splitlines())) > MAX_MODULE_LINES]
+  assert not long, f"modules over {MAX_MODULE_LINES} lines:\n" + "\n".join(long)

@@ -8,7 +8,7 @@ import pytest
 
 from configs import common, finetune_tiny
 from configs.tiny import tiny_model
-from havic_jax.data import augment, features, pseudo_fakes, records, samplers
+from havic_jax.data import augment, examples, pseudo_fakes, records, samplers
 from havic_jax.data import input_pipeline as ip
 from havic_jax.media import fbank
 from havic_jax.media.clips import INT16_SCALE
@@ -96,7 +96,7 @@ def _record_of(audio, references):
 
 def test_process_shards_are_disjoint_and_cover_each_epoch(data):
   source = data.source()
-  references = [features.audio_features(records.decode(source[i]).audio, TINY)
+  references = [examples.audio_features(records.decode(source[i]).audio, TINY)
                 for i in range(len(source))]
   seen = []
   for process in range(2):
@@ -120,7 +120,7 @@ def test_eval_is_padded_ordered_and_complete(data):
   batch = per_process[0][0]
   clip = records.decode(data.source()[int(batch["record_index"][0])])
   assert batch["overall_label"][0] == clip.overall_label
-  np.testing.assert_array_equal(batch["video"][0], features.video_input(clip.frames, TINY))
+  np.testing.assert_array_equal(batch["video"][0], examples.video_input(clip.frames, TINY))
 
 
 def test_balanced_sampling_draws_both_classes_equally(data):

@@ -13,7 +13,7 @@ from configs.tiny import tiny_model
 from havic_jax.models import layers
 from havic_jax.models.config import ModelConfig, model_config_from
 from havic_jax.models.decoders import hierarchical_schedule
-from havic_jax.models.havic import build_model, example_inputs
+from havic_jax.models.havic_models import build_model, example_inputs
 from havic_jax.models.patches import patchify_audio, patchify_video
 
 
@@ -112,11 +112,12 @@ def _layer_norm_epsilons(model, params, inputs):
 def test_every_layer_norm_takes_its_epsilon_from_the_config(kind):
   cfg = model_config_from(tiny_model(), "reference")
   model = build_model(cfg, kind)
-  params = nn.unbox(model.init(jax.random.PRNGKey(0), *example_inputs(cfg, kind))["params"])
+  params = nn.unbox(model.init(jax.random.PRNGKey(0),
+                               *example_inputs(cfg, kind == "pretrain"))["params"])
   keys = jax.random.split(jax.random.PRNGKey(1), 2)
   video = jax.random.uniform(keys[0], (2, cfg.num_frames, cfg.image_size, cfg.image_size, 3))
   audio = jax.random.normal(keys[1], (2, cfg.audio_frames, cfg.mel_bins))
-  inputs = example_inputs(cfg, kind, 2)
+  inputs = example_inputs(cfg, kind == "pretrain", 2)
   inputs = (video, audio) + tuple(jnp.tile(jnp.arange(x.shape[1]), (2, 1)) for x in inputs[2:])
   norms = {"/".join(path[:-1]) for path in traverse_util.flatten_dict(params)
            if path[-1] == "scale"}

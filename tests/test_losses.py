@@ -9,7 +9,7 @@ import pytest
 from havic_jax.detectors import havic_losses
 from havic_jax.models import masking
 from havic_jax.models.config import ModelConfig
-from havic_jax.models.havic import HAVICPretrain
+from havic_jax.models.havic_models import HAVICPretrain
 
 RNG = np.random.default_rng(0)
 
@@ -204,7 +204,7 @@ def test_no_gradient_reaches_the_encoders_through_the_targets():
   model = HAVICPretrain(TINY)
   video = jnp.asarray(RNG.uniform(size=(2, 16, 32, 32, 3)), jnp.float32)
   audio = jnp.asarray(randn(2, 128, 32))
-  ids_v, ids_a = masking.pretraining_masks(jax.random.PRNGKey(0), 2, TINY, 0.75, 0.75)
+  ids_v, ids_a = masking.pretraining_mask_batch(np.random.default_rng(0), 2, TINY, 0.75, 0.75)
   # Random parameters of the right shapes (quicker on CPU than compiling ``init``).
   shapes = nn.unbox(jax.eval_shape(model.init, jax.random.PRNGKey(1), video, audio, ids_v,
                                    ids_a)["params"])
@@ -238,7 +238,8 @@ def test_no_gradient_reaches_the_encoders_through_the_targets():
 
 def test_cross_modal_loss_stops_the_target_gradient():
   prediction, target = jnp.asarray(randn(2, 7, 5)), jnp.asarray(randn(2, 7, 5))
-  d_prediction, d_target = jax.grad(havic_losses.cross_modal_loss, argnums=(0, 1))(prediction, target)
+  d_prediction, d_target = jax.grad(havic_losses.cross_modal_loss, argnums=(0, 1))(prediction,
+                                                                                   target)
   np.testing.assert_array_equal(d_target, np.zeros_like(d_target))
   np.testing.assert_allclose(d_prediction, 2 * (prediction - target) / prediction.size,
                              rtol=1e-5)

@@ -11,7 +11,7 @@ import pytest
 
 from configs import pretrain_tiny
 from havic_jax.checkpoints import loading
-from havic_jax.training import loop, prefetch
+from havic_jax.training import hooks, loop, prefetch
 
 
 def source():
@@ -75,7 +75,7 @@ def test_the_loop_with_the_ring_resumes_bit_identically(tmp_path, prepared_corpu
     loop.run(run_config(0, prepared_corpus), str(tmp_path / "reference"))
     interrupted = str(tmp_path / "interrupted")
     with monkeypatch.context() as patch:
-      patch.setattr(loop.Preemption, "reached", lambda self, step: step == 2)
+      patch.setattr(hooks.Preemption, "reached", lambda self, step: step == 2)
       state, _ = loop.run(run_config(2, prepared_corpus), interrupted)
     assert int(state.step) == 2
     loop.run(run_config(2, prepared_corpus), interrupted)

@@ -9,11 +9,12 @@ import sys
 import numpy as np
 import pytest
 
-from data_pipelines import bench
+from data_pipelines import bench_preparation
 from havic_jax.data import prepare, synthetic
 from havic_jax.data import sources, records
 from havic_jax.data.records import open_prepared
-from havic_jax.media.decode import clip_frame_indices, read_media
+from havic_jax import storage
+from havic_jax.media.decode import MediaError, clip_frame_indices, read_media
 from havic_jax.media.faces import (BOX_SCALE, CROP_SIZE, crop_faces, crop_region,
                                    interpolated_boxes, keyframes, mtcnn_detector,
                                    process_detector)
@@ -146,7 +147,7 @@ def test_face_crops_contain_the_face(prepared_corpus):
     frames = records.decode(source[index]).frames
     for frame in frames[::5]:
       box = detect(frame)
-      assert box is not None and bench.box_iou(box, expected) > 0.5, (index, box)
+      assert box is not None and bench_preparation.box_iou(box, expected) > 0.5, (index, box)
 
 
 def test_bad_inputs_are_reported_and_the_run_resumes(tmp_path, synthetic_corpus, bad_videos):
@@ -178,6 +179,20 @@ def test_bad_inputs_are_reported_and_the_run_resumes(tmp_path, synthetic_corpus,
   assert shards[0].stat().st_mtime_ns == stamps[0]
   assert shards[1].stat().st_mtime_ns != stamps[1]
   assert again["videos"] == manifest["videos"] and again["rejected"] == manifest["rejected"]
+
+
+def test_read_video_of_a_bucket_object_names_the_object(gcs_bucket, bad_videos):
+  """A gs:// video is read through a local copy: the media and every error name the object."""
+  good, corrupt = f"{gcs_bucket}/read_video/silent.mp4", f"{gcs_bucket}/read_video/corrupt.mp4"
+  storage.path(good).write_bytes(bad_videos["silent.mp4"].read_bytes())
+  storage.path(corrupt).write_bytes(bad_videos["corrupt.mp4"].read_bytes())
+  media = prepare.read_video(good)
+  assert media.path == good
+  assert media.frames.shape == read_media(str(bad_videos["silent.mp4"])).frames.shape
+  for uri in (corrupt, f"{gcs_bucket}/read_video/missing.mp4"):
+    with pytest.raises(MediaError) as error:
+      prepare.read_video(uri)
+    assert uri in str(error.value) and "/tmp" not in str(error.value)
 
 
 def test_bad_dataset_is_explained():
@@ -233,6 +248,6 @@ def test_detect_every_detects_keyframes_and_interpolates_between():
 def test_detect_every_crops_agree_with_every_frame_detection(synthetic_corpus):
   """MTCNN on every 4th frame with interpolated boxes, against every frame, on real clips."""
   video = sorted((synthetic_corpus / "FakeAVCeleb" / "RealVideo-RealAudio").rglob("*.mp4"))[0]
-  [agreement] = bench.crop_agreement([video], ["4"])
+  [agreement] = bench_preparation.crop_agreement([video], ["4"])
   assert agreement["clips"] == 1 and agreement["clips_changed"] == 0
   assert agreement["iou_mean"] > 0.9 and agreement["iou_min"] > 0.7, agreement

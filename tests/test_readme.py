@@ -1,7 +1,8 @@
-"""README.md against the code, harvested from its text: every ``python -m MODULE ...`` usage
-line (fenced ``bash`` blocks, inline code, the commands table, and the detectors table's
-``main --...``, which is ``python -m havic_jax.main``), every fenced ``python`` block and every
-inline call into ``havic_jax``.
+"""README.md and every docs/*.md against the code, harvested from their text by the same
+rules for each file: every ``python -m MODULE ...`` usage line (fenced ``bash`` blocks, inline
+code, the commands table, and the detectors table's ``main --...``, which is
+``python -m havic_jax.main``), every fenced ``python`` block and every inline call into
+``havic_jax``.
 
 A usage line's module answers ``--help`` listing each of the line's flags, its config loads
 with its ``--config.x=y`` overrides, and the repository files it names exist. A line either
@@ -35,6 +36,8 @@ from test_convert import TINY, accounted_for, source_state_dict
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 README = ROOT / "README.md"
+DOCS = tuple(sorted((ROOT / "docs").glob("*.md")))
+FILES = (README, *DOCS)  # the harvested files, README first
 README_WORKDIR = "/tmp/havic_demo"  # the Quick start's workdir; its export is README_WORKDIR/export
 TINY_CONFIG = "configs/pretrain_tiny.py"
 
@@ -48,7 +51,7 @@ STRING_CHOICE = re.compile(r'"[^"]*"(?:\s*\|\s*"[^"]*")+')
 # "  -q, --quiet ..." (description lines are indented further).
 HELP_FLAG = re.compile(r"^  (?:-\w, )?--(\[no\])?([\w-]+)", re.M)
 # A value that stands for something the reader supplies: an upper-case word (DIR, CONFIG,
-# FILE.json), an elision, a choice (a|b, {a,b}) or a path of the README writer's machine.
+# FILE.json), an elision, a choice (a|b, {a,b}) or a path of the writer's machine.
 PLACEHOLDER = re.compile(r"^(?:[A-Z][A-Z0-9_]*\b|/)|\.\.\.|\||\{")
 # Top-level entries of the repository that a usage line can name as files.
 REPOSITORY_DIRS = ("configs", "data_pipelines", "havic_jax", "launch", "tests")
@@ -81,10 +84,15 @@ class Arg:
 
 @dataclasses.dataclass(frozen=True)
 class Usage:
-  """``python -m MODULE ARGS`` at README line ``line``."""
+  """``python -m MODULE ARGS`` at line ``line`` of ``file`` (relative to the repository)."""
   line: int
   module: str
   args: Tuple[Arg, ...]
+  file: str = "README.md"
+
+  @property
+  def where(self) -> str:
+    return f"{self.file} line {self.line}"
 
   @property
   def text(self) -> str:
@@ -107,11 +115,11 @@ class Usage:
 
 @dataclasses.dataclass(frozen=True)
 class Harvest:
-  """What README text holds: usage lines, fenced ``python`` blocks and inline ``havic_jax``
-  calls, each as (README line, code)."""
+  """What the text of the harvested files holds: usage lines, fenced ``python`` blocks and
+  inline ``havic_jax`` calls, each as (file, line, code)."""
   usages: Tuple[Usage, ...]
-  python_blocks: Tuple[Tuple[int, str], ...]
-  calls: Tuple[Tuple[int, str], ...]
+  python_blocks: Tuple[Tuple[str, int, str], ...]
+  calls: Tuple[Tuple[str, int, str], ...]
 
 
 def parse_args(words: List[str]) -> Tuple[Arg, ...]:
@@ -129,7 +137,7 @@ def parse_args(words: List[str]) -> Tuple[Arg, ...]:
 
 
 def shell_commands(body: str, first_line: int) -> Iterator[Tuple[int, List[str]]]:
-  """(README line, words) of each command of a ``bash`` block: continued lines joined as bash
+  """(line, words) of each command of a ``bash`` block: continued lines joined as bash
   joins them, comments and here-document bodies left out, ``&&``, ``;`` and ``|`` between
   commands."""
   lines = body.split("\n")
@@ -162,13 +170,14 @@ def python_m(line: int, words: List[str]) -> Optional[Usage]:
   return None
 
 
-def harvest(text: str) -> Harvest:
-  """The usage lines, Python blocks and calls of README ``text``."""
+def harvest(text: str, name: str = "README.md", modules: Tuple[str, ...] = ()) -> Harvest:
+  """The usage lines, Python blocks and calls of the text of file ``name``; ``modules``: more
+  modules (those the other files name) the detectors table's short names may stand for."""
   usages, python_blocks = [], []
   for fence in FENCE.finditer(text):
     first_line = text.count("\n", 0, fence.start(2)) + 1
     if fence.group(1) == "python":
-      python_blocks.append((first_line, fence.group(2)))
+      python_blocks.append((name, first_line, fence.group(2)))
     elif fence.group(1) == "bash":
       usages += filter(None, (python_m(line, words)
                               for line, words in shell_commands(fence.group(2), first_line)))
@@ -179,15 +188,28 @@ def harvest(text: str) -> Harvest:
   usages += filter(None, (python_m(line, shlex.split(span)) for line, span in spans
                           if span.startswith("python -m ")))
   # The detectors table names havic_jax's binaries by their last name ("main --config=...").
-  short = {usage.module.rsplit(".", 1)[1]: usage.module for usage in usages
-           if usage.module.startswith("havic_jax.")}
+  short = {module.rsplit(".", 1)[1]: module
+           for module in [*modules, *(usage.module for usage in usages)]
+           if module.startswith("havic_jax.")}
   for line, span in spans:
-    name, _, rest = span.partition(" ")
-    if name in short and rest.startswith("--"):
-      usages.append(Usage(line, short[name], parse_args(shlex.split(rest))))
-  calls = tuple((line, span) for line, span in spans if CALL.match(span))
+    word, _, rest = span.partition(" ")
+    if word in short and rest.startswith("--"):
+      usages.append(Usage(line, short[word], parse_args(shlex.split(rest))))
+  usages = [dataclasses.replace(usage, file=name) for usage in usages]
+  calls = tuple((name, line, span) for line, span in spans if CALL.match(span))
   return Harvest(tuple(sorted(usages, key=lambda usage: usage.line)), tuple(python_blocks),
                  calls)
+
+
+def harvest_files(paths: Tuple[pathlib.Path, ...]) -> Harvest:
+  """The harvests of the files ``paths``, in their order; a short name in one file's
+  detectors table may stand for a module that any of the files names."""
+  texts = {path.relative_to(ROOT).as_posix(): path.read_text() for path in paths}
+  modules = tuple(sorted({usage.module for name, text in texts.items()
+                          for usage in harvest(text, name).usages}))
+  parts = [harvest(text, name, modules) for name, text in texts.items()]
+  return Harvest(*(tuple(item for part in parts for item in getattr(part, field))
+                   for field in ("usages", "python_blocks", "calls")))
 
 
 def unknown_flags(usage: Usage, help_text: str) -> List[str]:
@@ -231,7 +253,7 @@ def missing_files(usage: Usage) -> List[str]:
 class Run:
   """How the usage lines of one module run here. ``fill``: each placeholder value's value
   (``{name}`` formats a path of :data:`PATHS`); ``keep``: the optional flags that run, filled
-  the same way (other optional parts are left out); ``outputs``: files the README's text says
+  the same way (other optional parts are left out); ``outputs``: files the harvested text says
   the command writes; ``after``: the module whose lines run first."""
   fill: Dict[str, str]
   keep: Tuple[str, ...] = ()
@@ -301,14 +323,15 @@ SKIPS = (
     (r"^python -m [\w.]+( --\w+)?$", "names the binary, or one of its flags, in prose"),
 )
 
-HARVEST = harvest(README.read_text())
+HARVEST = harvest_files(FILES)
 
 
 def usage_ids(usages: Tuple[Usage, ...]) -> Dict[str, Usage]:
-  """{"L<line> <module>", with "#2", "#3", ... where a line names a module again: usage}."""
+  """{"<file>:L<line> <module>", with "#2", "#3", ... where a line names a module again:
+  usage}."""
   ids: Dict[str, Usage] = {}
   for usage in usages:
-    base = key = f"L{usage.line} {usage.module}"
+    base = key = f"{usage.file}:L{usage.line} {usage.module}"
     repeat = 1
     while key in ids:
       repeat += 1
@@ -376,7 +399,7 @@ def result_of(argv: List[str]) -> Dict[str, object]:
 
 @dataclasses.dataclass(frozen=True)
 class Commands:
-  """What the README's commands did here: ``paths`` of :data:`PATHS`; ``help``: per module
+  """What the harvested commands did here: ``paths`` of :data:`PATHS`; ``help``: per module
   its ``--help``; ``results``: per runnable line's argv (joined by spaces) its result."""
   paths: Dict[str, pathlib.Path]
   help: Dict[str, Dict[str, object]]
@@ -421,14 +444,20 @@ def readme_commands(tmp_path_factory) -> Commands:
 
 
 def test_harvest_finds_the_readme_commands():
-  """The harvest holds the Quick start command, a usage line for each row of the commands
-  table and the load_pretrained call: a README layout the parser misreads fails here."""
-  texts = {usage.text for usage in HARVEST.usages}
+  """The harvest holds README's Quick start command, a usage line for each row of its commands
+  table (and of any such table in docs/) and its load_pretrained call: a layout the parser
+  misreads fails here."""
+  assert DOCS, "no docs/*.md to harvest"
+  texts = {usage.text for usage in HARVEST.usages if usage.file == "README.md"}
   assert f"python -m havic_jax.main --config={TINY_CONFIG} --workdir={README_WORKDIR}" in texts
-  lines = README.read_text().splitlines()
-  rows = [n for n, line in enumerate(lines, 1) if line.startswith("| `python -m ")]
-  assert rows and rows == [u.line for u in HARVEST.usages if u.line in rows]
-  assert "havic_jax.load_pretrained(DIR)" in {code for _, code in HARVEST.calls}
+  for path in FILES:
+    name = path.relative_to(ROOT).as_posix()
+    lines = path.read_text().splitlines()
+    rows = [n for n, line in enumerate(lines, 1) if line.startswith("| `python -m ")]
+    assert rows or path != README
+    assert rows == [u.line for u in HARVEST.usages if u.file == name and u.line in rows], name
+  assert ("README.md", "havic_jax.load_pretrained(DIR)") in {
+      (name, code) for name, _, code in HARVEST.calls}
 
 
 def test_harvester_catches_an_unknown_flag():
@@ -459,7 +488,7 @@ def test_usage_line_flags_are_the_binarys(key, readme_commands):
   answer = readme_commands.help[usage.module]
   assert answer["returncode"] == 0, f"{usage.text}\n{answer['stderr']}"
   assert not unknown_flags(usage, answer["stdout"]), (
-      f"README line {usage.line}: {usage.text}\nflags that `python -m {usage.module} --help` "
+      f"{usage.where}: {usage.text}\nflags that `python -m {usage.module} --help` "
       f"does not list: {unknown_flags(usage, answer['stdout'])}")
   assert not missing_files(usage), f"{usage.text}: no {missing_files(usage)}"
 
@@ -471,10 +500,10 @@ def test_usage_line_config_loads_with_its_overrides(key):
   """The named config loads with the line's --config.x=y overrides, which must be its fields."""
   usage = USAGES[key]
   config = usage.value("config")
-  assert config is not None, f"README line {usage.line}: --config.x=y without --config"
+  assert config is not None, f"{usage.where}: --config.x=y without --config"
   if PLACEHOLDER.search(config):
     pytest.skip(f"the config is a placeholder ({config}): --config.x=y names no field of it")
-  assert config_error(usage) is None, f"README line {usage.line}: {config_error(usage)}"
+  assert config_error(usage) is None, f"{usage.where}: {config_error(usage)}"
 
 
 @pytest.mark.parametrize("key", IDS)
@@ -486,7 +515,7 @@ def test_usage_line_runs_or_is_skipped(key, request):
   if reason:
     pytest.skip(reason)
   assert usage.module in RUNS, (
-      f"README line {usage.line}: {usage.text}\nneither runs (RUNS has no {usage.module}) nor "
+      f"{usage.where}: {usage.text}\nneither runs (RUNS has no {usage.module}) nor "
       f"matches a rule of SKIPS: add the one that applies")
   runs = request.getfixturevalue("readme_commands")
   argv, unfilled = command(usage, runs.paths)
@@ -505,8 +534,8 @@ def test_every_rule_applies_to_a_line():
   assert sorted(RUNS) == sorted({usage.module for usage in planned()})
 
 
-@pytest.mark.parametrize("block", [code for _, code in HARVEST.python_blocks],
-                         ids=[f"L{line}" for line, _ in HARVEST.python_blocks])
+@pytest.mark.parametrize("block", [code for _, _, code in HARVEST.python_blocks],
+                         ids=[f"{name}:L{line}" for name, line, _ in HARVEST.python_blocks])
 def test_python_block_runs(block, readme_commands, tmp_path):
   """A fenced python block runs in a fresh interpreter in an empty directory (the repository
   importable, as an install makes it), with the Quick start's workdir where it names
@@ -519,7 +548,7 @@ def test_python_block_runs(block, readme_commands, tmp_path):
 
 
 def load_pretrained_names(code: str, request) -> Dict[str, object]:
-  """``DIR``: the export that the README's export line wrote."""
+  """``DIR``: the export that README's export line wrote."""
   return {"DIR": str(request.getfixturevalue("readme_commands").paths["export"])}
 
 
@@ -555,22 +584,24 @@ CALLS = {
 }
 
 
-def expanded_calls() -> List[Tuple[int, str]]:
-  """The inline calls, one per choice of their alternative string arguments."""
+def expanded_calls() -> List[Tuple[str, str]]:
+  """(where, call) of the inline calls, one per choice of their alternative string
+  arguments."""
   calls = []
-  for line, code in HARVEST.calls:
+  for file, line, code in HARVEST.calls:
     choice = STRING_CHOICE.search(code)
     options = re.findall(r'"[^"]*"', choice.group(0)) if choice else [None]
-    calls += [(line, code if option is None else code.replace(choice.group(0), option))
+    calls += [(f"{file} line {line}",
+               code if option is None else code.replace(choice.group(0), option))
               for option in options]
   return calls
 
 
-@pytest.mark.parametrize("line,code", expanded_calls(), ids=[c for _, c in expanded_calls()])
-def test_inline_call_runs(line, code, request):
-  """The call runs with its placeholders bound (CALLS) and returns what the README says."""
+@pytest.mark.parametrize("where,code", expanded_calls(), ids=[c for _, c in expanded_calls()])
+def test_inline_call_runs(where, code, request):
+  """The call runs with its placeholders bound (CALLS) and returns what the text says."""
   name = code.partition("(")[0]
-  assert name in CALLS, f"README line {line}: {code}: CALLS has no {name}"
+  assert name in CALLS, f"{where}: {code}: CALLS has no {name}"
   names_of, check = CALLS[name]
   names = names_of(code, request)
   importlib.import_module(name.rsplit(".", 1)[0])

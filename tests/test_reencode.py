@@ -97,3 +97,11 @@ def test_odd_sized_video_is_cropped_to_even_size(tmp_path):
     container.mux(stream.encode())
   reencode(odd, tmp_path / "out.mp4", CONDITIONS["crf23_44k"])
   assert read_media(tmp_path / "out.mp4").frames.shape == (10, 48, 64, 3)
+
+
+def test_a_failed_write_leaves_no_file_and_no_staging(tmp_path):
+  from havic_jax.media.reencode import write_video
+  frames = moving_pattern(10)
+  with pytest.raises(ValueError):  # audio [S, 2]: refused after the video frames are written
+    write_video(tmp_path / "out.mp4", frames, FPS, np.zeros((RATE, 2), np.float32), RATE, 23)
+  assert list(tmp_path.iterdir()) == []

@@ -52,7 +52,7 @@ def test_a_released_base_file_converts_with_every_key_accounted_for(source, powe
   path = tmp_path / f"{source}.safetensors"
   save_file(sd, str(path))
   loaded = released.load_released(str(path))
-  assert loaded.source == source and loaded.cfg == BASE
+  assert loaded.source == source and loaded.model_config == BASE
   report = loaded.report
   statuses = [set(report[s]) for s in ("loaded", "recomputed", "unused")]
   assert sum(len(s) for s in statuses) == len(sd) and set().union(*statuses) == set(sd)

@@ -12,7 +12,7 @@ import pytest
 
 from configs import finetune_base, pretrain_base, pretrain_tiny
 from havic_jax.data import records
-from havic_jax.training import builder, loop, run_length
+from havic_jax.training import builder, hooks, loop, run_length
 from havic_jax.training.optimizer import make_optimizer
 
 
@@ -138,7 +138,7 @@ def run_until(config, workdir, stop, monkeypatch):
   jax.config.update("jax_enable_compilation_cache", False)
   try:
     with monkeypatch.context() as patch:
-      patch.setattr(loop.Preemption, "reached", lambda self, step: step == stop)
+      patch.setattr(hooks.Preemption, "reached", lambda self, step: step == stop)
       state, _ = loop.run(config, str(workdir))
   finally:
     jax.config.update("jax_enable_compilation_cache", True)

@@ -16,7 +16,7 @@ from havic_jax.checkpoints import exported, loading
 from havic_jax import sharding
 from havic_jax.models import stacking
 from havic_jax.models.config import model_config_from
-from havic_jax.models.havic import build_model, example_inputs
+from havic_jax.models.havic_models import build_model, example_inputs
 from havic_jax.training import builder
 
 # Depth 4 tapped after layers 1, 2 and 4: groups of 1, 1 and 2 blocks.
@@ -32,7 +32,7 @@ def test_layer_groups_end_at_the_taps():
 def _inputs(cfg):
   """Random (video, audio) of the fine-tuning model, batch 2."""
   rng = np.random.default_rng(0)
-  video, audio = example_inputs(cfg, "finetune", 2)
+  video, audio = example_inputs(cfg, False, 2)
   return (jnp.asarray(rng.uniform(size=video.shape), jnp.float32),
           jnp.asarray(rng.standard_normal(audio.shape), jnp.float32))
 
@@ -90,7 +90,7 @@ def test_layouts_round_trip_and_exports_are_per_layer(tmp_path):
   description = json.loads((directory / exported.CONFIG_FILE).read_text())
   assert description["model"]["scan_layers"] is False
   checkpoint = loading.load(str(directory))
-  cfg, loaded = checkpoint.cfg, checkpoint.params
+  cfg, loaded = checkpoint.model_config, checkpoint.params
   assert not cfg.scan_layers
   jax.tree.map(np.testing.assert_array_equal, loaded,
                {k: per_layer[k] for k in description["modules"]})

@@ -15,9 +15,10 @@ from etils import epath
 from configs import pretrain_tiny
 from havic_jax.checkpoints import loading, runs
 from havic_jax.data import records
+from havic_jax.evaluation import evaluate
+from havic_jax.evaluation.evaluate import EvalOptions
 from havic_jax import storage
 from havic_jax.training import loop
-from havic_jax import eval as eval_binary
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 
@@ -39,6 +40,37 @@ def test_append_text_appends_on_cloud_storage(gcs_bucket, tmp_path):
     storage.append_text(file, "one\n")
     storage.append_text(file, "two\n")
     assert file.read_text() == "one\ntwo\n"
+
+
+class Interrupted(Exception):
+  pass
+
+
+@pytest.mark.parametrize("where", ["local", "bucket"])
+def test_staged_publishes_complete_files_and_nothing_on_an_error(gcs_bucket, tmp_path, where):
+  base = storage.path(f"{gcs_bucket}/staged" if where == "bucket" else tmp_path)
+  base.mkdir(parents=True, exist_ok=True)
+  final = base / "shard.bin"
+  with storage.staged(final) as staging:
+    assert not storage.is_remote(staging) and staging != final  # a local file, for any writer
+    with open(staging, "wb") as file:
+      file.write(b"first")
+    assert not final.exists()  # readers see nothing until the block ends
+  assert final.read_bytes() == b"first"
+
+  with pytest.raises(Interrupted):
+    with storage.staged(final) as staging:
+      staging.write_bytes(b"half of the second")
+      raise Interrupted()
+  assert final.read_bytes() == b"first"  # the earlier file stays, the half-written one is gone
+  assert not staging.exists()
+  missing = base / "never.bin"
+  with pytest.raises(Interrupted):
+    with storage.staged(missing) as staging:
+      staging.write_bytes(b"half")
+      raise Interrupted()
+  assert not missing.exists()
+  assert sorted(p.name for p in base.iterdir()) == ["shard.bin"]  # no staging left beside it
 
 
 def test_a_training_workdir_on_cloud_storage_exports_and_evaluates(gcs_bucket, prepared_corpus):
@@ -67,14 +99,14 @@ def test_a_training_workdir_on_cloud_storage_exports_and_evaluates(gcs_bucket, p
   assert json.loads((storage.path(export_dir) / "config.json").read_text())["source"][
       "workdir"] == workdir
   checkpoint = loading.load(export_dir)
-  cfg, loaded = checkpoint.cfg, checkpoint.params
+  cfg, loaded = checkpoint.model_config, checkpoint.params
   assert cfg.width == config.model.width
   np.testing.assert_array_equal(loaded["video_encoder"]["block_0"]["mlp"]["fc1"]["kernel"],
                                 params["video_encoder"]["block_0"]["mlp"]["fc1"]["kernel"])
 
   report = f"{gcs_bucket}/report"
-  outcome = eval_binary.run(export_dir, str(prepared_corpus), "all", report, scorer="coherence",
-                            batch_size=8)
+  outcome = evaluate.run(export_dir, str(prepared_corpus), EvalOptions(
+      protocol="all", output=report, scorer="coherence", batch_size=8))
   assert set(outcome["files"]) == {"json", "markdown", "roc", "pr", "per_video", "per_window"}
   for file in outcome["files"].values():
     assert str(file).startswith(report) and file.stat().length > 0

@@ -14,7 +14,7 @@ from configs import finetune_tiny, pretrain_tiny
 from havic_jax.training import builder, loop
 from havic_jax import detectors, sharding
 from havic_jax.models.config import model_config_from
-from havic_jax.models.masking import pretraining_masks
+from havic_jax.models.masking import pretraining_mask_batch
 from havic_jax.data.random_batches import synthetic_batches
 from havic_jax.training.train_step import split_microbatches
 
@@ -42,7 +42,8 @@ def run_steps(config, mesh_axes, devices, num_steps=2, counter=None):
   with mock.patch.object(detectors, "loss_fn",
                          loss_of_config if counter is None else counted_loss_of_config):
     training = builder.build(config, mesh)
-  batches = synthetic_batches(training.cfg, "pretrain", config.batch_size, seed=3)
+  batches = synthetic_batches(training.model_config, "pretrain", config.batch_size, seed=3,
+                              masks=training.mask_ratios)
   with training.scope():
     state = training.init(jax.random.PRNGKey(0))
     for _ in range(num_steps):
@@ -128,15 +129,16 @@ def tiny_loss_fn(**model_overrides):
   training = builder.build(config, sharding.make_mesh({"data": 1}, jax.devices()[:1]))
   with training.scope():
     params = training.init(jax.random.PRNGKey(0)).params
-  batch = next(synthetic_batches(training.cfg, "pretrain", 4, seed=1))
-  return training.loss_fn, params, batch, training.cfg
+  batch = next(synthetic_batches(training.model_config, "pretrain", 4, seed=1,
+                                 masks=training.mask_ratios))
+  return training.loss_fn, params, batch, training.model_config
 
 
 def test_supplied_kept_indices_and_bfloat16_compute():
   loss_32, params, batch, cfg = tiny_loss_fn(video_drop_path=0.0, video_decoder_drop_path=0.0)
   loss_16, _, _, _ = tiny_loss_fn(video_drop_path=0.0, video_decoder_drop_path=0.0,
                                   dtype="bfloat16")
-  ids_v, ids_a = pretraining_masks(jax.random.PRNGKey(5), 4, cfg, 0.9, 0.8125)
+  ids_v, ids_a = pretraining_mask_batch(np.random.default_rng(5), 4, cfg, 0.9, 0.8125)
   batch = dict(batch, ids_keep_video=ids_v, ids_keep_audio=ids_a)
   loss_32 = jax.jit(loss_32)
   a, _ = loss_32(params, batch, jax.random.PRNGKey(1))

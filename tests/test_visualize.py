@@ -7,7 +7,7 @@ import pytest
 
 from configs.tiny import tiny_model
 from havic_jax.training import visualize
-from havic_jax.models.masking import host_pretraining_masks
+from havic_jax.models.masking import pretraining_masks
 from havic_jax.models.config import model_config_from
 from havic_jax.models.patches import patchify_audio, patchify_video
 
@@ -21,7 +21,7 @@ def sample(compat="reference", seed=0):
   rng = np.random.default_rng(seed)
   video = rng.random((cfg.num_frames, cfg.image_size, cfg.image_size, 3), np.float32)
   audio = rng.normal(size=(cfg.audio_frames, cfg.mel_bins)).astype(np.float32)
-  ids_v, ids_a = host_pretraining_masks(rng, cfg, 0.75, 0.75)
+  ids_v, ids_a = pretraining_masks(rng, cfg, 0.75, 0.75)
   return cfg, video, audio, ids_v, ids_a
 
 

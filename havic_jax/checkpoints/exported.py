@@ -34,7 +34,7 @@ from havic_jax import storage
 from havic_jax.models import stacking
 from havic_jax.models.config import ModelConfig, model_config_from
 from havic_jax.models.reference import param_shapes
-from havic_jax.models.havic import PRETRAINED_MODULES
+from havic_jax.models.havic_models import PRETRAINED_MODULES
 
 CONFIG_FILE = "config.json"
 SAFETENSORS_FILE = "params.safetensors"
@@ -60,12 +60,14 @@ def flatten_params(params: Mapping[str, Any]) -> Dict[str, np.ndarray]:
   return {key: np.ascontiguousarray(np.asarray(value)) for key, value in flat.items()}
 
 
-def leaves_left_out(params: Mapping[str, Any], cfg: ModelConfig, stage: str) -> List[str]:
+def leaves_left_out(params: Mapping[str, Any], model_config: ModelConfig, stage: str) -> List[str]:
   """Parameter paths of the top-level modules in ``params`` that ``params`` lacks ("/"-joined).
 
   Raises :class:`ExportError` naming leaves the ``stage`` model does not have or whose shape
   differs from this config's."""
-  shapes = {PATH_SEPARATOR.join(path): shape for path, shape in param_shapes(cfg, stage).items()}
+  shapes = {
+      PATH_SEPARATOR.join(path): shape for path, shape in param_shapes(model_config, stage).items()
+  }
   unknown_modules = sorted(set(params) - {key.split(PATH_SEPARATOR)[0] for key in shapes})
   if unknown_modules:
     raise ExportError(f"the {stage} model has no modules {unknown_modules}")
@@ -104,9 +106,10 @@ def export_params(params: Mapping[str, Any], model_config_dict: Mapping[str, Any
   if missing:
     raise ExportError(f"no modules {missing} in the parameters; they hold {sorted(params)}")
   # Exports hold the per-layer layout whatever the run's (models.stacking).
-  cfg = dataclasses.replace(model_config_from(model_config_dict, compat), scan_layers=False)
+  model_config = dataclasses.replace(model_config_from(model_config_dict, compat),
+                                     scan_layers=False)
   selected = stacking.unstack_layers({name: params[name] for name in modules})
-  left_out = leaves_left_out(selected, cfg, stage)
+  left_out = leaves_left_out(selected, model_config, stage)
   directory = storage.path(output_dir)
   if directory.exists() and any(directory.iterdir()):
     raise FileExistsError(f"{directory} is not empty; export into a new directory")
@@ -119,7 +122,7 @@ def export_params(params: Mapping[str, Any], model_config_dict: Mapping[str, Any
       "havic_jax_version": package_version(),
       "stage": stage,
       "compat": compat,
-      "model": dataclasses.asdict(cfg),
+      "model": dataclasses.asdict(model_config),
       "modules": list(modules),
       "left_at_initialisation": left_out,
       "source": dict(source or {}),
@@ -135,4 +138,3 @@ def read_export_config(path: str) -> Dict[str, Any]:
     raise FileNotFoundError(f"{config_path}: missing; is {path} an export of "
                             f"`python -m havic_jax.export` or `python -m havic_jax.convert`?")
   return json.loads(config_path.read_text())
-

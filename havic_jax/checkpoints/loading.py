@@ -1,6 +1,7 @@
 """Parameters from any checkpoint source, in one call.
 
-  load(SOURCE[, cfg][, step]) -> Checkpoint(cfg, stage, params, description, config)
+  load(SOURCE[, model_config][, step])
+      -> Checkpoint(model_config, stage, params, description, config)
 
 A source is a training workdir (``WORKDIR/checkpoints/<step>/``, :mod:`.runs`), an export
 directory (``python -m havic_jax.export`` / ``convert``, :mod:`.exported`) or a released
@@ -8,7 +9,7 @@ state_dict file (HAVIC, MARLIN or AudioMAE: ``.pth``, ``.safetensors``, ``.npz``
 memory, :mod:`.released`). The training loop's ``init_from`` (several sources, each giving other
 modules: :func:`load_modules`), the eval binary and the export binary read parameters here.
 Parameters come back as nested NumPy arrays on the host, whatever mesh wrote them, in the
-layout of the returned ``cfg`` (``models.stacking``).
+layout of the returned ``model_config`` (``models.stacking``).
 """
 
 from __future__ import annotations
@@ -46,7 +47,7 @@ class Checkpoint:
   reports; config: the training config of a workdir (None otherwise), which names the
   detector."""
 
-  cfg: ModelConfig
+  model_config: ModelConfig
   stage: str
   params: Mapping[str, Any]
   description: Dict[str, Any]
@@ -64,7 +65,7 @@ class Checkpoint:
       return False
     present = traverse_util.flatten_dict(self.params)
     return all(path in present for path in detectors.param_paths(
-        self.cfg, self.detector, self.stage, detectors.options_of(self.config)))
+        self.model_config, self.detector, self.stage, detectors.options_of(self.config)))
 
 
 def numpy_tree(path: Any, item: Optional[str] = None) -> Any:
@@ -80,21 +81,23 @@ def numpy_tree(path: Any, item: Optional[str] = None) -> Any:
   return restored if item is None else restored[item]
 
 
-def load(source: str, cfg: Optional[ModelConfig] = None, step: Union[int, str, None] = None,
+def load(source: str,
+         model_config: Optional[ModelConfig] = None,
+         step: Union[int, str, None] = None,
          releases: Sequence[str] = released.SOURCES) -> Checkpoint:
   """The parameters of ``source``: a training workdir, an export directory or a released
   state_dict file.
 
   Args:
     source: a local path or a ``gs://`` URI (released files: local).
-    cfg: the model sizes a released file is converted for (default: the release's base
+    model_config: the model sizes a released file is converted for (default: the release's base
       model); workdirs and exports carry their own.
     step: a workdir's checkpoint step, or :data:`BEST` (default: the latest).
     releases: the released layouts (``released.SOURCES``) accepted; a file of another is a
       :class:`CheckpointError`.
   """
   if released.is_released_file(source):
-    return _released(source, cfg, releases)
+    return _released(source, model_config, releases)
   directory = storage.path(source)
   if (directory / runs.CHECKPOINT_DIR).is_dir():
     return _workdir(source, step)
@@ -109,14 +112,15 @@ def load(source: str, cfg: Optional[ModelConfig] = None, step: Union[int, str, N
 def load_pretrained(source: str) -> Tuple[ModelConfig, Mapping[str, Any]]:
   """(model sizes, parameters) of ``source`` (an export directory, a training workdir or a
   released state_dict file, as :func:`load` reads it): the entry point for downstream
-  fine-tuning, ``cfg, params = havic_jax.load_pretrained(DIR)``."""
+  fine-tuning, ``model_config, params = havic_jax.load_pretrained(DIR)``."""
   checkpoint = load(source)
-  return checkpoint.cfg, checkpoint.params
+  return checkpoint.model_config, checkpoint.params
 
 
-def _released(path: str, cfg: Optional[ModelConfig], releases: Sequence[str]) -> Checkpoint:
+def _released(path: str, model_config: Optional[ModelConfig],
+              releases: Sequence[str]) -> Checkpoint:
   try:
-    converted = released.load_released(path, cfg, sources=releases)
+    converted = released.load_released(path, model_config, sources=releases)
   except released.LayoutError as error:
     raise CheckpointError(f"{error} (HAVIC state_dicts are scored and fine-tuned; MARLIN and "
                           f"AudioMAE ones initialise training: --config.init_from={path})"
@@ -127,7 +131,7 @@ def _released(path: str, cfg: Optional[ModelConfig], releases: Sequence[str]) ->
                  "keys": {status: len(report[status])
                           for status in ("loaded", "recomputed", "unused")},
                  "fixed_tables": report["fixed_tables"]}
-  return Checkpoint(converted.cfg, converted.stage, converted.params, description)
+  return Checkpoint(converted.model_config, converted.stage, converted.params, description)
 
 
 def _workdir(workdir: str, step: Union[int, str, None]) -> Checkpoint:
@@ -153,7 +157,7 @@ def _workdir(workdir: str, step: Union[int, str, None]) -> Checkpoint:
 def _export(path: str) -> Checkpoint:
   directory = storage.path(path)
   description = exported.read_export_config(path)
-  cfg = model_config_from(description["model"], description["compat"])
+  model_config = model_config_from(description["model"], description["compat"])
   if (directory / exported.ORBAX_DIR).is_dir():
     params = numpy_tree(directory / exported.ORBAX_DIR)
   elif (directory / exported.SAFETENSORS_FILE).is_file():
@@ -163,21 +167,21 @@ def _export(path: str) -> Checkpoint:
   else:
     raise FileNotFoundError(f"{directory}: neither {exported.ORBAX_DIR}/ nor "
                             f"{exported.SAFETENSORS_FILE}; re-export it")
-  return Checkpoint(cfg, description["stage"], params,
+  return Checkpoint(model_config, description["stage"], params,
                     {"kind": "export", "path": str(directory),
                      "source": description.get("source", {})})
 
 
-def load_modules(sources: Sequence[str], cfg: ModelConfig) -> Dict[str, Any]:
+def load_modules(sources: Sequence[str], model_config: ModelConfig) -> Dict[str, Any]:
   """Top-level modules from several sources (e.g. ``marlin.pth`` and ``audiomae.pth``), each
-  module from one of them, in the layout of ``cfg``; released files are converted for
-  ``cfg``. Raises ``ValueError`` naming a module two sources give."""
+  module from one of them, in the layout of ``model_config``; released files are converted for
+  ``model_config``. Raises ``ValueError`` naming a module two sources give."""
   modules: Dict[str, Any] = {}
   for source in sources:
-    params = load(source, cfg).params
+    params = load(source, model_config).params
     twice = sorted(set(params) & set(modules))
     if twice:
       raise ValueError(f"init_from: {source} gives modules {twice} that an earlier entry of "
                        f"{','.join(sources)!r} gave already; name each module's source once")
     modules.update(params)
-  return stacking.to_layout(modules, cfg)
+  return stacking.to_layout(modules, model_config)

@@ -151,9 +151,9 @@ def _marlin_key(havic_key: str) -> Optional[str]:
   return None
 
 
-def marlin_rules(cfg: ModelConfig) -> Rules:
+def marlin_rules(model_config: ModelConfig) -> Rules:
   """HAVIC's video encoder and decoder rules (same layouts) under MARLIN's key names."""
-  havic = reference_rules(cfg, INIT_STAGE)
+  havic = reference_rules(model_config, INIT_STAGE)
   r = Rules()
   r.rules = [dataclasses.replace(rule, key=key) for rule in havic.rules
              if (key := _marlin_key(rule.key))]
@@ -162,7 +162,7 @@ def marlin_rules(cfg: ModelConfig) -> Rules:
   return r
 
 
-def _audiomae_rule(rule: Rule, cfg: ModelConfig) -> Rule:
+def _audiomae_rule(rule: Rule, model_config: ModelConfig) -> Rule:
   """HAVIC's audio-encoder ``rule`` for AudioMAE's key and layout (import only)."""
   key = rule.key[len(HAVIC_AUDIO_PREFIX):]
   name = key.rsplit(".", 1)[-1]
@@ -175,7 +175,7 @@ def _audiomae_rule(rule: Rule, cfg: ModelConfig) -> Rule:
     # [1, 1 + N, D]: a CLS row, then AudioMAE's time-major grid (row 1 + t·F + f); HAVIC's table
     # is mel-major (row f·T + t).
     def to_ours(table, shape):
-      grid = table[0, 1:].reshape(cfg.audio_time_tokens, cfg.audio_mel_tokens, -1)
+      grid = table[0, 1:].reshape(model_config.audio_time_tokens, model_config.audio_mel_tokens, -1)
       return rule.to_ours(np.swapaxes(grid, 0, 1)[None], shape)
     return Rule(rule.path, key, to_ours, None, lambda s: (1, 1 + s[0], s[1]))
   if name in QKV_BIAS_THIRDS:
@@ -186,15 +186,15 @@ def _audiomae_rule(rule: Rule, cfg: ModelConfig) -> Rule:
   return dataclasses.replace(rule, key=key)
 
 
-def _audiomae_decoder(cfg: ModelConfig) -> Dict[str, np.ndarray]:
+def _audiomae_decoder(model_config: ModelConfig) -> Dict[str, np.ndarray]:
   """AudioMAE's decoder tensors (zeros of their shapes) and its mask token."""
   w, heads, hidden = AUDIOMAE_DECODER_WIDTH, AUDIOMAE_DECODER_HEADS, AUDIOMAE_POSITION_BIAS_HIDDEN
   mlp = AUDIOMAE_DECODER_MLP_RATIO * w
-  shapes = {"mask_token": (1, 1, w), "decoder_pos_embed": (1, 1 + cfg.audio_tokens, w),
-            "decoder_embed.weight": (w, cfg.width), "decoder_embed.bias": (w,),
+  shapes = {"mask_token": (1, 1, w), "decoder_pos_embed": (1, 1 + model_config.audio_tokens, w),
+            "decoder_embed.weight": (w, model_config.width), "decoder_embed.bias": (w,),
             "decoder_norm.weight": (w,), "decoder_norm.bias": (w,),
-            "decoder_pred.weight": (cfg.audio_patch_dim, w),
-            "decoder_pred.bias": (cfg.audio_patch_dim,)}
+            "decoder_pred.weight": (model_config.audio_patch_dim, w),
+            "decoder_pred.bias": (model_config.audio_patch_dim,)}
   for b in range(AUDIOMAE_DECODER_DEPTH):
     for name, shape in (("attn.tau", (heads,)),
                         ("attn.qkv.weight", (3 * w, w)), ("attn.qkv.bias", (3 * w,)),
@@ -211,14 +211,17 @@ def _audiomae_decoder(cfg: ModelConfig) -> Dict[str, np.ndarray]:
   return {key: np.zeros(shape, np.float32) for key, shape in shapes.items()}
 
 
-def audiomae_rules(cfg: ModelConfig) -> Rules:
+def audiomae_rules(model_config: ModelConfig) -> Rules:
   """HAVIC's audio-encoder rules under AudioMAE's names and layouts; AudioMAE's CLS token and
   decoder are unused by design."""
   r = Rules()
-  r.rules = [_audiomae_rule(rule, cfg) for rule in reference_rules(cfg, INIT_STAGE).rules
-             if rule.key.startswith(HAVIC_AUDIO_PREFIX) and rule.key not in HAVIC_AUDIO_ADDITIONS]
-  r.unused["cls_token"] = np.zeros((1, 1, cfg.width), np.float32)  # HAVIC: segment tokens
-  r.unused.update(_audiomae_decoder(cfg))
+  r.rules = [
+      _audiomae_rule(rule, model_config)
+      for rule in reference_rules(model_config, INIT_STAGE).rules
+      if rule.key.startswith(HAVIC_AUDIO_PREFIX) and rule.key not in HAVIC_AUDIO_ADDITIONS
+  ]
+  r.unused["cls_token"] = np.zeros((1, 1, model_config.width), np.float32)  # HAVIC: segment tokens
+  r.unused.update(_audiomae_decoder(model_config))
   return r
 
 
@@ -232,24 +235,26 @@ def source_stage(source: str) -> str:
   return HAVIC_SOURCES.get(source, INIT_STAGE)
 
 
-def source_shapes(cfg: ModelConfig, source: str) -> Dict[str, Tuple[int, ...]]:
+def source_shapes(model_config: ModelConfig, source: str) -> Dict[str, Tuple[int, ...]]:
   """The shape of every key the ``source`` state_dict holds for this config."""
   if source in HAVIC_SOURCES:
-    return reference_shapes(cfg, HAVIC_SOURCES[source])
-  return state_dict_shapes(INIT_SOURCES[source](cfg), param_shapes(cfg, INIT_STAGE))
+    return reference_shapes(model_config, HAVIC_SOURCES[source])
+  return state_dict_shapes(INIT_SOURCES[source](model_config),
+                           param_shapes(model_config, INIT_STAGE))
 
 
-def _notes(state_dict: Mapping[str, np.ndarray], cfg: ModelConfig, source: str) -> List[str]:
+def _notes(state_dict: Mapping[str, np.ndarray], model_config: ModelConfig,
+           source: str) -> List[str]:
   """What the conversion changed beyond renaming and transposing Linear weights."""
   if source == "marlin":
-    last = cfg.decoder_depth - 1
+    last = model_config.decoder_depth - 1
     return [f"decoder.head.*: MARLIN's one reconstruction head (after its last block) -> "
             f"video_decoder/head_{last}; the other blocks' heads keep their initialisation"]
   if source != "audiomae":
     return []
-  d, p = cfg.width, cfg.audio_patch_size
+  d, p = model_config.width, model_config.audio_patch_size
   k_bias = {key: float(np.max(np.abs(state_dict[key][d:2 * d])))
-            for key in (f"blocks.{i}.attn.qkv.bias" for i in range(cfg.depth))}
+            for key in (f"blocks.{i}.attn.qkv.bias" for i in range(model_config.depth))}
   largest = max(k_bias, key=k_bias.get)
   return [
       f"blocks.*.attn.qkv.bias: q_bias = [:{d}], v_bias = [{2 * d}:]; the k bias [{d}:{2 * d}] "
@@ -260,11 +265,11 @@ def _notes(state_dict: Mapping[str, np.ndarray], cfg: ModelConfig, source: str) 
       "pos_embed: the CLS row is dropped and the rows are moved from AudioMAE's time-major grid "
       "to our token order; loaded into the learnable audio_encoder/pos_embed",
       f"LayerNorm epsilon: AudioMAE used {AUDIOMAE_LAYER_NORM_EPS:g}, this model "
-      f"{cfg.layer_norm_eps:g}; scales and biases are loaded unchanged",
+      f"{model_config.layer_norm_eps:g}; scales and biases are loaded unchanged",
   ]
 
 
-def convert_state_dict(state_dict: Mapping[str, np.ndarray], cfg: ModelConfig, source: str
+def convert_state_dict(state_dict: Mapping[str, np.ndarray], model_config: ModelConfig, source: str
                        ) -> Tuple[Dict[str, Any], Dict[str, Any]]:
   """(parameters, report) of a ``source`` state_dict (PyTorch layout) for this config.
 
@@ -273,14 +278,14 @@ def convert_state_dict(state_dict: Mapping[str, np.ndarray], cfg: ModelConfig, s
   ``left_at_initialisation``). Raises ``ReferenceMappingError`` naming missing, unexpected or
   mis-shaped keys."""
   if source in HAVIC_SOURCES:
-    params, report = from_reference(state_dict, cfg, HAVIC_SOURCES[source])
+    params, report = from_reference(state_dict, model_config, HAVIC_SOURCES[source])
   elif source in INIT_SOURCES:
-    params, report = apply_rules(state_dict, INIT_SOURCES[source](cfg),
-                                 param_shapes(cfg, INIT_STAGE), f"{source} state_dict")
+    params, report = apply_rules(state_dict, INIT_SOURCES[source](model_config),
+                                 param_shapes(model_config, INIT_STAGE), f"{source} state_dict")
   else:
     raise ValueError(f"source must be one of {SOURCES}, got {source!r}")
-  report["notes"] = _notes(state_dict, cfg, source)
-  report["left_at_initialisation"] = leaves_left_out(params, cfg, source_stage(source))
+  report["notes"] = _notes(state_dict, model_config, source)
+  report["left_at_initialisation"] = leaves_left_out(params, model_config, source_stage(source))
   return params, report
 
 
@@ -297,7 +302,7 @@ class Released(NamedTuple):
   and stage its parameters belong to, the parameters (per-layer layout) and the key report."""
 
   source: str
-  cfg: ModelConfig
+  model_config: ModelConfig
   stage: str
   params: Dict[str, Any]
   report: Dict[str, Any]
@@ -308,19 +313,20 @@ def is_released_file(path: str) -> bool:
   return pathlib.Path(path).suffix in RELEASED_SUFFIXES and not pathlib.Path(path).is_dir()
 
 
-def detect_source(state_dict: Mapping[str, np.ndarray], cfg: ModelConfig, path: str) -> str:
-  """The source (``SOURCES``) whose layout for ``cfg`` holds the most of ``state_dict``'s keys
-  (ties: the one of which the file holds the most). Raises :class:`LayoutError` naming the
-  file's keys when no layout holds at least half of them."""
+def detect_source(state_dict: Mapping[str, np.ndarray], model_config: ModelConfig,
+                  path: str) -> str:
+  """The source (``SOURCES``) whose layout for ``model_config`` holds the most of
+  ``state_dict``'s keys (ties: the one of which the file holds the most). Raises
+  :class:`LayoutError` naming the file's keys when no layout holds at least half of them."""
   keys = set(state_dict)
   scores = {}
   for source in SOURCES:
-    layout = set(source_shapes(cfg, source))
+    layout = set(source_shapes(model_config, source))
     shared = len(keys & layout)
     scores[source] = (shared / max(len(keys), 1), shared / len(layout))
   best = max(scores, key=scores.get)
   if scores[best][0] < 0.5:
-    examples = {source: next(iter(source_shapes(cfg, source))) for source in SOURCES}
+    examples = {source: next(iter(source_shapes(model_config, source))) for source in SOURCES}
     raise LayoutError(
         f"{path}: neither a HAVIC (pretraining / fine-tuning), MARLIN nor AudioMAE state_dict: "
         f"its keys {sorted(keys)[:KEYS_QUOTED]}{' ...' if len(keys) > KEYS_QUOTED else ''} "
@@ -330,19 +336,19 @@ def detect_source(state_dict: Mapping[str, np.ndarray], cfg: ModelConfig, path: 
   return best
 
 
-def load_released(path: str, cfg: Optional[ModelConfig] = None,
+def load_released(path: str, model_config: Optional[ModelConfig] = None,
                   sources: Sequence[str] = SOURCES) -> Released:
-  """Reads and converts the released state_dict file ``path`` in memory for ``cfg`` (default:
-  the base model), detecting which release it is; it must be one of ``sources``. Raises
+  """Reads and converts the released state_dict file ``path`` in memory for ``model_config``
+  (default: the base model), detecting which release it is; it must be one of ``sources``. Raises
   :class:`LayoutError` for another layout and ``ReferenceMappingError`` naming missing, unexpected,
   mis-shaped or differing keys."""
   state_dict = read_state_dict(path)
-  cfg = cfg or model_config_from({}, RELEASE_COMPAT)
-  source = detect_source(state_dict, cfg, path)
+  model_config = model_config or model_config_from({}, RELEASE_COMPAT)
+  source = detect_source(state_dict, model_config, path)
   if source not in sources:
     raise LayoutError(f"{path}: a {source} state_dict; this needs one of {list(sources)}")
-  params, report = convert_state_dict(state_dict, cfg, source)
-  return Released(source, cfg, source_stage(source), params,
+  params, report = convert_state_dict(state_dict, model_config, source)
+  return Released(source, model_config, source_stage(source), params,
                   {"converted_from": source, "input": os.path.abspath(path),
                    "modules": list(params), **report})
 
@@ -352,8 +358,8 @@ def convert(source: str, input_path: str, output_dir: str,
   """Reads ``input_path``, converts it for the model sizes ``model`` (``config.model``) and
   ``compat``, writes an export of every module it provides and ``report.json`` to
   ``output_dir``; returns the report."""
-  cfg = model_config_from(model, compat)
-  params, report = convert_state_dict(read_state_dict(input_path), cfg, source)
+  model_config = model_config_from(model, compat)
+  params, report = convert_state_dict(read_state_dict(input_path), model_config, source)
   origin = {"converted_from": source, "input": os.path.abspath(input_path)}
   directory = export_params(params, model, source_stage(source), compat, output_dir,
                             modules=tuple(params), source=origin)

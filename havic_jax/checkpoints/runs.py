@@ -29,21 +29,21 @@ CONFIG_FILE = "config.json"
 STATE_ITEM, DATA_ITEM = "state", "data"
 
 
-def make_manager(workdir: str, checkpoint_cfg: Any) -> ocp.CheckpointManager:
+def make_manager(workdir: str, checkpoint_options: Any) -> ocp.CheckpointManager:
   """The run's manager: async saves; keeps the last ``keep`` and best ``keep_best`` steps.
 
-  checkpoint_cfg: ``config.checkpoint`` (``keep``, ``keep_best``, ``best_metric``,
+  checkpoint_options: ``config.checkpoint`` (``keep``, ``keep_best``, ``best_metric``,
   ``best_mode`` "max" or "min")."""
-  policies = [checkpoint_managers.LatestN(n=checkpoint_cfg.keep)]
+  policies = [checkpoint_managers.LatestN(n=checkpoint_options.keep)]
   tracked = {}
-  if checkpoint_cfg.keep_best and checkpoint_cfg.best_metric:
-    metric = lambda metrics: metrics[checkpoint_cfg.best_metric]
+  if checkpoint_options.keep_best and checkpoint_options.best_metric:
+    metric = lambda metrics: metrics[checkpoint_options.best_metric]
     policies.append(checkpoint_managers.BestN(
-        get_metric_fn=metric, reverse=checkpoint_cfg.best_mode == "min",
-        n=checkpoint_cfg.keep_best, keep_checkpoints_without_metrics=False))
+        get_metric_fn=metric, reverse=checkpoint_options.best_mode == "min",
+        n=checkpoint_options.keep_best, keep_checkpoints_without_metrics=False))
     # Orbax writes a save's metrics only when best_fn is set (the policies above decide what
     # is kept).
-    tracked = {"best_fn": metric, "best_mode": checkpoint_cfg.best_mode}
+    tracked = {"best_fn": metric, "best_mode": checkpoint_options.best_mode}
   options = ocp.CheckpointManagerOptions(
       preservation_policy=checkpoint_managers.AnyPreservationPolicy(policies),
       enable_async_checkpointing=True, create=True, **tracked)
@@ -97,15 +97,15 @@ def best_step(workdir: str) -> Optional[int]:
   """The step of the best kept checkpoint of a training workdir by its ``checkpoint.best_metric``
   (as the run's ``checkpoint.best_mode`` ranks it), or None when the run tracked no metric or
   none of its kept checkpoints has a finite one (callers then take the latest)."""
-  checkpoint_cfg = read_config(workdir).checkpoint
-  if not (checkpoint_cfg.keep_best and checkpoint_cfg.best_metric):
+  checkpoint_options = read_config(workdir).checkpoint
+  if not (checkpoint_options.keep_best and checkpoint_options.best_metric):
     return None
-  with make_manager(workdir, checkpoint_cfg) as manager:
+  with make_manager(workdir, checkpoint_options) as manager:
     metrics = {step: manager.metrics(step) for step in manager.all_steps()}
-  ranked = [(values[checkpoint_cfg.best_metric], step) for step, values in metrics.items()
-            if values and np.isfinite(values.get(checkpoint_cfg.best_metric, np.nan))]
+  ranked = [(values[checkpoint_options.best_metric], step) for step, values in metrics.items()
+            if values and np.isfinite(values.get(checkpoint_options.best_metric, np.nan))]
   if not ranked:
     return None
-  best = min if checkpoint_cfg.best_mode == "min" else max
+  best = min if checkpoint_options.best_mode == "min" else max
   return best(ranked)[1]
 

@@ -26,7 +26,7 @@ import grain
 import numpy as np
 
 from havic_jax.data import augment, pseudo_fakes, records, samplers
-from havic_jax.data.features import ClipTransform
+from havic_jax.data.examples import ClipTransform
 from havic_jax.models.masking import kept_per_group
 from havic_jax.data.records import LABEL_KEYS, PreparedData
 from havic_jax.models.config import ModelConfig
@@ -155,12 +155,21 @@ def training_records(data: PreparedData, indices: np.ndarray, global_batch_size:
   return ds
 
 
-def training_dataset(data: PreparedData, split: Optional[str], cfg: ModelConfig, stage: str,
-                     local_batch_size: int, seed: int, *, balanced: bool = False,
-                     video_mask_ratio: float = 0.0, audio_mask_ratio: float = 0.0,
-                     augmentation: Optional[augment.Options] = None, workers: int = 0,
+def training_dataset(data: PreparedData,
+                     split: Optional[str],
+                     model_config: ModelConfig,
+                     stage: str,
+                     local_batch_size: int,
+                     seed: int,
+                     *,
+                     balanced: bool = False,
+                     video_mask_ratio: float = 0.0,
+                     audio_mask_ratio: float = 0.0,
+                     augmentation: Optional[augment.Options] = None,
+                     workers: int = 0,
                      read_options: Optional[grain.ReadOptions] = None,
-                     real_only: bool = False, identities: Optional[Mapping[str, int]] = None,
+                     real_only: bool = False,
+                     identities: Optional[Mapping[str, int]] = None,
                      clips_per_identity: int = 0,
                      pseudo_fake_options: Optional[pseudo_fakes.PseudoFakeOptions] = None,
                      mixture: Sequence[Tuple[PreparedData, float]] = (),
@@ -177,7 +186,7 @@ def training_dataset(data: PreparedData, split: Optional[str], cfg: ModelConfig,
   ``augmentation`` picks the fine-tuning augmentations (None: none); ``identities`` adds each
   clip's ``identity`` id; ``pseudo_fake_options`` turns clips into temporally-local
   pseudo-fakes (``havic_jax.data.pseudo_fakes``) before featurising
-  (``havic_jax.data.features``). ``workers`` > 0 decodes in that many processes;
+  (``havic_jax.data.examples``). ``workers`` > 0 decodes in that many processes;
   ``read_options``: the threads and read-ahead batches of each (None: Grain's defaults).
   """
   if stage not in ("pretrain", "finetune"):
@@ -198,7 +207,7 @@ def training_dataset(data: PreparedData, split: Optional[str], cfg: ModelConfig,
     donor = pseudo_fakes.RecordDonor(data.source(), indices)
     ds = ds.random_map(pseudo_fakes.PseudoFakeTransform(donor, pseudo_fake_options),
                        seed=seed + PSEUDO_FAKE_SEED_OFFSET)
-  transform = ClipTransform(cfg, stage, video_mask_ratio, audio_mask_ratio, augmentation,
+  transform = ClipTransform(model_config, stage, video_mask_ratio, audio_mask_ratio, augmentation,
                             identities)
   ds = ds.random_map(transform, seed=seed + TRANSFORM_SEED_OFFSET)
   ds = ProcessRows(ds, local_batch_size, index, count)
@@ -224,7 +233,7 @@ class EvalTransform:
     return example
 
 
-def eval_dataset(data: PreparedData, split: Optional[str], cfg: ModelConfig,
+def eval_dataset(data: PreparedData, split: Optional[str], model_config: ModelConfig,
                  local_batch_size: int, *, workers: int = 0,
                  read_options: Optional[grain.ReadOptions] = None,
                  shard_index: Optional[int] = None,
@@ -237,25 +246,29 @@ def eval_dataset(data: PreparedData, split: Optional[str], cfg: ModelConfig,
   global_batch = local_batch_size * count
   padded = -(-len(indices) // global_batch) * global_batch
   ds = grain.MapDataset.range(padded)[index::count]
-  ds = ds.map(EvalTransform(data.source(), indices, ClipTransform(cfg, "eval")))
+  ds = ds.map(EvalTransform(data.source(), indices, ClipTransform(model_config, "eval")))
   ds = ds.batch(local_batch_size).to_iter_dataset(read_options)
   if workers > 0:
     ds = ds.mp_prefetch(grain.MultiprocessingOptions(num_workers=workers))
   return ds
 
 
-def example_spec(cfg: ModelConfig, stage: str, video_mask_ratio: float = 0.0,
+def example_spec(model_config: ModelConfig, stage: str, video_mask_ratio: float = 0.0,
                  audio_mask_ratio: float = 0.0) -> Dict[str, tuple]:
   """(shape without batch, dtype) of every key a pipeline yields for ``stage``."""
-  spec = {"video": ((cfg.num_frames, cfg.image_size, cfg.image_size, 3), np.uint8),
-          "audio": ((cfg.audio_frames, cfg.mel_bins), np.float32)}
+  spec = {
+      "video": (
+          (model_config.num_frames, model_config.image_size, model_config.image_size, 3), np.uint8),
+      "audio": ((model_config.audio_frames, model_config.mel_bins), np.float32)
+  }
   if stage == "pretrain":
-    keep_v = kept_per_group(cfg.video_grid ** 2, video_mask_ratio) * cfg.video_time_tokens
-    keep_a = kept_per_group(cfg.audio_segment_tokens, audio_mask_ratio) * cfg.num_segments
+    keep_v = kept_per_group(model_config.video_grid**2,
+                            video_mask_ratio) * model_config.video_time_tokens
+    keep_a = kept_per_group(model_config.audio_segment_tokens,
+                            audio_mask_ratio) * model_config.num_segments
     spec.update(ids_keep_video=((keep_v,), np.int32), ids_keep_audio=((keep_a,), np.int32))
   else:
     spec.update({key: ((), np.float32) for key in LABEL_KEYS})
   if stage == "eval":
     spec.update(valid=((), np.float32), record_index=((), np.int32))
   return spec
-

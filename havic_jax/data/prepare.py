@@ -29,8 +29,6 @@ import functools
 import multiprocessing
 import os
 import queue
-import shutil
-import tempfile
 import traceback
 from typing import Any, Callable, Dict, Iterable, Iterator, List, Mapping, Optional, Sequence
 
@@ -88,16 +86,14 @@ def read_video(path: str) -> Media:
   first; errors (MediaError) name ``path``."""
   if not storage.is_remote(path):
     return read_media(path)
-  with tempfile.TemporaryDirectory() as scratch:
-    local = os.path.join(scratch, storage.path(path).name)
-    try:
-      with storage.path(path).open("rb") as source, open(local, "wb") as target:
-        shutil.copyfileobj(source, target)
-      return dataclasses.replace(read_media(local), path=path)
-    except MediaError as error:
-      raise MediaError(str(error).replace(local, path)) from error
-    except OSError as error:
-      raise MediaError(f"{path}: cannot read ({error})") from error
+  try:
+    with storage.local_copy(path) as local:
+      try:
+        return dataclasses.replace(read_media(local), path=path)
+      except MediaError as error:
+        raise MediaError(str(error).replace(local, path)) from error
+  except OSError as error:
+    raise MediaError(f"{path}: cannot read ({error})") from error
 
 
 def rebased(entries: Sequence[VideoEntry], root: str, uri: str) -> List[VideoEntry]:

@@ -1,10 +1,10 @@
 """The prepared-data format: a directory of ArrayRecord shards of clip records and the
 ``manifest.json`` that describes them (written by ``havic_jax.data.prepare``).
 
-A record is one 3.2 s clip (spec §1): ``MAGIC``, a little-endian uint32 header length, a UTF-8
-JSON header and the payload. The header carries the labels and provenance and says where each
-array lies in the payload; frames are 16 JPEG images or one raw uint8 block, the audio is int16
-at 16 kHz.
+A record is one 3.2 s clip (spec §1), framed by ``havic_jax.data.record_codec``: ``MAGIC``, a
+little-endian uint32 header length, a UTF-8 JSON header (with the codec's format version) and
+the payload. The header carries the labels and provenance and says where each array lies in the
+payload; frames are 16 JPEG images or one raw uint8 block, the audio is int16 at 16 kHz.
 
 The directory holds the shards ``clips-IIIII-of-NNNNN.array_record`` (:func:`shard_name`), a
 ``.json`` description beside each, ``manifest.json`` (the shards in order, the rejected videos
@@ -20,7 +20,6 @@ import dataclasses
 import hashlib
 import json
 import pathlib
-import struct
 from collections.abc import Mapping
 from typing import Any, Dict, List, Optional, Tuple
 
@@ -30,7 +29,7 @@ import numpy as np
 
 from havic_jax.errors import UserError
 from havic_jax import storage
-from havic_jax.data import video_index
+from havic_jax.data import record_codec, video_index
 
 FORMAT_VERSION = 1
 MAGIC = b"HAVC"
@@ -96,24 +95,16 @@ def encode(record: ClipRecord, frame_encoding: str = "jpeg") -> bytes:
   if audio.dtype != np.int16 or audio.ndim != 1:
     raise ValueError(f"audio must be int16 [S], got {audio.dtype} {audio.shape}")
   chunks = _encode_frames(frames, frame_encoding)
-  header = dict(record.metadata(), version=FORMAT_VERSION, frame_encoding=frame_encoding,
+  header = dict(record.metadata(), frame_encoding=frame_encoding,
                 frame_shape=list(frames.shape), frame_sizes=[len(c) for c in chunks],
                 audio_samples=int(audio.shape[0]))
-  header_bytes = json.dumps(header, separators=(",", ":")).encode()
-  return b"".join([MAGIC, struct.pack("<I", len(header_bytes)), header_bytes, *chunks,
-                   audio.astype("<i2").tobytes()])
+  return record_codec.encode(MAGIC, header, [*chunks, audio.astype("<i2").tobytes()])
 
 
 def decode_header(data: bytes) -> Tuple[Dict[str, Any], int]:
   """(header dict, payload offset) of a serialised record."""
-  if data[:4] != MAGIC:
-    raise RecordError("not a havic_jax clip record (bad magic)")
-  (length,) = struct.unpack_from("<I", data, 4)
-  header = json.loads(data[8:8 + length])
-  if header.get("version") != FORMAT_VERSION:
-    raise RecordError(f"record format version {header.get('version')}; this havic_jax reads "
-                      f"version {FORMAT_VERSION}: prepare the data again")
-  return header, 8 + length
+  return record_codec.decode(data, MAGIC, what="clip record", remedy="prepare the data again",
+                             error=RecordError)
 
 
 def _decode_frames(data: bytes, offset: int, header: Dict[str, Any]) -> np.ndarray:

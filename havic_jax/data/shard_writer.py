@@ -1,6 +1,7 @@
 """The preparation's shard files: each shard's clip records as one ArrayRecord file with a
 ``.json`` description beside it (``havic_jax.data.records`` names them), written so that each
-appears complete or not at all, and recognised as finished when a re-run finds them (resume).
+appears complete or not at all (``storage.staged``), and recognised as finished when a re-run
+finds them (resume).
 
 Both shard runners (``prepare.run_local`` and ``havic_jax.data.beam``) write shards with
 :func:`write_shard` from the :class:`VideoOutcome` of each video.
@@ -11,9 +12,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
-import pathlib
-import shutil
-import tempfile
 from typing import Any, Dict, Iterable, Iterator, Mapping, Optional, Sequence, Tuple
 
 from etils import epath
@@ -34,53 +32,35 @@ class VideoOutcome:
   rejection: Optional[Dict[str, str]] = None
 
 
-def staged_path(path: epath.Path) -> epath.Path:
-  """Where to write ``path`` so that it appears complete or not at all: a local file is
-  written as ``<name>.partial`` and renamed (:func:`publish`); an object store's upload is
-  already all or nothing, so a ``gs://`` object is written in place (a rename there is a copy)."""
-  return path if storage.is_remote(path) else path.with_name(path.name + ".partial")
-
-
-def publish(staged: epath.Path, path: epath.Path) -> None:
-  """Moves the file :func:`staged_path` gave for ``path`` into place."""
-  if staged != path:
-    staged.replace(path)
-
-
 def write_manifest(directory: epath.Path, manifest: Mapping[str, Any]) -> None:
   """Writes ``manifest`` (with its ``"videos"`` and ``"splits"``) into ``directory`` as the
   video index (``video_index.INDEX_FILE``) and the summary ``manifest.json`` that names it,
   each staged and published, the index first: a reader never finds a manifest without its
   index."""
   table, names = video_index.build(manifest["videos"], manifest["splits"])
-  index = directory / video_index.INDEX_FILE
-  staged = staged_path(index)
-  video_index.write(staged, table)
-  publish(staged, index)
+  with storage.staged(directory / video_index.INDEX_FILE) as staging:
+    video_index.write(staging, table)
   summary = {k: v for k, v in manifest.items() if k not in ("videos", "splits")}
   summary.update(video_index=video_index.INDEX_FILE, split_names=names)
-  staged = staged_path(directory / records.MANIFEST)
-  staged.write_text(json.dumps(summary, indent=1))
-  publish(staged, directory / records.MANIFEST)
+  with storage.staged(directory / records.MANIFEST) as staging:
+    staging.write_text(json.dumps(summary, indent=1))
 
 
 def write_array_record(path: epath.Path, data: Iterable[bytes]) -> None:
   """Writes ``data`` as an ArrayRecord file at ``path``; the writer needs a local file, so a
-  remote ``path`` is written in the temporary directory first and then uploaded."""
+  remote ``path`` is written in a temporary folder first and then uploaded (``storage.staged``;
+  it is written in place when local: stage it with ``storage.staged`` to publish it whole)."""
   from array_record.python.array_record_module import ArrayRecordWriter
-  if not storage.is_remote(path):
-    writer = ArrayRecordWriter(os.fspath(path), "group_size:1")
-    try:
-      for item in data:
-        writer.write(item)
-    finally:
-      writer.close()
+  if storage.is_remote(path):
+    with storage.staged(path) as local:
+      write_array_record(local, data)
     return
-  with tempfile.TemporaryDirectory() as scratch:
-    local = pathlib.Path(scratch) / path.name
-    write_array_record(epath.Path(local), data)
-    with local.open("rb") as source, path.open("wb") as target:
-      shutil.copyfileobj(source, target)
+  writer = ArrayRecordWriter(os.fspath(path), "group_size:1")
+  try:
+    for item in data:
+      writer.write(item)
+  finally:
+    writer.close()
 
 
 def write_shard(output: storage.PathLike, index: int, count: int,
@@ -89,7 +69,6 @@ def write_shard(output: storage.PathLike, index: int, count: int,
   consumed as it is written) as shard ``index`` of ``count`` and its ``.json`` description;
   returns the description."""
   path = storage.path(output) / records.shard_name(index, count)
-  staged = staged_path(path)
   videos, rejected, clip_rejections = [], [], 0
   num_records = 0
 
@@ -105,14 +84,12 @@ def write_shard(output: storage.PathLike, index: int, count: int,
       num_records += len(outcome.records)
       clip_rejections += outcome.clips_rejected
 
-  write_array_record(staged, shard_records())
-  publish(staged, path)
+  with storage.staged(path) as staging:
+    write_array_record(staging, shard_records())
   description = {"file": path.name, "records": num_records, "videos": videos,
                  "rejected": rejected, "clips_rejected": clip_rejections}
-  sidecar = path.with_suffix(".json")
-  staged = staged_path(sidecar)
-  staged.write_text(json.dumps(description))
-  publish(staged, sidecar)
+  with storage.staged(path.with_suffix(".json")) as staging:
+    staging.write_text(json.dumps(description))
   return description
 
 

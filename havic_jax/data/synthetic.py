@@ -26,6 +26,7 @@ from typing import Dict, List, Optional, Sequence, Tuple
 import numpy as np
 import tqdm
 
+from havic_jax import storage
 from havic_jax.data.synthetic_audio import envelope_per_frame, speech_like_audio, vocoder_trace
 from havic_jax.media.reencode import write_video
 
@@ -338,14 +339,12 @@ def synthesize_video(row: Dict, identities: Sequence[Identity], seed: int, durat
 
 
 def write_meta_data(path: os.PathLike, rows: Sequence[Dict]) -> None:
-  """FakeAVCeleb `meta_data.csv`: the nine-name header plus a trailing comma, ten-value rows."""
-  path = pathlib.Path(path)
-  partial = path.with_name(f".{path.name}.partial")
-  with open(partial, "w", newline="") as file:
+  """FakeAVCeleb `meta_data.csv`: the nine-name header plus a trailing comma, ten-value rows;
+  written whole (``storage.staged``)."""
+  with storage.staged(path) as staging, open(staging, "w", newline="") as file:
     writer = csv.writer(file, lineterminator="\n")
     writer.writerow(META_COLUMNS[:-1] + ("",))
     writer.writerows([row[column] for column in META_COLUMNS] for row in rows)
-  os.replace(partial, path)
 
 
 def generate_corpus(output_dir: os.PathLike, num_videos: int, seed: int = 0,

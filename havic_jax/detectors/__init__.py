@@ -11,10 +11,11 @@
 
 Each is a module ``havic_jax.detectors.<name>`` with the same interface, found by name:
 
-- ``build_model(cfg, stage, options) -> nn.Module`` (``options``: ``config.detector``), a model
-  taking ``(video, audio, deterministic)`` (a stage in ``masked_stages`` also takes the kept
-  token indices);
-- ``loss_fn(model, cfg, config) -> (params, batch, key) -> (loss, metrics)`` for the train step;
+- ``build_model(model_config, stage, options) -> nn.Module`` (``options``:
+  ``config.detector``), a model taking ``(video, audio, deterministic)`` (a stage in
+  ``masked_stages`` also takes the kept token indices);
+- ``loss_fn(model, model_config, config) -> (params, batch, key) -> (loss, metrics)`` for the
+  train step;
 - ``window_outputs(model, params, video uint8, audio) -> {"overall": fake logit [B], ...}`` for
   the eval binary and the training loop's validation.
 
@@ -33,7 +34,7 @@ import flax.linen as nn
 import jax
 
 from havic_jax.models.config import ModelConfig
-from havic_jax.models.havic import abstract_params
+from havic_jax.models.havic_models import abstract_params
 
 HAVIC = "havic"
 
@@ -47,9 +48,9 @@ class DetectorInfo:
   real clips only; identities: batches carry ``identity`` ids, grouped as I identities × several
   clips; face_tracks: the eval binary scores every face track and keeps the maximum;
   thresholded: its fake logit has a decision threshold at 0 (else the eval binary reports no
-  ACC); masked_stages: stages whose model also takes kept token indices (``example_inputs``
-  kind "pretrain"); unscored_stages: stages whose model gives no fake logit (their checkpoints
-  are scored by audio-visual coherence only)."""
+  ACC); masked_stages: stages whose model also takes kept token indices
+  (:meth:`kept_token_inputs`); unscored_stages: stages whose model gives no fake logit (their
+  checkpoints are scored by audio-visual coherence only)."""
 
   name: str
   paper: str
@@ -66,10 +67,10 @@ class DetectorInfo:
     """``havic_jax.detectors.<name>``: its model, loss and window outputs."""
     return importlib.import_module(f"{__name__}.{self.name}")
 
-  def kind(self, stage: str) -> str:
-    """The ``example_inputs`` kind of the ``stage`` model: "pretrain" (it also takes kept
-    token indices) or "finetune" (video and audio)."""
-    return "pretrain" if stage in self.masked_stages else "finetune"
+  def kept_token_inputs(self, stage: str) -> bool:
+    """Whether the ``stage`` model takes kept token indices besides video and audio
+    (``models.havic_models.example_inputs``)."""
+    return stage in self.masked_stages
 
 
 DETECTORS: Dict[str, DetectorInfo] = {detector.name: detector for detector in (
@@ -112,35 +113,37 @@ def options_of(config: Optional[Any]) -> Any:
   return config.detector if config is not None and "detector" in config else None
 
 
-def model_kind(config: Any) -> str:
-  """The ``example_inputs`` kind of the model ``config`` trains: "pretrain" (it also takes kept
-  token indices) or "finetune" (video and audio)."""
-  return info(config).kind(config.stage)
+def kept_token_inputs(config: Any) -> bool:
+  """Whether the model ``config`` trains takes kept token indices besides video and audio."""
+  return info(config).kept_token_inputs(config.stage)
 
 
-def build_model(cfg: ModelConfig, config: Any) -> nn.Module:
+def build_model(model_config: ModelConfig, config: Any) -> nn.Module:
   """The model ``config`` trains."""
-  return info(config).module.build_model(cfg, config.stage, options_of(config))
+  return info(config).module.build_model(model_config, config.stage, options_of(config))
 
 
-def loss_fn(model: nn.Module, cfg: ModelConfig, config: Any) -> Callable:
+def loss_fn(model: nn.Module, model_config: ModelConfig, config: Any) -> Callable:
   """The training loss ``(params, batch, key) -> (loss, metrics)`` of ``config``."""
-  return info(config).module.loss_fn(model, cfg, config)
+  return info(config).module.loss_fn(model, model_config, config)
 
 
-def param_paths(cfg: ModelConfig, name: str, stage: str, options: Any = None
+def param_paths(model_config: ModelConfig, name: str, stage: str, options: Any = None
                 ) -> Tuple[Tuple[str, ...], ...]:
   """The path (tuple of names) of every parameter of detector ``name``'s ``stage`` model,
   traced without allocating (``options``: its ``config.detector``)."""
   detector = DETECTORS[name]
-  model = detector.module.build_model(cfg, stage, options)
+  model = detector.module.build_model(model_config, stage, options)
   with jax.set_mesh(None), nn.logical_axis_rules(()):
-    params = nn.unbox(abstract_params(cfg, detector.kind(stage), model))
+    params = nn.unbox(abstract_params(model, model_config, detector.kept_token_inputs(stage)))
   flat = jax.tree_util.tree_flatten_with_path(params)[0]
   return tuple(tuple(key.key for key in path) for path, _ in flat)
 
 
-def window_scorer(cfg: ModelConfig, name: str, stage: str, options: Any = None) -> Callable:
+def window_scorer(model_config: ModelConfig,
+                  name: str,
+                  stage: str,
+                  options: Any = None) -> Callable:
   """``(params, video [B, F, H, W, 3] uint8 or in [0, 1], audio [B, T, M]) -> {"overall": fake
   logit [B], ...}`` of detector ``name`` trained up to ``stage``, a pure function of its
   arguments (HAVIC: its fine-tuned classifier's head logits and the segment coherence).
@@ -148,5 +151,5 @@ def window_scorer(cfg: ModelConfig, name: str, stage: str, options: Any = None) 
   detector = DETECTORS[name]
   if stage in detector.unscored_stages:
     raise ValueError(f"a {name} {stage} model gives no fake logit")
-  model = detector.module.build_model(cfg, stage, options)
+  model = detector.module.build_model(model_config, stage, options)
   return functools.partial(detector.module.window_outputs, model)

@@ -24,7 +24,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from havic_jax.detectors import features, losses
+from havic_jax.detectors import baseline_losses, encoder_features
 from havic_jax.models import layers
 from havic_jax.models.config import ModelConfig
 from havic_jax.models.inputs import unit_video
@@ -37,19 +37,20 @@ class ConsistencyModel(nn.Module):
   ``audio``, ``video`` (cross-modal space) and ``identity`` (intra-modal space), each
   [B, T, embed_dim], and the two learnable log-temperatures."""
 
-  cfg: ModelConfig
+  model_config: ModelConfig
   embed_dim: int
 
   @nn.compact
   def __call__(self, video: Array, audio: Array, deterministic: bool = True) -> Dict[str, Any]:
-    cfg, t = self.cfg, self.cfg.num_segments
-    video_patches, audio_patches = features.encoded_patches(cfg, video, audio, deterministic)
-    video_steps = features.video_time_features(video_patches, cfg, t)
-    audio_steps = features.audio_time_features(audio_patches, cfg, t)
+    model_config, t = self.model_config, self.model_config.num_segments
+    video_patches, audio_patches = encoder_features.encoded_patches(model_config, video, audio,
+                                                                    deterministic)
+    video_steps = encoder_features.video_time_features(video_patches, model_config, t)
+    audio_steps = encoder_features.audio_time_features(audio_patches, model_config, t)
     project = lambda name: layers.dense(self.embed_dim, (layers.EMBED, None),
-                                        dtype=cfg.compute_dtype, name=name)
+                                        dtype=model_config.compute_dtype, name=name)
     log_tau = lambda name: self.param(name, nn.initializers.constant(
-        np.log(losses.INITIAL_TEMPERATURE)), ())
+        np.log(baseline_losses.INITIAL_TEMPERATURE)), ())
     return {"audio": project("audio_proj")(audio_steps),
             "video": project("video_proj")(video_steps),
             "identity": project("identity_proj")(video_steps),
@@ -57,20 +58,21 @@ class ConsistencyModel(nn.Module):
             "identity_log_temperature": log_tau("identity_log_temperature")}
 
 
-def build_model(cfg: ModelConfig, stage: str, options: Any) -> nn.Module:
+def build_model(model_config: ModelConfig, stage: str, options: Any) -> nn.Module:
   """The consistency model (one for its only stage); ``options.embed_dim``: width of both
   embedding spaces."""
   del stage
-  return ConsistencyModel(cfg, options.embed_dim)
+  return ConsistencyModel(model_config, options.embed_dim)
 
 
-def loss_fn(model: nn.Module, cfg: ModelConfig, config: Any):
+def loss_fn(model: nn.Module, model_config: ModelConfig, config: Any):
   """Window InfoNCE + identity softmax on a batch of real clips with ``identity`` [B] ids."""
   def compute(params, batch, key):
-    out = features.training_outputs(model, params, batch, key)
-    cross, cross_acc = losses.window_infonce(out["audio"], out["video"], out["log_temperature"])
+    out = encoder_features.training_outputs(model, params, batch, key)
+    cross, cross_acc = baseline_losses.window_infonce(out["audio"], out["video"],
+                                                      out["log_temperature"])
     b, t, e = out["identity"].shape
-    identity, identity_acc = losses.identity_softmax_loss(
+    identity, identity_acc = baseline_losses.identity_softmax_loss(
         out["identity"].reshape(b * t, e), jnp.repeat(batch_identity_slots(batch["identity"]), t),
         out["identity_log_temperature"], num_identities=b)
     total = cross + identity
@@ -90,6 +92,6 @@ def batch_identity_slots(identity: Array) -> Array:
 def window_outputs(model: nn.Module, params: Any, video: Array, audio: Array
                    ) -> Dict[str, Array]:
   """Fake logit ``overall`` [B] = −(intra + cross) and per-window ``coherence`` [B, T]."""
-  out = model.apply({"params": params}, unit_video(video, model.cfg.compute_dtype), audio)
-  score = losses.consistency_score(out["identity"], out["audio"], out["video"])
-  return {"overall": -score, "coherence": losses.paired_cosine(out["audio"], out["video"])}
+  out = model.apply({"params": params}, unit_video(video, model.model_config.compute_dtype), audio)
+  score = baseline_losses.consistency_score(out["identity"], out["audio"], out["video"])
+  return {"overall": -score, "coherence": baseline_losses.paired_cosine(out["audio"], out["video"])}

@@ -19,7 +19,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from havic_jax.detectors import features, havic_losses
+from havic_jax.detectors import encoder_features, havic_losses
 from havic_jax.models.classifier import ClassifierMLP
 from havic_jax.models.config import ModelConfig
 from havic_jax.models.inputs import unit_video
@@ -34,30 +34,32 @@ class FakeOutModel(nn.Module):
   """video [B, F, H, W, 3] in [0, 1], audio [B, time, mel] -> ``logit`` [B] (positive =
   fake)."""
 
-  cfg: ModelConfig
+  model_config: ModelConfig
   dropout: float = 0.0
 
   @nn.compact
   def __call__(self, video: Array, audio: Array, deterministic: bool = True) -> Dict[str, Array]:
-    cfg = self.cfg
-    video_patches, audio_patches = features.encoded_patches(cfg, video, audio, deterministic)
-    video_features, audio_features = features.pooled(video_patches), features.pooled(audio_patches)
-    mlp = ClassifierMLP(MLP_WIDTHS, (self.dropout,) * len(MLP_WIDTHS), cfg.compute_dtype,
+    model_config = self.model_config
+    video_patches, audio_patches = encoder_features.encoded_patches(model_config, video, audio,
+                                                                    deterministic)
+    video_features, audio_features = encoder_features.pooled(
+        video_patches), encoder_features.pooled(audio_patches)
+    mlp = ClassifierMLP(MLP_WIDTHS, (self.dropout,) * len(MLP_WIDTHS), model_config.compute_dtype,
                         name="classifier")
     return {"logit": mlp(jnp.concatenate([video_features, audio_features], axis=-1),
                          deterministic)}
 
 
-def build_model(cfg: ModelConfig, stage: str, options: Any) -> nn.Module:
+def build_model(model_config: ModelConfig, stage: str, options: Any) -> nn.Module:
   """The FakeOut model (one for its only stage); ``options.dropout``: of the MLP."""
   del stage
-  return FakeOutModel(cfg, options.dropout)
+  return FakeOutModel(model_config, options.dropout)
 
 
-def loss_fn(model: nn.Module, cfg: ModelConfig, config: Any):
+def loss_fn(model: nn.Module, model_config: ModelConfig, config: Any):
   """Binary cross-entropy of the overall label (the two-way softmax's loss)."""
   def compute(params, batch, key):
-    out = features.training_outputs(model, params, batch, key)
+    out = encoder_features.training_outputs(model, params, batch, key)
     total = havic_losses.binary_cross_entropy(out["logit"], batch["overall_label"])
     return total, {"total": total, "bce_overall": total,
                    "accuracy": havic_losses.binary_accuracy(out["logit"], batch["overall_label"])}
@@ -66,7 +68,11 @@ def loss_fn(model: nn.Module, cfg: ModelConfig, config: Any):
 
 def window_outputs(model: nn.Module, params: Any, video: Array, audio: Array
                    ) -> Dict[str, Array]:
-  return {"overall": model.apply({"params": params}, unit_video(video, model.cfg.compute_dtype), audio)["logit"]}
+  return {
+      "overall":
+          model.apply({"params": params}, unit_video(video, model.model_config.compute_dtype),
+                      audio)["logit"]
+  }
 
 
 def clip_subset(num_windows: int, max_clips: int = MAX_CLIPS) -> np.ndarray:

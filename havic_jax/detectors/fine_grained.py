@@ -23,7 +23,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from havic_jax.detectors import features, havic
+from havic_jax.detectors import encoder_features, havic
 from havic_jax.detectors.local_head import LocalInconsistencyHead
 from havic_jax.models import layers
 from havic_jax.models.config import ModelConfig
@@ -36,17 +36,19 @@ class FineGrainedModel(nn.Module):
   """video [B, F, H, W, 3] in [0, 1], audio [B, time, mel] -> ``logit``, ``audio_logit``,
   ``video_logit`` [B] and the local head's ``distance`` / ``attention`` maps [B, G, G]."""
 
-  cfg: ModelConfig
+  model_config: ModelConfig
 
   @nn.compact
   def __call__(self, video: Array, audio: Array, deterministic: bool = True) -> Dict[str, Array]:
-    cfg, t = self.cfg, self.cfg.num_segments
-    video_patches, audio_patches = features.encoded_patches(cfg, video, audio, deterministic)
-    local = LocalInconsistencyHead(cfg.compute_dtype, name="local_head")(
-        features.audio_time_features(audio_patches, cfg, t),
-        features.video_grid_features(video_patches, cfg, t))
-    pool_audio, pool_video = features.pooled(audio_patches), features.pooled(video_patches)
-    linear = lambda name, x: layers.dense(1, (layers.EMBED, None), dtype=cfg.compute_dtype,
+    model_config, t = self.model_config, self.model_config.num_segments
+    video_patches, audio_patches = encoder_features.encoded_patches(model_config, video, audio,
+                                                                    deterministic)
+    local = LocalInconsistencyHead(model_config.compute_dtype, name="local_head")(
+        encoder_features.audio_time_features(audio_patches, model_config, t),
+        encoder_features.video_grid_features(video_patches, model_config, t))
+    pool_audio, pool_video = encoder_features.pooled(audio_patches), encoder_features.pooled(
+        video_patches)
+    linear = lambda name, x: layers.dense(1, (layers.EMBED, None), dtype=model_config.compute_dtype,
                                           name=name)(x)[:, 0]
     global_logit = linear("global_head", jnp.concatenate([pool_audio, pool_video], axis=-1))
     return {"logit": global_logit + local["logit"],
@@ -55,20 +57,20 @@ class FineGrainedModel(nn.Module):
             "distance": local["distance"], "attention": local["attention"]}
 
 
-def build_model(cfg: ModelConfig, stage: str, options: Any) -> nn.Module:
+def build_model(model_config: ModelConfig, stage: str, options: Any) -> nn.Module:
   """The fine-grained model (one for its only stage; no options of its own)."""
   del stage, options
-  return FineGrainedModel(cfg)
+  return FineGrainedModel(model_config)
 
 
-def loss_fn(model: nn.Module, cfg: ModelConfig, config: Any):
+def loss_fn(model: nn.Module, model_config: ModelConfig, config: Any):
   """HAVIC's fine-tuning loss: three BCEs (labels ``overall``, ``audio``, ``visual``)."""
-  del cfg, config
+  del model_config, config
   return havic.finetune_loss_fn(model)
 
 
 def window_outputs(model: nn.Module, params: Any, video: Array, audio: Array
                    ) -> Dict[str, Array]:
   """Head logits ``overall``, ``audio``, ``video`` [B]."""
-  out = model.apply({"params": params}, unit_video(video, model.cfg.compute_dtype), audio)
+  out = model.apply({"params": params}, unit_video(video, model.model_config.compute_dtype), audio)
   return havic.head_logits(out)

@@ -16,9 +16,8 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from havic_jax.models import masking
-from havic_jax.detectors import features, havic_losses, losses
-from havic_jax.models import havic as assemblies
+from havic_jax.detectors import baseline_losses, encoder_features, havic_losses
+from havic_jax.models import havic_models
 from havic_jax.models import layers
 from havic_jax.models.config import ModelConfig
 from havic_jax.models.inputs import unit_video
@@ -31,45 +30,50 @@ HEADS = {"overall": "logit", "audio": "audio_logit", "video": "video_logit"}
 ENCODERS = ("video_encoder", "audio_encoder")
 
 
-def build_model(cfg: ModelConfig, stage: str, options: Any = None) -> nn.Module:
+def build_model(model_config: ModelConfig, stage: str, options: Any = None) -> nn.Module:
   """The pretraining model (``stage="pretrain"``) or the fine-tuning classifier
   (``"finetune"``); HAVIC has no detector options."""
   del options
-  return assemblies.build_model(cfg, stage)
+  return havic_models.build_model(model_config, stage)
 
 
-def loss_fn(model: nn.Module, cfg: ModelConfig, config: Any) -> Callable:
+def loss_fn(model: nn.Module, model_config: ModelConfig, config: Any) -> Callable:
   """The loss ``(params, batch, key) -> (loss, metrics)`` of ``config.stage``."""
   if config.stage == "pretrain":
-    return pretrain_loss_fn(model, cfg, config)
+    return pretrain_loss_fn(model, model_config, config)
   return finetune_loss_fn(model)
 
 
-def pretrain_loss_fn(model: nn.Module, cfg: ModelConfig, config: Any) -> Callable:
-  """Pretraining objective of spec §8 with masks drawn from the step key, or taken from the
-  batch (``ids_keep_video`` / ``ids_keep_audio``) when it carries them."""
-  pcfg = config.pretrain
-  masked_only = pcfg.reconstruction_masked_only
+def pretrain_loss_fn(model: nn.Module, model_config: ModelConfig, config: Any) -> Callable:
+  """Pretraining objective of spec §8 with the batch's masks (``ids_keep_video`` /
+  ``ids_keep_audio``, drawn by the input pipeline: ``models.masking``)."""
+  pretrain = config.pretrain
+  masked_only = pretrain.reconstruction_masked_only
   if masked_only is None:
     masked_only = config.compat == "paper"
-  weights = dict(pcfg.loss_weights)
+  weights = dict(pretrain.loss_weights)
 
   def compute(params, batch, key):
-    mask_key, dropout_key = jax.random.split(key)
     video, audio = batch["video"], batch["audio"]
-    if "ids_keep_video" in batch:
-      ids_v, ids_a = batch["ids_keep_video"], batch["ids_keep_audio"]
-    else:
-      ids_v, ids_a = masking.pretraining_masks(mask_key, video.shape[0], cfg,
-                                               pcfg.video_mask_ratio, pcfg.audio_mask_ratio)
-    out = model.apply({"params": params}, unit_video(video, cfg.compute_dtype), audio, ids_v,
-                      ids_a, deterministic=False, rngs={"dropout": dropout_key})
+    ids_v, ids_a = batch["ids_keep_video"], batch["ids_keep_audio"]
+    out = model.apply({"params": params},
+                      unit_video(video, model_config.compute_dtype),
+                      audio,
+                      ids_v,
+                      ids_a,
+                      deterministic=False,
+                      rngs={"dropout": key})
     # The reconstruction targets stay float32 whatever the compute dtype.
-    return havic_losses.pretraining_loss(
-        out, patchify_video(unit_video(video, jnp.float32), cfg), patchify_audio(audio, cfg),
-        ids_v, ids_a,
-        num_segments=cfg.num_segments, weights=weights, temperature=pcfg.temperature,
-        masked_only=masked_only)
+    return havic_losses.pretraining_loss(out,
+                                         patchify_video(unit_video(video, jnp.float32),
+                                                        model_config),
+                                         patchify_audio(audio, model_config),
+                                         ids_v,
+                                         ids_a,
+                                         num_segments=model_config.num_segments,
+                                         weights=weights,
+                                         temperature=pretrain.temperature,
+                                         masked_only=masked_only)
 
   return compute
 
@@ -77,7 +81,8 @@ def pretrain_loss_fn(model: nn.Module, cfg: ModelConfig, config: Any) -> Callabl
 def finetune_loss_fn(model: nn.Module) -> Callable:
   """The three BCEs of spec §9 (labels ``overall``, ``audio``, ``visual`` in the batch)."""
   def compute(params, batch, key):
-    return havic_losses.finetune_loss(features.training_outputs(model, params, batch, key), batch)
+    return havic_losses.finetune_loss(encoder_features.training_outputs(model, params, batch, key),
+                                      batch)
   return compute
 
 
@@ -85,8 +90,9 @@ def coherence(audio_tokens: Array, video_tokens: Array, num_segments: int) -> Ar
   """Per-segment cosine similarity [B, T] of final-layer encoder outputs audio [B, T·(1+P_a), D]
   and video [B, T·(1+P_v), D] (segment tokens are left out of the segment means)."""
   patches = lambda x: layers.split_segment_tokens(x, num_segments)[1]
-  return losses.paired_cosine(havic_losses.segment_means(patches(audio_tokens), num_segments),
-                              havic_losses.segment_means(patches(video_tokens), num_segments))
+  return baseline_losses.paired_cosine(
+      havic_losses.segment_means(patches(audio_tokens), num_segments),
+      havic_losses.segment_means(patches(video_tokens), num_segments))
 
 
 def head_logits(outputs: Dict[str, Array]) -> Dict[str, Array]:
@@ -98,18 +104,18 @@ def window_outputs(model: nn.Module, params: Any, video: Array, audio: Array
                    ) -> Dict[str, Array]:
   """The fine-tuned classifier's head logits ``overall``, ``audio``, ``video`` [B] and the
   per-segment ``coherence`` [B, T] of video uint8 [B, F, H, W, 3] and audio [B, T_a, M]."""
-  out = model.apply({"params": params}, unit_video(video, model.cfg.compute_dtype), audio,
+  out = model.apply({"params": params}, unit_video(video, model.model_config.compute_dtype), audio,
                     deterministic=True)
   return dict(head_logits(out), coherence=coherence(out["audio_taps"][-1],
                                                     out["video_taps"][-1],
-                                                    model.cfg.num_segments))
+                                                    model.model_config.num_segments))
 
 
-def encoder_coherence(cfg: ModelConfig) -> Callable[..., Dict[str, Array]]:
+def encoder_coherence(model_config: ModelConfig) -> Callable[..., Dict[str, Array]]:
   """``(params with video_encoder and audio_encoder, video uint8 [B, F, H, W, 3], audio
   [B, T_a, M]) -> {"coherence": [B, T]}``: the unmasked encoders alone, so any checkpoint with
   HAVIC's encoders scores, a pretraining one included."""
-  model = assemblies.build_model(cfg, "finetune")
+  model = havic_models.build_model(model_config, "finetune")
 
   def encode(module, video, audio):
     return (module.audio_encoder(audio, None, True)[-1],
@@ -117,7 +123,7 @@ def encoder_coherence(cfg: ModelConfig) -> Callable[..., Dict[str, Array]]:
 
   def forward(params, video, audio):
     audio_tokens, video_tokens = model.apply({"params": params},
-                                             unit_video(video, cfg.compute_dtype), audio,
+                                             unit_video(video, model_config.compute_dtype), audio,
                                              method=encode)
-    return {"coherence": coherence(audio_tokens, video_tokens, cfg.num_segments)}
+    return {"coherence": coherence(audio_tokens, video_tokens, model_config.num_segments)}
   return forward

@@ -19,7 +19,7 @@ import numpy as np
 
 from havic_jax import storage
 from havic_jax.data import records
-from havic_jax.data.features import ClipTransform, resize_frames
+from havic_jax.data.examples import ClipTransform, resize_frames
 from havic_jax.evaluation.videos import EvalData, EvalVideo
 from havic_jax.media import decode, fbank, reencode, tracking, windows
 from havic_jax.media.faces import mtcnn_detector, mtcnn_multi_detector, process_detector
@@ -64,7 +64,7 @@ def raw_video_inputs(task: Tuple[str, ModelConfig, float, bool, Optional[str], b
                      ) -> WindowInputs:
   """Decodes, re-encodes (robustness), cuts and featurises one raw video (a local file or a
   ``gs://`` object); never raises."""
-  path, cfg, max_seconds, no_audio, condition, face_tracks, detect_every = task
+  path, model_config, max_seconds, no_audio, condition, face_tracks, detect_every = task
   try:
     with storage.local_copy(path) as local:
       if condition is not None:
@@ -80,21 +80,21 @@ def raw_video_inputs(task: Tuple[str, ModelConfig, float, bool, Optional[str], b
   try:
     cut = windows.extract_windows(media, process_detector(mtcnn_detector), max_seconds,
                                   detect_every=detect_every)
-    crops = resize_frames(cut.crops, cfg.image_size)  # once: windows overlap
+    crops = resize_frames(cut.crops, model_config.image_size)  # once: windows overlap
     video = crops[cut.plan.window_frames]
     status, head = cut.status, "overall"
     if cut.audio is None or no_audio:
-      audio = np.zeros((len(video), cfg.audio_frames, cfg.mel_bins), np.float32)
+      audio = np.zeros((len(video), model_config.audio_frames, model_config.mel_bins), np.float32)
       head = "video"
       if cut.audio is None:
         status = "no_audio"
     else:
-      audio = np.stack([fbank.audio_features(wave, cfg.audio_frames, cfg.mel_bins)
+      audio = np.stack([fbank.audio_features(wave, model_config.audio_frames, model_config.mel_bins)
                         for wave in cut.audio])
     detail = (f"a face in {int(cut.faces_detected.sum())} of {len(cut.faces_detected)} sampled "
               f"frames" if status in ("partial_face", "no_face") else "")
     starts, tracks = cut.plan.starts.astype(np.float64), None
-    per_track = _track_windows(media, cut.plan, cfg.image_size) if face_tracks else None
+    per_track = _track_windows(media, cut.plan, model_config.image_size) if face_tracks else None
     if per_track is not None:
       detail = f"{len(per_track)} face tracks; {detail}".rstrip("; ")
       tracks = np.repeat(np.arange(len(per_track)), len(video))
@@ -125,7 +125,7 @@ def _prepared_inputs(video: EvalVideo, source: Any, transform: ClipTransform,
                       "video" if no_audio else "overall")
 
 
-def window_inputs(videos: Sequence[EvalVideo], data: EvalData, cfg: ModelConfig,
+def window_inputs(videos: Sequence[EvalVideo], data: EvalData, model_config: ModelConfig,
                   max_seconds: float, no_audio: bool, condition: Optional[str], workers: int,
                   face_tracks: bool = False, detect_every: int = 1) -> Iterator[WindowInputs]:
   """Window inputs of ``videos`` in order; raw files are decoded on ``workers`` processes (0:
@@ -139,12 +139,12 @@ def window_inputs(videos: Sequence[EvalVideo], data: EvalData, cfg: ModelConfig,
     if condition is not None:
       raise ValueError("the robustness protocol re-encodes video files; give --data the raw "
                        "videos (a CSV or a FakeAVCeleb directory), not prepared shards")
-    transform = ClipTransform(cfg, "eval")
+    transform = ClipTransform(model_config, "eval")
     source = data.prepared.source()
     for video in videos:
       yield _prepared_inputs(video, source, transform, no_audio)
     return
-  tasks = [(v.path, cfg, max_seconds, no_audio, condition, face_tracks, detect_every)
+  tasks = [(v.path, model_config, max_seconds, no_audio, condition, face_tracks, detect_every)
            for v in videos]
   if workers <= 0:
     yield from map(raw_video_inputs, tasks)

@@ -75,8 +75,9 @@ def score_videos(videos: Sequence[EvalVideo], data: EvalData, scorer: WindowScor
 
   def items():
     face_tracks = scorer.face_tracks
-    for index, inputs in enumerate(window_inputs(videos, data, scorer.cfg, max_seconds, no_audio,
-                                                 condition, workers, face_tracks, detect_every)):
+    for index, inputs in enumerate(
+        window_inputs(videos, data, scorer.model_config, max_seconds, no_audio, condition, workers,
+                      face_tracks, detect_every)):
       inputs_of[index] = inputs
       yield index, inputs.video, inputs.audio
 

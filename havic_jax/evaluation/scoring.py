@@ -27,9 +27,9 @@ def window_forward(checkpoint: Checkpoint, classifier: bool):
   ``coherence`` [B, T]) or else the ``coherence`` [B, T] of HAVIC's encoders, a pure function of
   its arguments."""
   if classifier:
-    return detectors.window_scorer(checkpoint.cfg, checkpoint.detector, checkpoint.stage,
+    return detectors.window_scorer(checkpoint.model_config, checkpoint.detector, checkpoint.stage,
                                    detectors.options_of(checkpoint.config))
-  return havic.encoder_coherence(checkpoint.cfg)
+  return havic.encoder_coherence(checkpoint.model_config)
 
 
 class WindowScorer:
@@ -51,7 +51,7 @@ class WindowScorer:
       raise CheckpointError(f"{checkpoint.description.get('path')}: no parameters for {missing}")
     devices = mesh.devices.size
     self.batch_size = -(-batch_size // devices) * devices
-    self.cfg = checkpoint.cfg
+    self.model_config = checkpoint.model_config
     self.classifier = classifier
     self.detector = checkpoint.detector
     params = (checkpoint.params if classifier else

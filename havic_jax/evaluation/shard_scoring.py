@@ -20,7 +20,6 @@ from typing import Any, Dict, List, Mapping, Optional, Tuple
 import tqdm
 
 from havic_jax import storage
-from havic_jax.data import shard_writer
 from havic_jax.evaluation import per_video, reports, window_shards
 from havic_jax.evaluation.scoring import WindowScorer
 from havic_jax.evaluation.videos import EvalVideo
@@ -68,9 +67,8 @@ def score_shards(windows: str, manifest: Mapping[str, Any], scorer: WindowScorer
       bar.update(1)
     num_videos += len(results)
     target = result_path(output, shard["file"])
-    staged = shard_writer.staged_path(target)
-    staged.write_text(json.dumps({"file": shard["file"], "results": results}))
-    shard_writer.publish(staged, target)
+    with storage.staged(target) as staged:
+      staged.write_text(json.dumps({"file": shard["file"], "results": results}))
   reader.shutdown()
   bar.close()
   seconds = time.perf_counter() - started

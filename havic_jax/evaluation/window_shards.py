@@ -3,15 +3,16 @@ with a 0.4 s hop, fbank, the robustness re-encodes) done once, on this machine's
 on an Apache Beam pipeline, and stored for scoring on any number of accelerator hosts.
 
 A window shard ``windows-IIIII-of-NNNNN.array_record`` holds one record per (video,
-condition) task, in the order of the plan: ``MAGIC``, a little-endian uint32 header length, a
-UTF-8 JSON header (video id, condition, status, detail, scored head, window starts and face
-tracks, array shapes) and the payload: video uint8 [n, 16, S, S, 3] and audio float32
-[n, audio_frames, mel_bins], little-endian and uncompressed, so that scoring them gives exactly
-the scores of the one-process eval. Every task has a record, also one without windows (a file
-that cannot be read, ...): its status says why. A ``.json`` description beside each shard lists
-its tasks and their statuses and is written last (``shard_writer``: each file appears complete
-or not at all), so a re-run skips finished shards. ``windows.json`` holds the plan (the tasks of
-every shard) and the options the windows were cut with.
+condition) task, in the order of the plan, framed by ``havic_jax.data.record_codec``: ``MAGIC``,
+a little-endian uint32 header length, a UTF-8 JSON header (format version, video id, condition,
+status, detail, scored head, window starts and face tracks, array shapes) and the payload: video
+uint8 [n, 16, S, S, 3] and audio float32 [n, audio_frames, mel_bins], little-endian and
+uncompressed, so that scoring them gives exactly the scores of the one-process eval. Every task
+has a record, also one without windows (a file that cannot be read, ...): its status says why. A
+``.json`` description beside each shard lists its tasks and their statuses and is written last
+(``storage.staged``: each file appears complete or not at all), so a re-run skips finished
+shards. ``windows.json`` holds the plan (the tasks of every shard) and the options the windows
+were cut with.
 """
 
 from __future__ import annotations
@@ -21,7 +22,6 @@ import functools
 import json
 import multiprocessing
 import os
-import struct
 from typing import Any, Dict, Iterable, Iterator, List, Optional, Sequence, Tuple
 
 import numpy as np
@@ -30,7 +30,7 @@ from absl import logging
 from etils import epath
 
 from havic_jax import storage
-from havic_jax.data import shard_writer
+from havic_jax.data import record_codec, shard_writer
 from havic_jax.errors import UserError
 from havic_jax.evaluation import inputs
 from havic_jax.evaluation.inputs import WindowInputs
@@ -60,10 +60,10 @@ class Task:
 
 @dataclasses.dataclass(frozen=True)
 class WindowOptions:
-  """How windows are cut: the model's input sizes (``cfg``), the stretch scored, the
+  """How windows are cut: the model's input sizes (``model_config``), the stretch scored, the
   audio-missing mode, windows per face track and the keyframe detection."""
 
-  cfg: ModelConfig
+  model_config: ModelConfig
   max_seconds: float
   no_audio: bool
   face_tracks: bool
@@ -71,8 +71,8 @@ class WindowOptions:
 
   def description(self) -> Dict[str, Any]:
     """What the windows depend on, JSON-ready (``windows.json``)."""
-    return {"image_size": self.cfg.image_size, "num_frames": self.cfg.num_frames,
-            "audio_frames": self.cfg.audio_frames, "mel_bins": self.cfg.mel_bins,
+    return {"image_size": self.model_config.image_size, "num_frames": self.model_config.num_frames,
+            "audio_frames": self.model_config.audio_frames, "mel_bins": self.model_config.mel_bins,
             "max_seconds": self.max_seconds, "no_audio": self.no_audio,
             "face_tracks": self.face_tracks, "detect_every": self.detect_every}
 
@@ -96,15 +96,16 @@ def shard_name(index: int, count: int) -> str:
 
 def window_inputs_of(task: Task, options: WindowOptions) -> WindowInputs:
   """The windows of one task, by the same function as the one-process eval; never raises."""
-  return inputs.raw_video_inputs((task.path, options.cfg, options.max_seconds, options.no_audio,
-                                  task.condition, options.face_tracks, options.detect_every))
+  return inputs.raw_video_inputs(
+      (task.path, options.model_config, options.max_seconds, options.no_audio, task.condition,
+       options.face_tracks, options.detect_every))
 
 
 def encode(task: Task, windows: WindowInputs) -> bytes:
   """One task's record (see the module docstring)."""
   arrays = []
-  header = {"version": FORMAT_VERSION, "video_id": task.video_id, "condition": task.condition,
-            "status": windows.status, "detail": windows.detail, "head": windows.head}
+  header = {"video_id": task.video_id, "condition": task.condition, "status": windows.status,
+            "detail": windows.detail, "head": windows.head}
   if windows.video is not None:
     video = np.ascontiguousarray(windows.video, np.uint8)
     audio = np.ascontiguousarray(windows.audio, "<f4")
@@ -112,19 +113,15 @@ def encode(task: Task, windows: WindowInputs) -> bytes:
     header.update(video_shape=list(video.shape), audio_shape=list(audio.shape),
                   starts=windows.starts.tolist(),
                   tracks=None if windows.tracks is None else windows.tracks.tolist())
-  header_bytes = json.dumps(header, separators=(",", ":")).encode()
-  return b"".join([MAGIC, struct.pack("<I", len(header_bytes)), header_bytes, *arrays])
+  return record_codec.encode(MAGIC, header, arrays)
 
 
 def decode(data: bytes) -> Tuple[str, Optional[str], WindowInputs]:
   """(video id, condition, windows) of a record :func:`encode` wrote."""
-  if data[:4] != MAGIC:
-    raise WindowShardError("not a havic_jax window record (bad magic)")
-  (length,) = struct.unpack_from("<I", data, 4)
-  header = json.loads(data[8:8 + length])
+  header, offset = record_codec.decode(data, MAGIC, what="window record",
+                                       remedy="cut the windows again", error=WindowShardError)
   windows = WindowInputs(header["status"], header["detail"], head=header["head"])
   if "video_shape" in header:
-    offset = 8 + length
     video_shape, audio_shape = tuple(header["video_shape"]), tuple(header["audio_shape"])
     count = int(np.prod(video_shape))
     windows.video = np.frombuffer(data, np.uint8, count, offset).reshape(video_shape)
@@ -158,14 +155,11 @@ def write_window_shard(index: int, outcomes: Iterable[Tuple[Task, WindowInputs]]
                     "windows": 0 if windows.video is None else len(windows.video)})
       yield encode(task, windows)
 
-  staged = shard_writer.staged_path(path)
-  shard_writer.write_array_record(staged, shard_records())
-  shard_writer.publish(staged, path)
+  with storage.staged(path) as staging:
+    shard_writer.write_array_record(staging, shard_records())
   description = {"file": path.name, "tasks": tasks}
-  sidecar = path.with_suffix(".json")
-  staged = shard_writer.staged_path(sidecar)
-  staged.write_text(json.dumps(description))
-  shard_writer.publish(staged, sidecar)
+  with storage.staged(path.with_suffix(".json")) as staging:
+    staging.write_text(json.dumps(description))
   return description
 
 

@@ -143,13 +143,14 @@ def check_compat(compat: str) -> str:
   return compat
 
 
-def model_config_from(cfg: Any, compat: str = "reference") -> ModelConfig:
-  """Builds a :class:`ModelConfig` from a ConfigDict (or mapping) of the same field names.
+def model_config_from(section: Any, compat: str = "reference") -> ModelConfig:
+  """Builds a :class:`ModelConfig` from ``section``, a ConfigDict (``config.model``) or mapping
+  of the same field names.
 
   ``compat`` ("reference" or "paper") chooses ``audio_segments`` when the config leaves it
   unset (None): the released code's frequency bands, or the paper's time segments.
   """
-  values = dict(cfg)
+  values = dict(section)
   if values.get("audio_segments") is None and check_compat(compat):
     values["audio_segments"] = "frequency_bands" if compat == "reference" else "time"
   # config.json files written when the field's default was None (JAX's choice) hold None.

@@ -39,17 +39,17 @@ class ReconstructionDecoder(nn.Module):
   Returns: one reconstruction per decoder block, each [B, N, patch_dim].
   """
 
-  cfg: ModelConfig
+  model_config: ModelConfig
   modality: str  # "video" | "audio"
 
   @nn.compact
   def __call__(self, visible: Array, encoder_taps: Sequence[Array], ids_keep: Array,
                deterministic: bool = True) -> tuple[Array, ...]:
-    cfg = self.cfg
-    width, dtype = cfg.decoder_width, cfg.compute_dtype
+    model_config = self.model_config
+    width, dtype = model_config.decoder_width, model_config.compute_dtype
     is_video = self.modality == "video"
-    num_tokens = cfg.video_tokens if is_video else cfg.audio_tokens
-    patch_dim = cfg.video_patch_dim if is_video else cfg.audio_patch_dim
+    num_tokens = model_config.video_tokens if is_video else model_config.audio_tokens
+    patch_dim = model_config.video_patch_dim if is_video else model_config.audio_patch_dim
 
     x = layers.dense(width, (layers.EMBED, None), use_bias=False, dtype=dtype,
                      name="embed")(visible)
@@ -59,27 +59,36 @@ class ReconstructionDecoder(nn.Module):
     if is_video:
       table = layers.sincos_1d(np.arange(num_tokens), width)
     else:
-      table = audio_position_table(cfg, width)
+      table = audio_position_table(model_config, width)
       x = x + layers.vector_param(self, "modality", (width,),
                                   nn.initializers.normal(layers.MODALITY_INIT_STD),
                                   (layers.EMBED,)).astype(x.dtype)
     x = x + jnp.asarray(table, x.dtype)
 
-    taps = dict(zip(cfg.tap_layers, encoder_taps))
-    units = {layer: layers.HierarchicalAttention(
-                 num_heads=cfg.decoder_heads, layer_norm_eps=cfg.layer_norm_eps, dtype=dtype,
-                 attention_impl=cfg.attention_impl, name=f"hia_{layer}")
-             for layer in cfg.tap_layers}
-    block_cls = transformer_block_cls(cfg)
-    drop_path = cfg.video_decoder_drop_path if is_video else cfg.audio_decoder_drop_path
-    norm = layers.layer_norm("norm", cfg.layer_norm_eps, dtype)
+    taps = dict(zip(model_config.tap_layers, encoder_taps))
+    units = {
+        layer:
+            layers.HierarchicalAttention(num_heads=model_config.decoder_heads,
+                                         layer_norm_eps=model_config.layer_norm_eps,
+                                         dtype=dtype,
+                                         attention_impl=model_config.attention_impl,
+                                         name=f"hia_{layer}") for layer in model_config.tap_layers
+    }
+    block_cls = transformer_block_cls(model_config)
+    drop_path = (model_config.video_decoder_drop_path if is_video
+                 else model_config.audio_decoder_drop_path)
+    norm = layers.layer_norm("norm", model_config.layer_norm_eps, dtype)
     outputs = []
-    for b, schedule in enumerate(hierarchical_schedule(cfg.tap_layers)):
+    for b, schedule in enumerate(hierarchical_schedule(model_config.tap_layers)):
       for layer in schedule:
         x = units[layer](x, taps[layer])
-      x = block_cls(num_heads=cfg.decoder_heads, layer_norm_eps=cfg.layer_norm_eps,
-                    mlp_ratio=cfg.mlp_ratio, drop_path_rate=drop_path, qv_bias=True,
-                    dtype=dtype, attention_impl=cfg.attention_impl,
+      x = block_cls(num_heads=model_config.decoder_heads,
+                    layer_norm_eps=model_config.layer_norm_eps,
+                    mlp_ratio=model_config.mlp_ratio,
+                    drop_path_rate=drop_path,
+                    qv_bias=True,
+                    dtype=dtype,
+                    attention_impl=model_config.attention_impl,
                     name=f"block_{b}")(x, deterministic)
       outputs.append(layers.dense(patch_dim, (layers.EMBED, None), dtype=dtype,
                                   name=f"head_{b}")(norm(x)))
@@ -94,20 +103,20 @@ class CrossModalDecoder(nn.Module):
   segment length to the target segment length.
   """
 
-  cfg: ModelConfig
+  model_config: ModelConfig
   source: str  # "audio" | "video"
 
   @nn.compact
   def __call__(self, visible: Array, ids_keep: Array, deterministic: bool = True) -> Array:
-    cfg = self.cfg
-    width, dtype = cfg.width, cfg.compute_dtype
+    model_config = self.model_config
+    width, dtype = model_config.width, model_config.compute_dtype
     from_audio = self.source == "audio"
     if from_audio:
-      num_tokens, target_segment = cfg.audio_tokens, cfg.video_segment_tokens
+      num_tokens, target_segment = model_config.audio_tokens, model_config.video_segment_tokens
       mask_token = layers.vector_param(self, "mask_token", (width,), nn.initializers.zeros,
                                        (layers.EMBED,))
     else:
-      num_tokens, target_segment = cfg.video_tokens, cfg.audio_segment_tokens
+      num_tokens, target_segment = model_config.video_tokens, model_config.audio_segment_tokens
       mask_token = layers.vector_param(self, "mask_token", (width,),
                                        truncated_mask_token_init, (layers.EMBED,))
     x = layers.scatter_tokens(visible, ids_keep, mask_token, num_tokens)
@@ -115,17 +124,21 @@ class CrossModalDecoder(nn.Module):
       modality = layers.vector_param(self, "modality", (width,),
                                      nn.initializers.normal(layers.MODALITY_INIT_STD),
                                      (layers.EMBED,))
-      x = x + modality.astype(x.dtype) + jnp.asarray(audio_position_table(cfg, width), x.dtype)
+      x = x + modality.astype(x.dtype) + jnp.asarray(audio_position_table(model_config, width),
+                                                     x.dtype)
     else:
       x = x + jnp.asarray(layers.sincos_1d(np.arange(num_tokens), width), x.dtype)
 
     batch = x.shape[0]
-    x = x.reshape(batch, cfg.num_segments, -1, width).swapaxes(-1, -2)  # [B, T, D, P_src]
+    x = x.reshape(batch, model_config.num_segments, -1, width).swapaxes(-1, -2)  # [B, T, D, P_src]
     x = layers.dense(target_segment, (None, None), dtype=dtype, name="token_map")(x)
     x = x.swapaxes(-1, -2).reshape(batch, -1, width)  # [B, T·P_tgt, D]
-    x = layers.TransformerBlock(num_heads=cfg.cross_decoder_heads,
-                                layer_norm_eps=cfg.layer_norm_eps, mlp_ratio=cfg.mlp_ratio,
-                                drop_path_rate=0.0, qv_bias=False, dtype=dtype,
-                                attention_impl=cfg.attention_impl,
+    x = layers.TransformerBlock(num_heads=model_config.cross_decoder_heads,
+                                layer_norm_eps=model_config.layer_norm_eps,
+                                mlp_ratio=model_config.mlp_ratio,
+                                drop_path_rate=0.0,
+                                qv_bias=False,
+                                dtype=dtype,
+                                attention_impl=model_config.attention_impl,
                                 name="block")(x, deterministic)
-    return layers.layer_norm("norm", cfg.layer_norm_eps, dtype)(x)
+    return layers.layer_norm("norm", model_config.layer_norm_eps, dtype)(x)

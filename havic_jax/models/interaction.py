@@ -18,16 +18,19 @@ class InteractionModule(nn.Module):
   code's second residual on top of the unit's own).
   """
 
-  cfg: ModelConfig
+  model_config: ModelConfig
 
   @nn.compact
   def __call__(self, video: jax.Array, audio: jax.Array) -> tuple[jax.Array, jax.Array]:
-    cfg = self.cfg
-    unit = lambda name: layers.CrossAttentionUnit(
-        num_heads=cfg.interaction_heads, layer_norm_eps=cfg.layer_norm_eps,
-        mlp_ratio=cfg.mlp_ratio, dtype=cfg.compute_dtype, attention_impl=cfg.attention_impl,
-        name=name)
-    norm = lambda name: layers.layer_norm(name, cfg.layer_norm_eps, cfg.compute_dtype)
+    model_config = self.model_config
+    unit = lambda name: layers.CrossAttentionUnit(num_heads=model_config.interaction_heads,
+                                                  layer_norm_eps=model_config.layer_norm_eps,
+                                                  mlp_ratio=model_config.mlp_ratio,
+                                                  dtype=model_config.compute_dtype,
+                                                  attention_impl=model_config.attention_impl,
+                                                  name=name)
+    norm = lambda name: layers.layer_norm(name, model_config.layer_norm_eps, model_config.
+                                          compute_dtype)
     video_out = video + unit("video_from_audio")(video, audio)
     audio_out = audio + unit("audio_from_video")(audio, video)
     return norm("video_out_norm")(video_out), norm("audio_out_norm")(audio_out)

@@ -21,7 +21,7 @@ import numpy as np
 
 from havic_jax.models.config import ModelConfig
 from havic_jax.models.fixed_tables import FixedTable
-from havic_jax.models.havic import abstract_params
+from havic_jax.models.havic_models import havic_params
 from havic_jax.models.patches import audio_token_order
 
 Path = Tuple[str, ...]
@@ -118,37 +118,37 @@ def _table_1d(n: int, width: int) -> FixedTable:
   return FixedTable((n,), width)
 
 
-def _table_2d(cfg: ModelConfig, width: int) -> FixedTable:
-  return FixedTable((cfg.audio_mel_tokens, cfg.audio_time_tokens), width)
+def _table_2d(model_config: ModelConfig, width: int) -> FixedTable:
+  return FixedTable((model_config.audio_mel_tokens, model_config.audio_time_tokens), width)
 
 
 VIDEO_MLP = ("layers.0.linear", "layers.1.linear")
 TIMM_MLP = ("fc1", "fc2")
 
 
-def _encoders(r: Rules, cfg: ModelConfig):
-  d = cfg.width
+def _encoders(r: Rules, model_config: ModelConfig):
+  d = model_config.width
   ve, ae = ("video_encoder",), ("audio_encoder",)
   r.linear(ve + ("patch_embed",), "visual_encoder.patch_embedding.projection",
-           kernel=(3, cfg.tubelet_size, cfg.patch_size, cfg.patch_size))
+           kernel=(3, model_config.tubelet_size, model_config.patch_size, model_config.patch_size))
   r.copy(ve + ("segment_tokens",), "visual_encoder.cls_tokens", 1)
   r.norm(ve + ("norm",), "visual_encoder.norm")
-  r.fixed["visual_encoder.cls_pos_embed"] = _table_1d(cfg.num_segments, d)
-  r.fixed["visual_encoder.pos_embedding.emb"] = _table_1d(cfg.video_tokens, d)
+  r.fixed["visual_encoder.cls_pos_embed"] = _table_1d(model_config.num_segments, d)
+  r.fixed["visual_encoder.pos_embedding.emb"] = _table_1d(model_config.video_tokens, d)
   r.linear(ae + ("patch_embed",), "audio_encoder.patch_embed.proj",
-           kernel=(1, cfg.audio_patch_size, cfg.audio_patch_size))
-  r.rows(ae + ("pos_embed",), "audio_encoder.pos_embed", audio_token_order(cfg))
+           kernel=(1, model_config.audio_patch_size, model_config.audio_patch_size))
+  r.rows(ae + ("pos_embed",), "audio_encoder.pos_embed", audio_token_order(model_config))
   r.copy(ae + ("modality",), "audio_encoder.modality", 2)
   r.copy(ae + ("segment_tokens",), "audio_encoder.cls_tokens", 1)
   r.norm(ae + ("norm",), "audio_encoder.norm")
-  r.unused["audio_encoder.cls_pos_embed"] = _table_1d(cfg.num_segments, d).values
-  for i in range(cfg.depth):
+  r.unused["audio_encoder.cls_pos_embed"] = _table_1d(model_config.num_segments, d).values
+  for i in range(model_config.depth):
     r.qv_bias_block(ve + (f"block_{i}",), f"visual_encoder.blocks.{i}", VIDEO_MLP)
     r.qv_bias_block(ae + (f"block_{i}",), f"audio_encoder.blocks.{i}", TIMM_MLP)
 
 
-def _interaction(r: Rules, cfg: ModelConfig):
-  d, p = cfg.width, ("interaction",)
+def _interaction(r: Rules, model_config: ModelConfig):
+  d, p = model_config.width, ("interaction",)
   prefix = "AudioVisualInteractionModule"
   for ours, theirs in (("video_from_audio", "cross_attn_audio_to_video"),
                        ("audio_from_video", "cross_attn_video_to_audio")):
@@ -163,7 +163,7 @@ def _interaction(r: Rules, cfg: ModelConfig):
   # Held and run by the released module, whose forward pass discards their outputs (spec §10).
   for stream in ("self_attn_video", "self_attn_audio"):
     key = f"{prefix}.blocks.0.{stream}"
-    hidden = int(d * cfg.mlp_ratio)
+    hidden = int(d * model_config.mlp_ratio)
     for name, shape in (("norm1.weight", (d,)), ("norm1.bias", (d,)),
                         ("attn.qkv.weight", (3 * d, d)), ("attn.qkv.bias", (3 * d,)),
                         ("attn.proj.weight", (d, d)), ("attn.proj.bias", (d,)),
@@ -173,13 +173,13 @@ def _interaction(r: Rules, cfg: ModelConfig):
       r.unused[f"{key}.{name}"] = np.zeros(shape, np.float32)
   for name in ("audio_mask_token", "audio_modality", "visual_mask_token"):
     r.unused[f"{prefix}.{name}"] = np.zeros((1, 1, d), np.float32)
-  r.unused[f"{prefix}.audio_pos_embed"] = _table_2d(cfg, d).values
-  r.unused[f"{prefix}.visual_pos_embedding.emb"] = _table_1d(cfg.video_tokens, d).values
+  r.unused[f"{prefix}.audio_pos_embed"] = _table_2d(model_config, d).values
+  r.unused[f"{prefix}.visual_pos_embedding.emb"] = _table_1d(model_config.video_tokens, d).values
 
 
-def _decoders(r: Rules, cfg: ModelConfig):
-  dw = cfg.decoder_width
-  last = cfg.decoder_depth - 1
+def _decoders(r: Rules, model_config: ModelConfig):
+  dw = model_config.decoder_width
+  last = model_config.decoder_depth - 1
   for ours, theirs in (("video_decoder", "visual_decoder"), ("audio_decoder", "audio_decoder")):
     p, is_video = (ours,), ours == "video_decoder"
     r.linear(p + ("embed",), f"{theirs}.enc_dec_proj" if is_video else f"{theirs}.decoder_embed",
@@ -187,18 +187,18 @@ def _decoders(r: Rules, cfg: ModelConfig):
     r.copy(p + ("mask_token",), f"{theirs}.mask_token", 2)
     r.norm(p + ("norm",), f"{theirs}.norm" if is_video else f"{theirs}.decoder_norm")
     if is_video:
-      r.fixed[f"{theirs}.pos_embedding.emb"] = _table_1d(cfg.video_tokens, dw)
+      r.fixed[f"{theirs}.pos_embedding.emb"] = _table_1d(model_config.video_tokens, dw)
     else:
       r.copy(p + ("modality",), f"{theirs}.decoder_modality", 2)
-      r.fixed[f"{theirs}.decoder_pos_embed"] = _table_2d(cfg, dw)
-    for layer in cfg.tap_layers:
+      r.fixed[f"{theirs}.decoder_pos_embed"] = _table_2d(model_config, dw)
+    for layer in model_config.tap_layers:
       key = f"{theirs}.HiA_{layer}"
       r.linear(p + (f"hia_{layer}", "encoder_proj"), f"{key}.encoder2decoder")
       for proj, ref in (("q", "query_proj"), ("k", "key_proj"), ("v", "value_proj")):
         r.linear(p + (f"hia_{layer}", proj), f"{key}.{ref}")
       for norm in ("norm_q", "norm_k", "out_norm"):
         r.norm(p + (f"hia_{layer}", norm), f"{key}.{norm}")
-    for b in range(cfg.decoder_depth):
+    for b in range(model_config.decoder_depth):
       r.qv_bias_block(p + (f"block_{b}",), f"{theirs}.blocks.{b}",
                       VIDEO_MLP if is_video else TIMM_MLP)
       suffix = "" if b == last else f"_{b + 1}"
@@ -206,16 +206,16 @@ def _decoders(r: Rules, cfg: ModelConfig):
                else f"{theirs}.decoder_pred{suffix}")
 
 
-def _cross_modal(r: Rules, cfg: ModelConfig):
-  d = cfg.width
+def _cross_modal(r: Rules, model_config: ModelConfig):
+  d = model_config.width
   for ours, theirs, stream in (("a2v", "A2V", "audio"), ("v2a", "V2A", "visual")):
     p = (ours,)
     r.copy(p + ("mask_token",), f"{theirs}.{stream}_mask_token", 2)
     if ours == "a2v":
       r.copy(p + ("modality",), f"{theirs}.audio_modality", 2)
-      r.fixed[f"{theirs}.audio_pos_embed"] = _table_2d(cfg, d)
+      r.fixed[f"{theirs}.audio_pos_embed"] = _table_2d(model_config, d)
     else:
-      r.fixed[f"{theirs}.visual_pos_embedding.emb"] = _table_1d(cfg.video_tokens, d)
+      r.fixed[f"{theirs}.visual_pos_embedding.emb"] = _table_1d(model_config.video_tokens, d)
     r.linear(p + ("token_map",), f"{theirs}.TokenAligner.output_layer")
     r.norm(p + ("block", "norm1"), f"{theirs}.block.norm1")
     r.linear(p + ("block", "attn", "qkv"), f"{theirs}.block.attn.qkv")
@@ -225,8 +225,8 @@ def _cross_modal(r: Rules, cfg: ModelConfig):
     r.norm(p + ("norm",), f"{theirs}.norm")
 
 
-def _classifier(r: Rules, cfg: ModelConfig):
-  for i, layer in enumerate(cfg.tap_layers):
+def _classifier(r: Rules, model_config: ModelConfig):
+  for i, layer in enumerate(model_config.tap_layers):
     for ours, theirs in (("video", "Visual"), ("audio", "Audio")):
       r.linear((f"{ours}_reducers_{i}", "hidden"), f"{theirs}TokenReducer_{layer}.mlp.0")
       r.linear((f"{ours}_reducers_{i}", "score"), f"{theirs}TokenReducer_{layer}.mlp.2")
@@ -237,31 +237,31 @@ def _classifier(r: Rules, cfg: ModelConfig):
   r.copy(("audio_pool", "weights"), "pool_a.weights")
   for ours, theirs in (("classifier", "classifier"), ("audio_classifier", "classifier_audio"),
                        ("video_classifier", "classifier_visual")):
-    for i in range(len(cfg.classifier_hidden)):
+    for i in range(len(model_config.classifier_hidden)):
       r.linear((ours, f"hidden_{i}"), f"{theirs}.layers.{i}")
     r.linear((ours, "out"), f"{theirs}.output_layer")
 
 
-def reference_rules(cfg: ModelConfig, kind: str) -> Rules:
+def reference_rules(model_config: ModelConfig, kind: str) -> Rules:
   """All rules, fixed tables and unused tensors (in the reference's shapes) of the ``kind``
   model ("pretrain" or "finetune")."""
   r = Rules()
-  _encoders(r, cfg)
-  _interaction(r, cfg)
+  _encoders(r, model_config)
+  _interaction(r, model_config)
   if kind == "pretrain":
-    _decoders(r, cfg)
-    _cross_modal(r, cfg)
+    _decoders(r, model_config)
+    _cross_modal(r, model_config)
   else:
-    _classifier(r, cfg)
+    _classifier(r, model_config)
   return r
 
 
 @functools.lru_cache(maxsize=8)
-def param_shapes(cfg: ModelConfig, kind: str) -> Dict[Path, Tuple[int, ...]]:
+def param_shapes(model_config: ModelConfig, kind: str) -> Dict[Path, Tuple[int, ...]]:
   """Our parameter shapes by path (tuple of names) for this config and model kind, the same
   inside or outside a device mesh and its sharding rules."""
   with jax.set_mesh(None), nn.logical_axis_rules(()):
-    params = nn.unbox(abstract_params(cfg, kind))
+    params = nn.unbox(havic_params(model_config, kind))
   flat = jax.tree_util.tree_flatten_with_path(params)[0]
   return {tuple(k.key for k in path): tuple(leaf.shape) for path, leaf in flat}
 
@@ -274,9 +274,9 @@ def state_dict_shapes(r: Rules, shapes: Mapping[Path, Tuple[int, ...]]
   return out
 
 
-def reference_shapes(cfg: ModelConfig, kind: str) -> Dict[str, Tuple[int, ...]]:
+def reference_shapes(model_config: ModelConfig, kind: str) -> Dict[str, Tuple[int, ...]]:
   """The shape of every key of the release's state_dict for this config and model kind."""
-  return state_dict_shapes(reference_rules(cfg, kind), param_shapes(cfg, kind))
+  return state_dict_shapes(reference_rules(model_config, kind), param_shapes(model_config, kind))
 
 
 def _unflatten(flat: Mapping[Path, np.ndarray]) -> Dict[str, Any]:
@@ -357,7 +357,7 @@ def apply_rules(state_dict: Mapping[str, np.ndarray], r: Rules,
   return _unflatten(params), report
 
 
-def from_reference(state_dict: Mapping[str, np.ndarray], cfg: ModelConfig, kind: str
+def from_reference(state_dict: Mapping[str, np.ndarray], model_config: ModelConfig, kind: str
                    ) -> Tuple[Dict[str, Any], Dict[str, List[str]]]:
   """Converts a reference state_dict to our parameter pytree (nested dict of float32 arrays).
 
@@ -367,21 +367,21 @@ def from_reference(state_dict: Mapping[str, np.ndarray], cfg: ModelConfig, kind:
   (``fixed_tables``). Raises :class:`ReferenceMappingError` naming missing, unexpected,
   mis-shaped or differing keys.
   """
-  r = reference_rules(cfg, kind)
-  shapes = param_shapes(cfg, kind)
+  r = reference_rules(model_config, kind)
+  shapes = param_shapes(model_config, kind)
   unmapped = sorted(set(shapes) - {rule.path for rule in r.rules})
   if unmapped:
     raise ReferenceMappingError(f"rules do not cover the model: unmapped {unmapped}")  # a bug
   return apply_rules(state_dict, r, shapes, f"reference {kind} state_dict")
 
 
-def to_reference(params: Mapping[str, Any], cfg: ModelConfig, kind: str
+def to_reference(params: Mapping[str, Any], model_config: ModelConfig, kind: str
                  ) -> Dict[str, np.ndarray]:
   """Converts our parameters back to a complete reference state_dict (PyTorch layout).
 
   Fixed tables are filled with their sin-cos values; tensors the reference holds but never
   reads are filled with zeros (or their sin-cos tables), so the release loads it strictly."""
-  r = reference_rules(cfg, kind)
+  r = reference_rules(model_config, kind)
   flat = dict(_flatten(params))
   out = {}
   for rule in r.rules:

@@ -79,7 +79,8 @@ def unstack_layers(params: Mapping[str, Any]) -> Dict[str, Any]:
   return _map_encoders(params, convert)
 
 
-def to_layout(params: Mapping[str, Any], cfg: Any) -> Dict[str, Any]:
-  """``params`` in either layout -> the layout of ``cfg`` (a ``ModelConfig``)."""
+def to_layout(params: Mapping[str, Any], model_config: Any) -> Dict[str, Any]:
+  """``params`` in either layout -> the layout of ``model_config`` (a ``ModelConfig``)."""
   canonical = unstack_layers(params)
-  return stack_layers(canonical, cfg.depth, cfg.tap_layers) if cfg.scan_layers else canonical
+  return stack_layers(canonical, model_config.depth,
+                      model_config.tap_layers) if model_config.scan_layers else canonical

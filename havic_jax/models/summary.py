@@ -20,16 +20,16 @@ from ml_collections import config_flags
 
 from havic_jax import cli
 from havic_jax.models.config import ModelConfig, model_config_from
-from havic_jax.models.havic import abstract_params
+from havic_jax.models.havic_models import havic_params
 from havic_jax.models.reference import reference_rules
 
 
-def reconciliation(cfg: ModelConfig, kind: str) -> Dict[str, object]:
+def reconciliation(model_config: ModelConfig, kind: str) -> Dict[str, object]:
   """Counts per top-level module and the reconciliation with the reference state_dict (in the
   per-layer layout, which holds the same numbers as the scanned one)."""
-  params = nn.unbox(abstract_params(dataclasses.replace(cfg, scan_layers=False), kind))
+  params = nn.unbox(havic_params(dataclasses.replace(model_config, scan_layers=False), kind))
   size = lambda tree: int(sum(np.prod(x.shape) for x in jax.tree.leaves(tree)))
-  rules = reference_rules(cfg, kind)
+  rules = reference_rules(model_config, kind)
   shapes = {tuple(k.key for k in path): leaf.shape
             for path, leaf in jax.tree_util.tree_flatten_with_path(params)[0]}
   mapped = sum(int(np.prod(r.reference_shape(shapes[r.path]))) for r in rules.rules)
@@ -68,8 +68,8 @@ def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
   config = FLAGS.config
-  cfg = model_config_from(config.model, config.compat)
-  counts = reconciliation(cfg, config.stage)
+  model_config = model_config_from(config.model, config.compat)
+  counts = reconciliation(model_config, config.stage)
   path = config_flags.get_config_filename(FLAGS["config"])
   print(format_table(counts, f"HAVIC {config.stage} model ({path})"))
 

@@ -42,15 +42,16 @@ class Training:
 
   config: the run's config, complete (``detector.num_identities``, the run length in steps and
   the ``schedule`` section filled in: :func:`build`);
-  kind: the model's ``example_inputs`` kind (``detectors.model_kind``); init: jitted
-  ``key -> TrainState``, the fresh state written directly in ``shardings``; step: the jitted
+  model_config: the model's sizes (``ModelConfig``, attention resolved for the mesh);
+  kept_token_inputs: the model takes kept token indices (``detectors.kept_token_inputs``);
+  init: jitted ``key -> TrainState``, the fresh state written directly in ``shardings``; step: the jitted
   ``(state, global batch) -> (state, metrics)`` (state donated). Trace, lower or call ``init``
   and ``step`` inside :meth:`scope`."""
 
   config: Any
-  cfg: ModelConfig
+  model_config: ModelConfig
   model: nn.Module
-  kind: str
+  kept_token_inputs: bool
   loss_fn: LossFn
   optimizer: optax.GradientTransformation
   schedules: Dict[str, Schedule]
@@ -83,7 +84,7 @@ class Training:
     state = self.init(jax.random.PRNGKey(self.config.seed))
     if not self.config.init_from:
       return state
-    modules = loading.load_modules(self.config.init_from.split(","), self.cfg)
+    modules = loading.load_modules(self.config.init_from.split(","), self.model_config)
     state = with_params(state, self.shardings, modules)
     logging.info("initialised %s from %s", ", ".join(n for n in modules if n in state.params),
                  self.config.init_from)
@@ -112,7 +113,7 @@ class Training:
     over the batch axes: video uint8 [B, F, S, S, 3], audio float32 [B, T, M], the stage's
     masks or labels, and ``identity`` int32 [B] for detectors that learn identities."""
     ratios = self.mask_ratios or (0.0, 0.0)
-    spec = input_pipeline.example_spec(self.cfg, self.config.stage, *ratios)
+    spec = input_pipeline.example_spec(self.model_config, self.config.stage, *ratios)
     if self.learns_identities:
       spec["identity"] = ((), np.int32)
     return {key: jax.ShapeDtypeStruct((global_batch,) + shape, dtype,
@@ -123,7 +124,7 @@ class Training:
                      ) -> Iterator[Dict[str, np.ndarray]]:
     """This process's random batches in the layout of :meth:`batch_spec` (the pipeline's:
     uint8 video, host-drawn masks, labels; ``random_batches.synthetic_batches``)."""
-    return synthetic_batches(self.cfg, self.config.stage, global_batch, self.config.seed,
+    return synthetic_batches(self.model_config, self.config.stage, global_batch, self.config.seed,
                              fixed=fixed, start_step=start_step, masks=self.mask_ratios,
                              identities=self.learns_identities)
 
@@ -195,25 +196,27 @@ def build(config: Any, mesh: Mesh, data: Optional[records.PreparedData] = None) 
   learn identities their identity count (:func:`with_identity_count`) and epochs their clip
   count (:func:`with_run_length`); ``Training.config`` is ``config`` completed so."""
   config = with_run_length(with_identity_count(config, data), data)
-  cfg = model_config_from(config.model, config.compat)
+  model_config = model_config_from(config.model, config.compat)
   # "auto" attention resolves for the mesh's devices (a TPU topology compiled on a CPU host
   # gets the TPU kernel).
   platform = mesh.devices.flat[0].platform
-  cfg = dataclasses.replace(cfg, attention_impl=attention.choose(cfg.attention_impl, platform,
-                                                                 cfg.compute_dtype))
-  logging.info("attention: %s (attention_impl=%s, %s, %s)", cfg.attention_impl,
-               config.model.attention_impl, platform, cfg.dtype)
-  model = detectors.build_model(cfg, config)
-  kind = detectors.model_kind(config)
+  model_config = dataclasses.replace(model_config, attention_impl=attention.choose(
+      model_config.attention_impl, platform, model_config.compute_dtype))
+  logging.info("attention: %s (attention_impl=%s, %s, %s)", model_config.attention_impl,
+               config.model.attention_impl, platform, model_config.dtype)
+  model = detectors.build_model(model_config, config)
+  kept_tokens = detectors.kept_token_inputs(config)
   optimizer, schedules = make_optimizer(config)
-  loss_fn = detectors.loss_fn(model, cfg, config)
+  loss_fn = detectors.loss_fn(model, model_config, config)
   rules = tuple(tuple(rule) for rule in config.sharding_rules)
   with jax.set_mesh(mesh), nn.logical_axis_rules(rules):
-    init, shardings = sharded_init(model, cfg, kind, optimizer, KEY, mesh, rules)
+    init, shardings = sharded_init(model, model_config, kept_tokens, optimizer, KEY, mesh,
+                                   rules)
     step = jit_train_step(loss_fn, optimizer, schedules, shardings, mesh,
                           config.mesh.batch_axes, config.grad_accumulation_steps,
                           config.grad_reduce_dtype)
-  return Training(config=config, cfg=cfg, model=model, kind=kind, loss_fn=loss_fn,
+  return Training(config=config, model_config=model_config, model=model,
+                  kept_token_inputs=kept_tokens, loss_fn=loss_fn,
                   optimizer=optimizer, schedules=schedules, mesh=mesh, rules=rules, init=init,
                   shardings=shardings, step=step)
 

@@ -83,7 +83,7 @@ def with_xla_attention(training: builder.Training) -> builder.Training:
   """``training`` built again with XLA attention (itself where it has it). The fused kernels
   (cuDNN, Pallas) keep their matmuls inside one call, out of the program's equations; the
   same step with XLA attention shows them, so model FLOPs are counted on it."""
-  if training.cfg.attention_impl == "xla":
+  if training.model_config.attention_impl == "xla":
     return training
   config = training.config.copy_and_resolve_references()
   config.model.attention_impl = "xla"

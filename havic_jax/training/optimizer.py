@@ -8,7 +8,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from havic_jax.models.havic import PRETRAINED_MODULES
+from havic_jax.models.havic_models import PRETRAINED_MODULES
 
 Schedule = Callable[[jax.Array], jax.Array]
 

@@ -21,7 +21,7 @@ from jax.sharding import Mesh, PartitionSpec
 
 from havic_jax import sharding
 from havic_jax.models.config import ModelConfig
-from havic_jax.models.havic import example_inputs
+from havic_jax.models.havic_models import example_inputs
 
 Array = jax.Array
 Metrics = Dict[str, Array]
@@ -31,7 +31,7 @@ LossFn = Callable[[Any, Mapping[str, Array], Array], Tuple[Array, Metrics]]
 @flax.struct.dataclass
 class TrainState:
   """Everything a step reads and writes. ``rng`` is the run's base key; step ``s`` uses
-  ``fold_in(rng, s)``, so a resumed run draws the same masks and dropout."""
+  ``fold_in(rng, s)``, so a resumed run draws the same dropout."""
 
   step: Array
   params: Any
@@ -39,9 +39,10 @@ class TrainState:
   rng: Array
 
 
-def init_train_state(model: nn.Module, cfg: ModelConfig, kind: str,
+def init_train_state(model: nn.Module, model_config: ModelConfig, kept_tokens: bool,
                      optimizer: optax.GradientTransformation, rng: Array) -> TrainState:
-  """Fresh state (parameters possibly boxed with logical axis names).
+  """Fresh state (parameters possibly boxed with logical axis names) of ``model``, which takes
+  kept token indices where ``kept_tokens`` (``models.havic_models.example_inputs``).
 
   Parameters are drawn with XLA's RngBitGenerator (an ``rbg`` key seeded from ``rng``): one op
   per tensor instead of an unrolled threefry, which compiles several times faster. The step's
@@ -49,34 +50,17 @@ def init_train_state(model: nn.Module, cfg: ModelConfig, kind: str,
   """
   init_seed, state_rng = jax.random.split(rng)
   init_rng = jax.random.key(jax.random.bits(init_seed, dtype=jnp.uint32), impl="rbg")
-  params = model.init(init_rng, *example_inputs(cfg, kind))["params"]
+  params = model.init(init_rng, *example_inputs(model_config, kept_tokens))["params"]
   return TrainState(step=jnp.zeros((), jnp.int32), params=params,
                     opt_state=optimizer.init(params), rng=state_rng)
 
 
-def create_sharded_state(model: nn.Module, cfg: ModelConfig, kind: str,
-                         optimizer: optax.GradientTransformation, rng: Array, mesh: Mesh,
-                         rules: sharding.Rules) -> Tuple[TrainState, Any]:
-  """Creates the state directly in its shardings. Returns (state, state shardings)."""
-  init, shardings = sharded_init(model, cfg, kind, optimizer, rng, mesh, rules)
-  return init(rng), shardings
-
-
-def abstract_state(model: nn.Module, cfg: ModelConfig, kind: str,
-                   optimizer: optax.GradientTransformation, rng: Array, mesh: Mesh,
-                   rules: sharding.Rules) -> Tuple[TrainState, Any]:
-  """(state of ``jax.ShapeDtypeStruct`` leaves carrying their shardings, state shardings),
-  without computing anything: the target of a checkpoint restore on this mesh."""
-  init, shardings = sharded_init(model, cfg, kind, optimizer, rng, mesh, rules)
-  return jax.eval_shape(init, rng), shardings
-
-
-def sharded_init(model: nn.Module, cfg: ModelConfig, kind: str,
+def sharded_init(model: nn.Module, model_config: ModelConfig, kept_tokens: bool,
                  optimizer: optax.GradientTransformation, rng: Any, mesh: Mesh,
                  rules: sharding.Rules) -> Tuple[Callable[[Array], TrainState], Any]:
   """(jitted ``key -> state`` writing the unboxed state in its shardings, those shardings).
   ``rng`` may be abstract (a ``jax.ShapeDtypeStruct``): only its shape and dtype are read."""
-  init = lambda r: init_train_state(model, cfg, kind, optimizer, r)
+  init = lambda r: init_train_state(model, model_config, kept_tokens, optimizer, r)
   shardings = sharding.logical_shardings(jax.eval_shape(init, rng), mesh, rules)
   return jax.jit(lambda r: nn.unbox(init(r)), out_shardings=shardings), shardings
 

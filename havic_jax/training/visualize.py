@@ -35,20 +35,20 @@ COLORMAP = "viridis"
 
 
 @functools.lru_cache(maxsize=8)
-def _video_source_index(cfg: ModelConfig) -> np.ndarray:
+def _video_source_index(model_config: ModelConfig) -> np.ndarray:
   """[N_v, P_v] flat index into a [F, H, W, 3] video of every patch value (patchify applied
   to the indices themselves)."""
-  shape = (1, cfg.num_frames, cfg.image_size, cfg.image_size, 3)
+  shape = (1, model_config.num_frames, model_config.image_size, model_config.image_size, 3)
   return np.asarray(patchify_video(np.arange(np.prod(shape), dtype=np.int32).reshape(shape),
-                                   cfg))[0]
+                                   model_config))[0]
 
 
 @functools.lru_cache(maxsize=8)
-def _audio_source_index(cfg: ModelConfig) -> np.ndarray:
+def _audio_source_index(model_config: ModelConfig) -> np.ndarray:
   """[N_a, P_a] flat index into a [time, mel] fbank of every patch value."""
-  shape = (1, cfg.audio_frames, cfg.mel_bins)
+  shape = (1, model_config.audio_frames, model_config.mel_bins)
   return np.asarray(patchify_audio(np.arange(np.prod(shape), dtype=np.int32).reshape(shape),
-                                   cfg))[0]
+                                   model_config))[0]
 
 
 def _unpatchify(patches: np.ndarray, index: np.ndarray, shape: Sequence[int]) -> np.ndarray:
@@ -86,7 +86,7 @@ def _colour(fbank: np.ndarray, low: float, high: float) -> np.ndarray:
 
 
 def video_panel(video: np.ndarray, ids_keep: np.ndarray, reconstruction: np.ndarray,
-                cfg: ModelConfig, frames: Optional[Sequence[int]] = None) -> np.ndarray:
+                model_config: ModelConfig, frames: Optional[Sequence[int]] = None) -> np.ndarray:
   """Rows input / masked input (masked tubelets grey) / reconstruction, one column per frame.
 
   video: [F, H, W, 3] float in [0, 1] (uint8 pixels are divided by 255); ids_keep: [K_v]
@@ -96,17 +96,19 @@ def video_panel(video: np.ndarray, ids_keep: np.ndarray, reconstruction: np.ndar
   """
   video = np.asarray(video)
   video = video / 255.0 if video.dtype == np.uint8 else video.astype(np.float32)
-  index = _video_source_index(cfg)
-  masked = _unpatchify(_masked_tokens(ids_keep, cfg.video_tokens, cfg.video_patch_dim), index,
-                       video.shape)
+  index = _video_source_index(model_config)
+  masked = _unpatchify(
+      _masked_tokens(ids_keep, model_config.video_tokens, model_config.video_patch_dim), index,
+      video.shape)
   rows = (video, np.where(masked, GREY, video),
           _unpatchify(np.asarray(reconstruction, np.float32), index, video.shape))
-  frames = range(0, cfg.num_frames, cfg.tubelet_size) if frames is None else frames
+  frames = range(0, model_config.num_frames,
+                 model_config.tubelet_size) if frames is None else frames
   return _to_uint8(_stack([_stack([row[f] for f in frames], axis=1) for row in rows], axis=0))
 
 
 def spectrogram_panel(audio: np.ndarray, ids_keep: np.ndarray, reconstruction: np.ndarray,
-                      cfg: ModelConfig) -> np.ndarray:
+                      model_config: ModelConfig) -> np.ndarray:
   """Rows input / masked input (masked patches grey) / reconstruction of the fbank, time
   left to right and the lowest mel bin at the bottom, through the colormap on the input's
   [min, max] (the reconstruction is clipped to it).
@@ -116,9 +118,10 @@ def spectrogram_panel(audio: np.ndarray, ids_keep: np.ndarray, reconstruction: n
   Returns uint8 [3·M + 2·GAP, T, 3].
   """
   audio = np.asarray(audio, np.float32)
-  index = _audio_source_index(cfg)
-  masked = _unpatchify(_masked_tokens(ids_keep, cfg.audio_tokens, cfg.audio_patch_dim), index,
-                       audio.shape)
+  index = _audio_source_index(model_config)
+  masked = _unpatchify(
+      _masked_tokens(ids_keep, model_config.audio_tokens, model_config.audio_patch_dim), index,
+      audio.shape)
   reconstructed = _unpatchify(np.asarray(reconstruction, np.float32), index, audio.shape)
   low, high = float(audio.min()), float(audio.max())
   coloured = _colour(audio, low, high)
@@ -129,7 +132,7 @@ def spectrogram_panel(audio: np.ndarray, ids_keep: np.ndarray, reconstruction: n
 
 def reconstruction_images(video: np.ndarray, audio: np.ndarray, ids_keep_video: np.ndarray,
                           ids_keep_audio: np.ndarray, video_reconstruction: np.ndarray,
-                          audio_reconstruction: np.ndarray, cfg: ModelConfig
+                          audio_reconstruction: np.ndarray, model_config: ModelConfig
                           ) -> Dict[str, np.ndarray]:
   """One sample's ``{"video": video_panel(...), "spectrogram": spectrogram_panel(...)}``.
 
@@ -137,5 +140,7 @@ def reconstruction_images(video: np.ndarray, audio: np.ndarray, ids_keep_video: 
   [K_a]: its masks; video_reconstruction [N_v, P_v], audio_reconstruction [N_a, P_a]: the last
   decoder head, e.g. ``outputs["video_recon"][-1][b]``.
   """
-  return {"video": video_panel(video, ids_keep_video, video_reconstruction, cfg),
-          "spectrogram": spectrogram_panel(audio, ids_keep_audio, audio_reconstruction, cfg)}
+  return {
+      "video": video_panel(video, ids_keep_video, video_reconstruction, model_config),
+      "spectrogram": spectrogram_panel(audio, ids_keep_audio, audio_reconstruction, model_config)
+  }

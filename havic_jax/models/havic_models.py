@@ -23,12 +23,12 @@ PRETRAINED_MODULES = ("video_encoder", "audio_encoder", "interaction")
 class AudioVisualBackbone(nn.Module):
   """Shared trunk of both assemblies: the two encoders and the interaction module."""
 
-  cfg: ModelConfig
+  model_config: ModelConfig
 
   def setup_backbone(self):
-    self.video_encoder = VideoEncoder(self.cfg)
-    self.audio_encoder = AudioEncoder(self.cfg)
-    self.interaction = InteractionModule(self.cfg)
+    self.video_encoder = VideoEncoder(self.model_config)
+    self.audio_encoder = AudioEncoder(self.model_config)
+    self.interaction = InteractionModule(self.model_config)
 
   def encode(self, video: Array, audio: Array, ids_keep_video: Optional[Array],
              ids_keep_audio: Optional[Array], deterministic: bool) -> Tuple[Any, ...]:
@@ -54,16 +54,16 @@ class HAVICPretrain(AudioVisualBackbone):
   """
 
   def setup(self):
-    cfg = self.cfg
+    model_config = self.model_config
     self.setup_backbone()
-    self.a2v = CrossModalDecoder(cfg, source="audio")
-    self.v2a = CrossModalDecoder(cfg, source="video")
-    self.video_decoder = ReconstructionDecoder(cfg, modality="video")
-    self.audio_decoder = ReconstructionDecoder(cfg, modality="audio")
+    self.a2v = CrossModalDecoder(model_config, source="audio")
+    self.v2a = CrossModalDecoder(model_config, source="video")
+    self.video_decoder = ReconstructionDecoder(model_config, modality="video")
+    self.audio_decoder = ReconstructionDecoder(model_config, modality="audio")
 
   def __call__(self, video: Array, audio: Array, ids_keep_video: Array, ids_keep_audio: Array,
                deterministic: bool = True) -> Dict[str, Any]:
-    t = self.cfg.num_segments
+    t = self.model_config.num_segments
     patches = lambda x: layers.split_segment_tokens(x, t)[1]
     video_taps, audio_taps, video_inter, audio_inter = self.encode(
         video, audio, ids_keep_video, ids_keep_audio, deterministic)
@@ -94,23 +94,24 @@ class HAVICClassifier(AudioVisualBackbone):
   ``audio_logit``, ``video_logit`` [B] and the intermediate stages."""
 
   def setup(self):
-    cfg = self.cfg
+    model_config = self.model_config
     self.setup_backbone()
-    dtype = cfg.compute_dtype
-    reducer = lambda: TokenReducer(cfg.reducer_hidden, dtype)
-    self.video_reducers = [reducer() for _ in cfg.tap_layers]
-    self.audio_reducers = [reducer() for _ in cfg.tap_layers]
+    dtype = model_config.compute_dtype
+    reducer = lambda: TokenReducer(model_config.reducer_hidden, dtype)
+    self.video_reducers = [reducer() for _ in model_config.tap_layers]
+    self.audio_reducers = [reducer() for _ in model_config.tap_layers]
     self.video_inter_reducer = reducer()
     self.audio_inter_reducer = reducer()
     self.video_pool = LayerPool()
     self.audio_pool = LayerPool()
-    head = lambda: ClassifierMLP(cfg.classifier_hidden, cfg.classifier_dropout, dtype)
+    head = lambda: ClassifierMLP(model_config.classifier_hidden, model_config.classifier_dropout,
+                                 dtype)
     self.classifier = head()
     self.audio_classifier = head()
     self.video_classifier = head()
 
   def __call__(self, video: Array, audio: Array, deterministic: bool = True) -> Dict[str, Any]:
-    t = self.cfg.num_segments
+    t = self.model_config.num_segments
     patches = lambda x: layers.split_segment_tokens(x, t)[1]
     video_taps, audio_taps, video_inter, audio_inter = self.encode(video, audio, None, None,
                                                                    deterministic)
@@ -134,30 +135,39 @@ class HAVICClassifier(AudioVisualBackbone):
 MODEL_KINDS = ("pretrain", "finetune")
 
 
-def build_model(cfg: ModelConfig, kind: str) -> nn.Module:
+def build_model(model_config: ModelConfig, kind: str) -> nn.Module:
   """The pretraining (``kind="pretrain"``) or fine-tuning (``"finetune"``) model."""
   if kind == "pretrain":
-    return HAVICPretrain(cfg)
+    return HAVICPretrain(model_config)
   if kind == "finetune":
-    return HAVICClassifier(cfg)
+    return HAVICClassifier(model_config)
   raise ValueError(f"model kind must be one of {MODEL_KINDS}, got {kind!r}")
 
 
-def example_inputs(cfg: ModelConfig, kind: str, batch_size: int = 1) -> tuple[Array, ...]:
-  """Zero inputs for ``init`` (positional arguments of ``__call__``); parameter shapes do not
-  depend on how many tokens are kept, so one token per segment is kept."""
-  video = jnp.zeros((batch_size, cfg.num_frames, cfg.image_size, cfg.image_size, 3), jnp.float32)
-  audio = jnp.zeros((batch_size, cfg.audio_frames, cfg.mel_bins), jnp.float32)
-  if kind == "finetune":
+def example_inputs(model_config: ModelConfig, kept_tokens: bool, batch_size: int = 1
+                   ) -> tuple[Array, ...]:
+  """Zero inputs for ``init`` (positional arguments of ``__call__``): video and audio, and for
+  a model that takes kept token indices (``kept_tokens``: HAVIC's pretraining model) one kept
+  token per segment (parameter shapes do not depend on how many tokens are kept)."""
+  video = jnp.zeros(
+      (batch_size, model_config.num_frames, model_config.image_size, model_config.image_size, 3),
+      jnp.float32)
+  audio = jnp.zeros((batch_size, model_config.audio_frames, model_config.mel_bins), jnp.float32)
+  if not kept_tokens:
     return video, audio
-  one_per_segment = jnp.zeros((batch_size, cfg.num_segments), jnp.int32)
+  one_per_segment = jnp.zeros((batch_size, model_config.num_segments), jnp.int32)
   return video, audio, one_per_segment, one_per_segment
 
 
-def abstract_params(cfg: ModelConfig, kind: str, model: Optional[nn.Module] = None) -> Any:
-  """Boxed (logically partitioned) parameter shapes of ``model`` (default: HAVIC's ``kind``
-  model), taking ``example_inputs(cfg, kind)``, without allocating anything."""
-  model = build_model(cfg, kind) if model is None else model
+def abstract_params(model: nn.Module, model_config: ModelConfig, kept_tokens: bool) -> Any:
+  """Boxed (logically partitioned) parameter shapes of ``model``, taking
+  ``example_inputs(model_config, kept_tokens)``, without allocating anything."""
   variables = jax.eval_shape(
-      lambda: model.init(jax.random.key(0), *example_inputs(cfg, kind)))
+      lambda: model.init(jax.random.key(0), *example_inputs(model_config, kept_tokens)))
   return variables["params"]
+
+
+def havic_params(model_config: ModelConfig, kind: str) -> Any:
+  """:func:`abstract_params` of HAVIC's ``kind`` model (``build_model``; the pretraining model
+  takes kept token indices)."""
+  return abstract_params(build_model(model_config, kind), model_config, kind == "pretrain")
