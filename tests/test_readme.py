@@ -560,18 +560,18 @@ def check_load_pretrained(result, names) -> None:
 
 
 def from_reference_names(code: str, request) -> Dict[str, object]:
-  """``state_dict``: a tiny release-layout state_dict of the stage the call names; ``cfg``:
-  the tiny model."""
+  """``state_dict``: a tiny release-layout state_dict of the stage the call names;
+  ``model_config``: the tiny model."""
   kind = re.search(r'"(\w+)"\)$', code).group(1)
   source = {stage: name for name, stage in released.HAVIC_SOURCES.items()}[kind]
-  return {"state_dict": source_state_dict(TINY, source), "cfg": TINY, "kind": kind}
+  return {"state_dict": source_state_dict(TINY, source), "model_config": TINY, "kind": kind}
 
 
 def check_from_reference(result, names) -> None:
   """Our parameters and a report placing every key, and ``to_reference`` goes back."""
   params, report = result
   accounted_for(report, names["state_dict"])
-  back = reference.to_reference(params, names["cfg"], names["kind"])
+  back = reference.to_reference(params, names["model_config"], names["kind"])
   for key in report["loaded"]:
     np.testing.assert_array_equal(back[key], names["state_dict"][key], err_msg=key)
 
