@@ -137,6 +137,17 @@ def test_train_metrics_average_the_merged_steps():
     np.testing.assert_allclose(computed[name], v[3:].mean(), rtol=1e-6)
 
 
+def test_window_means_average_each_scalar_over_the_window_in_one_call():
+  rng = np.random.default_rng(1)
+  values = {"total": rng.normal(size=(5, 4)).astype(np.float32),  # [B] per step
+            "grad_norm": rng.random(5).astype(np.float32)}
+  steps = [{name: jnp.asarray(v[i]) for name, v in values.items()} for i in range(5)]
+  means = jax.jit(metric_writer.window_means)(steps)
+  assert set(means) == set(values)
+  for name, v in values.items():
+    np.testing.assert_allclose(means[name], v.mean(), rtol=1e-6)
+
+
 def test_train_metrics_classes_are_cached_per_name_set():
   pretrain = metric_writer.train_metrics_from({"total": 1.0, "nce_acc": 0.5})
   again = metric_writer.train_metrics_from({"nce_acc": 0.5, "total": 2.0})

@@ -51,3 +51,46 @@ def test_a_batch_that_cannot_fit_fails_before_the_first_step(tmp_path, monkeypat
   assert found and int(found.group(1)) > 2 ** 20
   directory = tmp_path / runs.CHECKPOINT_DIR
   assert not any(p.name.isdigit() for p in directory.iterdir()) if directory.exists() else True
+
+
+def test_each_step_runs_one_device_program(tmp_path, monkeypatch):
+  """Counted over the steps of a run (6 steps against 2, one logging window each, no
+  checkpoint in between; the old loop's hooks dispatched two programs a step): the compiled train step is the only program a step dispatches; the
+  hooks (finiteness check, logging window) add none per step, neither jitted nor eager."""
+  calls = {"step": 0, "jit": 0, "eager": 0}
+  compiled_call = jax.stages.Compiled.__call__
+
+  def counted_step(self, *args, **kwargs):
+    calls["step"] += 1
+    return compiled_call(self, *args, **kwargs)
+
+  jit = jax.jit
+
+  def counted_jit(fun, *args, **kwargs):
+    jitted = jit(fun, *args, **kwargs)
+
+    def call(*call_args, **call_kwargs):
+      calls["jit"] += 1
+      return jitted(*call_args, **call_kwargs)
+    call.trace, call.lower = jitted.trace, jitted.lower
+    return call
+
+  from jax._src import dispatch
+  apply_primitive = dispatch.apply_primitive
+
+  def counted_primitive(*args, **kwargs):
+    calls["eager"] += 1
+    return apply_primitive(*args, **kwargs)
+  monkeypatch.setattr(jax.stages.Compiled, "__call__", counted_step)
+  monkeypatch.setattr(jax, "jit", counted_jit)
+  monkeypatch.setattr(dispatch, "apply_primitive", counted_primitive)
+  counts = []
+  for run, steps in enumerate((2, 2, 6)):  # the first run also measures the CPU's peak once
+    config = tiny_run(steps)
+    config.log_every, config.checkpoint.every_steps = steps, steps
+    for key in calls:
+      calls[key] = 0
+    loop.run(config, str(tmp_path / str(run)))
+    counts.append(dict(calls))
+  added = {key: counts[2][key] - counts[1][key] for key in calls}
+  assert added == {"step": 4, "jit": 0, "eager": 0}, counts

@@ -16,15 +16,15 @@ import dataclasses
 import os
 import signal
 import time
-from typing import Any, Dict, Mapping, Optional, Sequence, Tuple
+from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
 import jax
-import jax.numpy as jnp
+import numpy as np
 from absl import logging
 
 from havic_jax import storage
 from havic_jax.checkpoints import runs
-from havic_jax.training.metric_writer import MetricWriter, train_metrics_from
+from havic_jax.training.metric_writer import MetricWriter, window_means
 
 
 @dataclasses.dataclass
@@ -126,42 +126,44 @@ class Profile(Hook):
 
 
 class FiniteCheck(Hook):
-  """Stops a diverged run. The last step through which every loss (``total``) and gradient
-  norm was finite is tracked on the device (no host wait per step) and read on the host
-  before every checkpoint save (:meth:`check`) and one step after each logging window closes
-  (every ``log_every`` steps), so the run raises naming the first non-finite step and never
-  saves a non-finite state: the newest checkpoint is the last good one."""
+  """Stops a diverged run. Each step's loss (``total``) and gradient norm stay on the device
+  until they are read on the host (no computation, no wait per step): before every checkpoint
+  save (:meth:`check`) and one step after each logging window closes (every ``log_every``
+  steps), so the run raises naming the first non-finite step and never saves a non-finite
+  state: the newest checkpoint is the last good one."""
 
   def __init__(self, log_every: int):
     self.log_every = log_every
-    self.good, self.marked = None, None
-    self._update = jax.jit(FiniteCheck._last_good)
-
-  @staticmethod
-  def _last_good(good, step, loss, norm):
-    good = step - 1 if good is None else good  # None: the run's first step
-    return jnp.where((good == step - 1) & jnp.isfinite(loss) & jnp.isfinite(norm), step, good)
+    self.unread: List[Tuple[int, jax.Array, jax.Array]] = []  # (step, loss, norm), in order
+    self.marked: Optional[int] = None
 
   def after_step(self, end: StepEnd) -> None:
-    self.good = self._update(self.good, end.state.step, end.metrics["total"],
-                             end.metrics["grad_norm"])
+    self.unread.append((end.done, end.metrics["total"], end.metrics["grad_norm"]))
     self.end_run()
     if due(end.done, self.log_every, end.last):
-      self.good.copy_to_host_async()
-      self.marked = (end.done, self.good)
+      for _, loss, norm in self.unread:
+        loss.copy_to_host_async()
+        norm.copy_to_host_async()
+      self.marked = end.done
 
   def end_run(self) -> None:
     if self.marked is not None:
-      self.check(*self.marked)
+      self.check(self.marked)
 
-  def check(self, done: int, good: Optional[jax.Array] = None) -> None:
+  def check(self, done: int) -> None:
     """Raises ``FloatingPointError`` unless steps up to ``done`` were all finite."""
-    good = int(jax.device_get(self.good if good is None else good))
+    read = [entry for entry in self.unread if entry[0] <= done]
+    self.unread = self.unread[len(read):]
     self.marked = None
-    if good < done:
-      raise FloatingPointError(
-          f"step {good + 1}: the loss or the gradient norm is not finite; the run stops "
-          f"without saving it (the newest checkpoint, if any, is of step {good} or earlier)")
+    if not read:
+      return
+    steps, losses, norms = zip(*read)
+    losses, norms = jax.device_get((list(losses), list(norms)))
+    for step, loss, norm in zip(steps, losses, norms):
+      if not (np.isfinite(loss) and np.isfinite(norm)):
+        raise FloatingPointError(
+            f"step {step}: the loss or the gradient norm is not finite; the run stops without "
+            f"saving it (the newest checkpoint, if any, is of step {step - 1} or earlier)")
 
 
 # What a logging window reports besides the step's averaged metrics: throughput, and the model
@@ -173,8 +175,9 @@ THROUGHPUT = ("steps_per_second", "samples_per_second", "data_wait_fraction",
 class WindowLog(Hook):
   """Writes the averages of each window of ``log_every`` steps without stalling the device.
 
-  The step metrics are averaged on the device (clu metrics), but for the ``schedules``
-  (learning rates and the like), logged at the window's last step. When a window closes its
+  The step metrics are kept on the device until the window closes, then averaged there in one
+  call (``metric_writer.window_means``), but for the ``schedules`` (learning rates and the
+  like), logged at the window's last step. When a window closes its
   values are still on the device: their copy to the host starts then
   (``copy_to_host_async``) and they are read after the next step has been queued, so the
   loop never waits for the device with nothing queued. Throughput is measured between those
@@ -187,25 +190,22 @@ class WindowLog(Hook):
     self.writer, self.batches, self.log_every = writer, batches, log_every
     self.batch_size, self.schedules = batch_size, tuple(schedules)
     self.step_flops, self.peak = step_flops, peak
-    self.window = None
+    self.window: List[Mapping[str, jax.Array]] = []  # the metrics of its steps so far
     self.pending: Optional[Tuple[int, Dict[str, Any], float]] = None
     self.metrics: Dict[str, float] = {}
     self.waited, self.last_step, self.last_time = batches.wait_seconds, start_step, time.time()
-    self._start = jax.jit(train_metrics_from)
-    self._accumulate = jax.jit(lambda window, scalars: window.merge(train_metrics_from(scalars)))
+    self._means = jax.jit(lambda steps, last: dict(window_means(steps), **last))
 
   def after_step(self, end: StepEnd) -> None:
     self.end_run()  # the last window's values, read while this step runs
-    averaged = {k: v for k, v in end.metrics.items() if k not in self.schedules}
-    self.window = (self._start(averaged) if self.window is None
-                   else self._accumulate(self.window, averaged))
+    self.window.append({k: v for k, v in end.metrics.items() if k not in self.schedules})
     if due(end.done, self.log_every, end.last):
-      values = dict(self.window.compute(), **{k: end.metrics[k] for k in self.schedules})
+      values = self._means(self.window, {k: end.metrics[k] for k in self.schedules})
       for value in jax.tree.leaves(values):
         value.copy_to_host_async()
       waited = self.batches.wait_seconds
       self.pending, self.waited = (end.done, values, waited - self.waited), waited
-      self.window = None
+      self.window = []
 
   def end_run(self) -> None:
     """Reads and writes the pending window, if any."""

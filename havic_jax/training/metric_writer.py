@@ -31,8 +31,8 @@ Events are built with ``tensorboardX.summary`` and written synchronously by its
 does not drain, so :meth:`MetricWriter.flush` could not promise they are on disk.
 
 Aggregation: :func:`train_metrics_from` turns one step's scalars into a ``clu.metrics``
-collection of averages (inside the jitted step); merging the collections of a logging window
-and calling ``compute()`` gives each scalar's mean over the window.
+collection of averages; :func:`window_means` merges those of a logging window's steps and
+computes each scalar's mean over the window, in one jittable call.
 """
 
 from __future__ import annotations
@@ -44,7 +44,7 @@ import os
 import shutil
 import tempfile
 import time
-from typing import Any, Mapping, Optional, Tuple
+from typing import Any, Dict, Mapping, Optional, Sequence, Tuple
 
 import cv2
 import flax.linen as nn
@@ -224,6 +224,13 @@ def train_metrics_from(scalars: Mapping[str, jax.Array]) -> clu_metrics.Collecti
   too.
   """
   return train_metrics_class(tuple(sorted(scalars))).single_from_model_output(**scalars)
+
+
+def window_means(steps: Sequence[Mapping[str, jax.Array]]) -> Dict[str, jax.Array]:
+  """``{name: mean}`` of each scalar over ``steps``, the metrics of a logging window's steps
+  (:func:`train_metrics_from` of each, merged); jittable, one call per window."""
+  return functools.reduce(lambda window, step: window.merge(step),
+                          map(train_metrics_from, steps)).compute()
 
 
 def parameter_overview(params: Any, include_stats: bool = False) -> str:
