@@ -47,14 +47,10 @@ def write_manifest(directory: epath.Path, manifest: Mapping[str, Any]) -> None:
 
 
 def write_array_record(path: epath.Path, data: Iterable[bytes]) -> None:
-  """Writes ``data`` as an ArrayRecord file at ``path``; the writer needs a local file, so a
-  remote ``path`` is written in a temporary folder first and then uploaded (``storage.staged``;
-  it is written in place when local: stage it with ``storage.staged`` to publish it whole)."""
+  """Writes ``data`` as an ArrayRecord file at the local ``path`` (the writer needs a local
+  file): pass the path ``storage.staged`` gives, which publishes the file whole, locally or on
+  a bucket."""
   from array_record.python.array_record_module import ArrayRecordWriter
-  if storage.is_remote(path):
-    with storage.staged(path) as local:
-      write_array_record(local, data)
-    return
   writer = ArrayRecordWriter(os.fspath(path), "group_size:1")
   try:
     for item in data:
